@@ -1,0 +1,276 @@
+"""Public entry points :func:`odeint` and :func:`solve`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .gradients import GRADIENTS, GradientMethod
+from .integrate import CountingRHS, Problem
+from .solution import Solution
+from .solvers import SOLVERS, FixedController, PIController, Solver
+
+__all__ = ["odeint", "solve"]
+
+DEFAULT_MAX_STEPS = 100_000
+
+
+def _check_times(t: Tensor, y0: Tensor) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor of observation times, got {type(t).__name__}.")
+    if not t.is_floating_point():
+        raise TypeError(f"t must have a floating-point dtype, got {t.dtype}. Convert it, e.g. t.to(y0.dtype).")
+    if t.device != y0.device:
+        raise ValueError(
+            f"t is on {t.device} but y0 is on {y0.device}; move both to the same device (t.to(y0.device))."
+        )
+    if t.ndim not in (1, 2):
+        raise ValueError(f"t must have shape (T,) or (B, T), got {tuple(t.shape)}.")
+    if t.shape[-1] < 1:
+        raise ValueError("t must hold at least one time (the initial time t[..., 0]).")
+    if t.ndim == 2:
+        if y0.ndim != 2 or t.shape[0] != y0.shape[0]:
+            raise ValueError(
+                f"per-trajectory times t of shape {tuple(t.shape)} need y0 of shape (B, D) with "
+                f"B = {t.shape[0]}; got y0 of shape {tuple(y0.shape)}."
+            )
+    t = t.detach()
+    if not bool(torch.isfinite(t).all()):
+        bad = torch.nonzero(~torch.isfinite(t))[0].tolist()
+        raise ValueError(f"t contains NaN or Inf (first at index {tuple(bad)}); observation times must be finite.")
+    tt = t.to(y0.dtype)
+    if not bool(torch.isfinite(tt).all()):
+        raise ValueError(f"t overflows y0's dtype {y0.dtype}; rescale time.")
+    if tt.shape[-1] > 1:
+        d = tt.diff(dim=-1)
+        sign = torch.sign(d[..., :1])
+        bad = (d * sign) <= 0
+        if bool(bad.any()):
+            idx = torch.nonzero(bad)[0].tolist()
+            k = idx[-1]
+            where = (*idx[:-1], k + 1)
+            prev = (*idx[:-1], k)
+            raise ValueError(
+                f"t must be strictly monotonic along its last axis; t[{', '.join(map(str, where))}] = "
+                f"{float(tt[where]):.10g} does not continue the direction set by t[..., 0] -> t[..., 1] "
+                f"after t[{', '.join(map(str, prev))}] = {float(tt[prev]):.10g}. Sort the observation times "
+                "of each trajectory and remove duplicates."
+            )
+    return tt
+
+
+def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
+    found: list[Tensor] = []
+    if isinstance(func, nn.Module):
+        found.extend(p for p in func.parameters() if p.requires_grad)
+    if params is not None:
+        if isinstance(params, Tensor):
+            params = (params,)
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"params[{i}] must be a tensor, got {type(p).__name__}.")
+            if not any(p is q for q in found):
+                found.append(p)
+    return tuple(found)
+
+
+def _split_options(method: object, grad: object, options: Mapping[str, Any] | None):
+    if options is None:
+        return {}, {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict of solver or gradient-method options, got {type(options)}.")
+    m_keys, g_keys = SOLVERS.accepted_options(method), GRADIENTS.accepted_options(grad)
+    m_opts, g_opts = {}, {}
+    for k, v in options.items():
+        if k in m_keys:
+            m_opts[k] = v
+        elif k in g_keys:
+            g_opts[k] = v
+        else:
+            raise ValueError(
+                f"unknown option {k!r} for method={method!r}, grad={grad!r}; accepted: "
+                f"{sorted(m_keys | g_keys) or 'none'}."
+            )
+    return m_opts, g_opts
+
+
+def _build_problem(
+    func, y0, t, method, grad, rtol, atol, step_size, max_steps, params, options, raise_on_failure
+) -> tuple[Problem, GradientMethod, bool]:
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}.")
+    if not isinstance(y0, Tensor):
+        raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
+    if y0.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"y0 must be float32 or float64, got {y0.dtype}. Convert it with y0.double().")
+    if y0.ndim not in (1, 2) or y0.shape[-1] == 0:
+        raise ValueError(f"y0 must have shape (D,) or (B, D) with D >= 1, got {tuple(y0.shape)}.")
+    if not bool(torch.isfinite(y0.detach()).all()):
+        bad = torch.nonzero(~torch.isfinite(y0.detach()))[0].tolist()
+        raise ValueError(f"y0 contains NaN or Inf (first at index {tuple(bad)}).")
+    tt = _check_times(t, y0)
+    m_opts, g_opts = _split_options(method, grad, options)
+    solver: Solver = SOLVERS.build(method, m_opts)
+    gm: GradientMethod = GRADIENTS.build(grad, g_opts)
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if isinstance(v, Tensor):
+            if not bool((v >= 0).all()):
+                raise ValueError(f"{name} must be non-negative.")
+        elif not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a non-negative finite number, got {v!r}.")
+    if not isinstance(rtol, Tensor) and not isinstance(atol, Tensor) and rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol cannot both be zero.")
+    if step_size is not None and not (
+        isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0
+    ):
+        raise ValueError(f"step_size must be a positive finite number (time units), got {step_size!r}.")
+    if solver.adaptive:
+        controller = PIController(rtol=rtol, atol=atol, first_step=step_size)
+    else:
+        if step_size is None:
+            raise ValueError(
+                f"method={solver.name!r} is a fixed-step method and needs step_size=...; or choose an "
+                "adaptive method such as 'dopri5'."
+            )
+        controller = FixedController(step_size=float(step_size))
+    if max_steps is None:
+        max_steps = DEFAULT_MAX_STEPS
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+    if isinstance(atol, Tensor):
+        atol = atol.to(device=y0.device, dtype=y0.dtype)
+        controller.atol = atol
+    solver.check_compatible(func)
+    unbatched = y0.ndim == 1
+    y0b = y0.unsqueeze(0) if unbatched else y0
+    B = y0b.shape[0]
+    tb = tt.unsqueeze(0).expand(B, -1) if tt.ndim == 1 else tt
+    all_params = _collect_params(func, params)
+    if gm.needs_params and not isinstance(func, nn.Module) and params is None:
+        raise ValueError(
+            f"grad={gm.name!r} builds the gradient in its own backward pass and must know every tensor to "
+            "differentiate: make func an nn.Module (its parameters are found automatically) or pass "
+            "params=[...] with the tensors func closes over."
+        )
+    rhs = CountingRHS(func, unbatched)
+    with torch.no_grad():
+        f_try = rhs(tb[:, 0], y0b.detach())
+    rhs.nfe = 0
+    if not isinstance(f_try, Tensor) or f_try.shape != y0b.shape:
+        got = tuple(f_try.shape) if isinstance(f_try, Tensor) else type(f_try).__name__
+        raise ValueError(
+            f"func(t, y) must return dy/dt with the shape of y, {tuple(y0.shape)}; got {got}. "
+            "For a batch, func receives t of shape (B,) and y of shape (B, D)."
+        )
+    if f_try.dtype != y0.dtype:
+        raise TypeError(f"func returned {f_try.dtype} for y of dtype {y0.dtype}; keep them equal.")
+    problem = Problem(rhs, y0b, tb, solver, controller, max_steps, all_params, raise_on_failure)
+    gm.check(problem)
+    return problem, gm, unbatched
+
+
+def solve(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    method: str | Solver = "dopri5",
+    grad: str | GradientMethod = "direct",
+    rtol: float = 1e-7,
+    atol: float | Tensor = 1e-9,
+    step_size: float | None = None,
+    max_steps: int | None = None,
+    params: Sequence[Tensor] | None = None,
+    options: Mapping[str, Any] | None = None,
+    raise_on_failure: bool = True,
+) -> Solution:
+    """Solve ``dy/dt = func(t, y)`` and return the states at the observation times with statistics.
+
+    Parameters
+    ----------
+    func
+        Right-hand side ``func(t, y) -> dy/dt``. It receives ``t`` of shape ``y.shape[:-1]`` (the current
+        time of each trajectory) and ``y`` of shape ``(B, D)`` (or a 0-d ``t`` and ``(D,)`` for an unbatched
+        ``y0``).
+    y0
+        Initial state ``(D,)`` or batch of initial states ``(B, D)``; float32 or float64.
+    t
+        Observation times ``(T,)`` shared by the batch, or ``(B, T)`` with each trajectory its own times;
+        strictly monotonic along the last axis (decreasing integrates backwards); ``t[..., 0]`` is the
+        initial time. Converted to ``y0``'s dtype.
+    method
+        Solver name (``"dopri5"``, ``"tsit5"``, ``"dopri8"``, ``"bosh3"``, ``"heun_euler"``; fixed-step
+        ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"``) or a :class:`~physnode.solvers.Solver`.
+    grad
+        Gradient method name or a :class:`~physnode.gradients.GradientMethod`; see :data:`GRADIENTS`.
+    rtol, atol
+        Relative and absolute tolerances of the adaptive methods (per trajectory, RMS norm).
+    step_size
+        Step of the fixed-step methods (required there); initial step for adaptive methods.
+    max_steps
+        Limit on accepted plus rejected steps per trajectory (default 100 000).
+    params
+        Extra tensors to differentiate that ``func`` closes over (for gradient methods with their own
+        backward pass).
+    options
+        Keyword options of the chosen solver or gradient method (e.g. ``{"eta": 0.9}``); unknown keys raise.
+    raise_on_failure
+        Raise a :class:`~physnode.errors.SolverError` when a trajectory fails (default). With ``False`` the
+        per-trajectory status is returned in ``Solution.stats.status`` and failed entries of ``ys`` are NaN.
+
+    Returns
+    -------
+    Solution
+        ``ts`` (as given), ``ys`` of shape ``(T, D)`` or ``(B, T, D)``, and ``stats``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, dtypes, devices, times or options.
+    MaxStepsError, StepSizeUnderflowError, NonFiniteError
+        A trajectory failed during the solve (the message names the trajectory and the time).
+    """
+    problem, gm, unbatched = _build_problem(
+        func, y0, t, method, grad, rtol, atol, step_size, max_steps, params, options, raise_on_failure
+    )
+    result = gm.solve(problem)
+    ys = result.ys.squeeze(0) if unbatched else result.ys
+    return Solution(ts=t, ys=ys, stats=result.stats)
+
+
+def odeint(
+    func: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    method: str | Solver = "dopri5",
+    grad: str | GradientMethod = "direct",
+    rtol: float = 1e-7,
+    atol: float | Tensor = 1e-9,
+    step_size: float | None = None,
+    max_steps: int | None = None,
+    params: Sequence[Tensor] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Tensor:
+    """Solve ``dy/dt = func(t, y)`` and return the states at the observation times.
+
+    Same arguments as :func:`solve`; returns ``solve(...).ys`` of shape ``(T, D)`` or ``(B, T, D)``, with
+    ``ys[..., i, :]`` the state at ``t[..., i]``. Always raises on failure.
+    """
+    return solve(
+        func,
+        y0,
+        t,
+        method=method,
+        grad=grad,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        max_steps=max_steps,
+        params=params,
+        options=options,
+    ).ys

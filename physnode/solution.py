@@ -1,0 +1,100 @@
+"""Results of a solve: per-trajectory status codes, statistics and the :class:`Solution`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["Solution", "Stats", "Status"]
+
+
+class Status(enum.IntEnum):
+    """Outcome of the solve of one trajectory."""
+
+    SUCCESS = 0
+    MAX_STEPS = 1
+    STEP_UNDERFLOW = 2
+    NON_FINITE = 3
+
+    @property
+    def message(self) -> str:
+        """A sentence describing the status and what to change."""
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.SUCCESS: "reached the last observation time",
+    Status.MAX_STEPS: "exceeded max_steps; raise max_steps, loosen rtol/atol, or check the system for stiffness",
+    Status.STEP_UNDERFLOW: (
+        "the step size fell below the resolution of the time variable; the system may be stiff or singular "
+        "there (loosen rtol/atol, rescale time, or check the right-hand side)"
+    ),
+    Status.NON_FINITE: (
+        "the state or its derivative became NaN or Inf; check the right-hand side for divisions by zero or "
+        "overflow, or use a smaller step"
+    ),
+}
+
+
+@dataclass
+class Stats:
+    """Solver statistics.
+
+    Attributes
+    ----------
+    nfe
+        Number of batched right-hand-side evaluations in the forward solve (one evaluation covers the batch).
+    n_accepted, n_rejected
+        Accepted and rejected steps per trajectory, ``(B,)`` int64.
+    status
+        :class:`Status` code per trajectory, ``(B,)`` int64.
+    t_final
+        Time each trajectory reached, ``(B,)``; for a failed trajectory, where it failed.
+    nfe_backward
+        Right-hand-side evaluations (or vector-Jacobian products) spent by the gradient method in the backward
+        pass, filled in after ``backward()`` for the methods that run one.
+    """
+
+    nfe: int
+    n_accepted: Tensor
+    n_rejected: Tensor
+    status: Tensor
+    t_final: Tensor
+    nfe_backward: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        """Whether every trajectory reached its last observation time (one host synchronisation)."""
+        return bool((self.status == Status.SUCCESS).all())
+
+
+@dataclass
+class Solution:
+    """The solution of an initial-value problem at the observation times.
+
+    Attributes
+    ----------
+    ts
+        Observation times, ``(T,)`` or ``(B, T)`` as given.
+    ys
+        States at ``ts``: ``(T, D)`` or ``(B, T, D)``; entries after a failure are NaN.
+    stats
+        :class:`Stats` of the solve.
+    """
+
+    ts: Tensor
+    ys: Tensor
+    stats: Stats
+
+    @property
+    def status(self) -> Tensor:
+        """Per-trajectory :class:`Status` codes, ``(B,)`` (``(1,)`` for an unbatched solve)."""
+        return self.stats.status
+
+    def failed(self) -> Tensor:
+        """Indices of the trajectories that did not succeed."""
+        return torch.nonzero(self.stats.status != Status.SUCCESS).flatten()

@@ -1,0 +1,37 @@
+"""ODE solvers: Butcher tableaux held as data, one file per method, and the ``method=`` registry.
+
+Adding a solver touches its own file and the :data:`SOLVERS` registration below.
+"""
+
+from __future__ import annotations
+
+from .._registry import Registry
+from .base import RHS, Solver, State
+from .bosh3 import Bosh3
+from .controller import FixedController, PIController, StepController
+from .dopri5 import Dopri5
+from .dopri8 import Dopri8
+from .euler import Euler
+from .heun import Heun
+from .heun_euler import HeunEuler
+from .midpoint import Midpoint
+from .rk import ExplicitRK
+from .rk4 import RK4
+from .tableau import Tableau
+from .tsit5 import Tsit5
+
+__all__ = [
+    "RHS",
+    "SOLVERS",
+    "ExplicitRK",
+    "FixedController",
+    "PIController",
+    "Solver",
+    "State",
+    "StepController",
+    "Tableau",
+]
+
+SOLVERS: Registry[Solver] = Registry("method", Solver)
+for _cls in (Euler, Midpoint, Heun, RK4, HeunEuler, Bosh3, Dopri5, Tsit5, Dopri8):
+    SOLVERS.register(_cls.tableau.name, _cls)

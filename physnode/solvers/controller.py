@@ -1,0 +1,113 @@
+"""Per-trajectory step-size control: error norms, initial step selection and the PI controller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import RHS
+
+__all__ = ["FixedController", "PIController", "StepController"]
+
+
+class StepController:
+    """Decides step sizes; every quantity is per trajectory (leading dimension ``B``).
+
+    The controller is never differentiated: all its computations run on detached tensors.
+    """
+
+    adaptive: bool = False
+
+    def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
+        """Signed first step ``(B,)`` for trajectories starting at ``t0`` ``(B,)`` and spanning ``span``."""
+        raise NotImplementedError
+
+    def error_norm(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
+        """Scaled RMS norm ``(B,)`` of the local error estimate ``err`` ``(B, D)``."""
+        raise NotImplementedError
+
+    def adapt(self, h: Tensor, err_norm: Tensor, prev_err_norm: Tensor, accept: Tensor, error_order: int) -> Tensor:
+        """Next signed step ``(B,)`` from the step just tried."""
+        raise NotImplementedError
+
+
+@dataclass
+class FixedController(StepController):
+    """Constant step ``step_size`` (signed by the direction of integration of each trajectory)."""
+
+    step_size: float
+
+    def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
+        return torch.sign(span) * self.step_size
+
+    def adapt(self, h: Tensor, err_norm: Tensor, prev_err_norm: Tensor, accept: Tensor, error_order: int) -> Tensor:
+        return h
+
+
+@dataclass
+class PIController(StepController):
+    """Proportional–integral step-size controller (Gustafsson; Hairer & Wanner, *Solving ODEs II*, IV.2).
+
+    The next step is ``h * clip(safety * e_n^(-beta1/k) * e_(n-1)^(beta2/k), factor_min, factor_max)`` with
+    ``e`` the scaled RMS error norms of the last two accepted steps and ``k`` the solver's error order.
+    After a rejected step only the proportional part is used and the factor is at most 1.
+
+    Parameters
+    ----------
+    rtol, atol
+        Relative and absolute tolerances; ``atol`` may be a tensor broadcastable to ``(D,)``.
+    first_step
+        Optional magnitude of the first step (time units); chosen automatically when ``None``.
+    """
+
+    rtol: float
+    atol: float | Tensor
+    safety: float = 0.9
+    factor_min: float = 0.2
+    factor_max: float = 10.0
+    beta1: float = 0.7
+    beta2: float = 0.4
+    first_step: float | None = None
+    adaptive: bool = True
+
+    def error_norm(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
+        scale = torch.maximum(y.abs(), y_new.abs()).mul_(self.rtol).add_(self.atol)
+        norm = (err / scale).square_().mean(dim=-1).sqrt_()
+        # A non-finite trial state must count as a failed step, never as a small error.
+        return torch.nan_to_num_(norm, nan=torch.inf)
+
+    def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
+        direction = torch.sign(span)
+        if self.first_step is not None:
+            h = torch.minimum(torch.full_like(span, self.first_step), span.abs())
+            return direction * h
+        # Hairer, Nørsett & Wanner, Solving ODEs I, II.4 ("starting step size"), per trajectory.
+        scale = y0.abs().mul(self.rtol).add_(self.atol)
+        d0 = (y0 / scale).square().mean(-1).sqrt()
+        d1 = (f0 / scale).square().mean(-1).sqrt()
+        small = torch.as_tensor(1e-6, dtype=y0.dtype, device=y0.device)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), small, 0.01 * d0 / d1)
+        h0 = torch.minimum(h0, span.abs())
+        y1 = y0 + (direction * h0).unsqueeze(-1) * f0
+        f1 = func(t0 + direction * h0, y1)
+        d2 = ((f1 - f0) / scale).square().mean(-1).sqrt() / h0
+        dmax = torch.maximum(d1, d2)
+        h1 = torch.where(
+            dmax <= 1e-15,
+            torch.maximum(small, h0 * 1e-3),
+            (0.01 / dmax) ** (1.0 / (order + 1)),
+        )
+        h = torch.minimum(torch.minimum(100 * h0, h1), span.abs())
+        return direction * torch.nan_to_num(h, nan=1e-6)
+
+    def adapt(self, h: Tensor, err_norm: Tensor, prev_err_norm: Tensor, accept: Tensor, error_order: int) -> Tensor:
+        k = float(error_order)
+        e = err_norm.clamp(min=1e-10)
+        factor_acc = self.safety * e.pow(-self.beta1 / k) * prev_err_norm.pow(self.beta2 / k)
+        factor_rej = self.safety * e.pow(-1.0 / k)
+        factor = torch.where(
+            accept, factor_acc.clamp(self.factor_min, self.factor_max), factor_rej.clamp(self.factor_min, 1.0)
+        )
+        return h * torch.nan_to_num(factor, nan=self.factor_min, posinf=self.factor_max, neginf=self.factor_min)

@@ -1,0 +1,12 @@
+"""Forward Euler, order 1, fixed step."""
+
+from .rk import ExplicitRK
+from .tableau import Tableau
+
+TABLEAU = Tableau(name="euler", c=(0.0,), a=((),), b=(1.0,), order=1)
+
+
+class Euler(ExplicitRK):
+    """Forward Euler method (fixed step)."""
+
+    tableau = TABLEAU

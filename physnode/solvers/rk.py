@@ -1,0 +1,75 @@
+"""Explicit Runge–Kutta stepping driven by a :class:`~physnode.solvers.tableau.Tableau`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .base import RHS, Solver, State
+from .tableau import Tableau
+
+__all__ = ["ExplicitRK", "linear_combination"]
+
+
+def linear_combination(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor | None:
+    """Return ``sum_j coeffs[j] * ks[j]`` skipping zero coefficients (``None`` when all are zero)."""
+    acc: Tensor | None = None
+    for a, k in zip(coeffs, ks, strict=False):
+        if a == 0.0:
+            continue
+        acc = k * a if acc is None else acc.add_(k, alpha=a)
+    return acc
+
+
+class ExplicitRK(Solver):
+    """Explicit Runge–Kutta method; subclasses only set :attr:`tableau`.
+
+    With an FSAL tableau the state is ``(y, f(t, y))`` so the first stage of a step reuses the last stage of
+    the previous accepted step; otherwise the state is ``(y,)``.
+    """
+
+    tableau: ClassVar[Tableau]
+
+    def __init__(self) -> None:
+        tab = self.tableau
+        self.order = tab.order
+        self.adaptive = tab.adaptive
+        low = tab.order if tab.embedded_order is None else min(tab.order, tab.embedded_order)
+        self.error_order = low + 1
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.tableau.name
+
+    def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
+        if self.tableau.fsal:
+            return (y0, func(t0, y0))
+        return (y0,)
+
+    def stages(self, func: RHS, t: Tensor, h: Tensor, y: Tensor, k1: Tensor | None = None) -> list[Tensor]:
+        """Evaluate all stage derivatives ``k_i`` of one step (``k1`` reused when given)."""
+        tab = self.tableau
+        hh = h.unsqueeze(-1)
+        ks = [func(t, y) if k1 is None else k1]
+        for i in range(1, tab.stages):
+            dy = linear_combination(tab.a[i], ks)
+            yi = y if dy is None else torch.addcmul(y, hh, dy)
+            ks.append(func(t + tab.c[i] * h, yi))
+        return ks
+
+    def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
+        tab = self.tableau
+        y = state[0]
+        ks = self.stages(func, t, h, y, state[1] if tab.fsal else None)
+        hh = h.unsqueeze(-1)
+        y_new = torch.addcmul(y, hh, linear_combination(tab.b, ks))
+        err = None
+        if tab.b_err is not None:
+            err = hh * linear_combination(tab.b_err, ks)
+        new_state = (y_new, ks[-1]) if tab.fsal else (y_new,)
+        return new_state, err
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
