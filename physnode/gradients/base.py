@@ -17,6 +17,10 @@ class GradientMethod(ABC):
     ----------
     name
         Registry name (the ``grad=`` string).
+    requires_method
+        The ``method=`` this gradient method needs, if any.
+    exact
+        Whether it reproduces backprop through the same discrete solve.
     needs_params
         Whether the method must know every tensor to differentiate explicitly (it builds the gradient in a
         custom backward pass). For such methods a plain callable that closes over tensors must come with
@@ -25,6 +29,10 @@ class GradientMethod(ABC):
 
     name: ClassVar[str]
     needs_params: ClassVar[bool] = False
+    #: The solver this method is tied to (``"alf"`` for MALI), or ``None`` when any compatible solver works.
+    requires_method: ClassVar[str | None] = None
+    #: Whether the gradient equals backprop through the same discrete solve (all but the continuous adjoint).
+    exact: ClassVar[bool] = True
 
     def check(self, problem: Problem) -> None:  # noqa: B027 - optional hook
         """Raise ``ValueError`` when this method cannot differentiate ``problem`` (e.g. wrong solver)."""
