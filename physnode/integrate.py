@@ -104,12 +104,27 @@ class StepRecord:
 
 @dataclass
 class Integration:
-    """Raw result of :func:`integrate`: ``ys`` ``(B, T, D)``, statistics, optional records, final state."""
+    """Raw result of :func:`integrate`: ``ys`` ``(B, T, D)``, statistics, optional records, final state, and
+    ``h0`` ``(B,)``, the first step handed to ``solver.init`` (``None`` when nothing was integrated)."""
 
     ys: Tensor
     stats: Stats
     final_state: State
     records: list[StepRecord] = field(default_factory=list)
+    h0: Tensor | None = None
+
+
+class _Reuse:
+    """Answers the first call at exactly ``(t0, y0)`` with an already computed ``f0`` (no graph involved)."""
+
+    def __init__(self, func: CountingRHS, t0: Tensor, y0: Tensor, f0: Tensor) -> None:
+        self.func, self.t0, self.y0, self.f0 = func, t0, y0, f0
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        if t is self.t0 and y is self.y0 and self.f0 is not None:
+            f0, self.f0 = self.f0, None
+            return f0
+        return self.func(t, y)
 
 
 def _where_state(accept: Tensor, new: State, old: State) -> State:
@@ -167,6 +182,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     span = t[:, -1] - t[:, 0]
     direction = torch.where(span < 0, -1.0, 1.0).to(t.dtype)
     eps = torch.finfo(t.dtype).eps
+    slack = 64 * eps
 
     out = torch.full((B, T + 1, D), float("nan"), dtype=y0.dtype, device=dev)
     out[:, 0] = y0
@@ -179,11 +195,20 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         stats = Stats(0, n_acc, n_rej, status, tc)
         return Integration(out[:, :1], stats, (y0,) if state0 is None else state0, records)
 
+    init_func = func
+    grad_enabled = torch.is_grad_enabled()
     with torch.no_grad():
-        f0 = func(tc, y0)
-        finite0 = torch.isfinite(f0).all(-1) & torch.isfinite(y0).all(-1)
-        h = ctrl.initial_step(func, tc, y0, torch.nan_to_num(f0), span, solver.error_order - 1)
-    state = solver.init(func, tc, y0, h) if state0 is None else state0
+        finite0 = torch.isfinite(y0).all(-1)
+        if ctrl.adaptive:
+            f0 = func(tc, y0)
+            finite0 &= torch.isfinite(f0).all(-1)
+            h = ctrl.initial_step(func, tc, y0, torch.nan_to_num(f0), span, solver.error_order - 1)
+            if not grad_enabled:  # no graph is being built: the first evaluation can be reused
+                init_func = _Reuse(func, tc, y0, f0)
+        else:
+            h = ctrl.initial_step(func, tc, y0, y0, span, solver.error_order - 1)
+    state = solver.init(init_func, tc, y0, h) if state0 is None else state0
+    h0 = h
 
     active = finite0.clone()
     status = torch.where(finite0, status, int(Status.NON_FINITE))
@@ -193,18 +218,21 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     t_next = t[:, 1]
     prev_err = torch.ones(B, dtype=y0.dtype, device=dev)
     last_nonfinite = torch.zeros(B, dtype=torch.bool, device=dev)
-    slot_index = torch.empty(B, 1, D, dtype=torch.long, device=dev)
 
     while True:
         dt_rem = t_next - tc
-        land = active & (direction * (h - dt_rem) >= 0)
+        # Land on the next observation when it is within the step, or beyond it only by accumulated
+        # round-off of the time variable (which would otherwise leave a step of a few ulps).
+        land = active & (direction * (dt_rem - h) <= slack * (t_next.abs() + h.abs()))
         h_eff = torch.where(land, dt_rem, h)
         h_eff = torch.where(active, h_eff, torch.zeros_like(h_eff))
         state_before, t_before = state, tc
         new_state, err = solver.step(func, tc, h_eff, state)
         with torch.no_grad():
             y_old, y_new = state[0].detach(), new_state[0].detach()
-            if err is not None:
+            if ctrl.adaptive:
+                if err is None:
+                    raise RuntimeError(f"{solver!r} returned no error estimate but the step size is adaptive.")
                 en = ctrl.error_norm(err.detach(), y_old, y_new)
             else:
                 en = torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf).to(y_new.dtype)
@@ -215,7 +243,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             landed = accept & land
             tc = torch.where(accept, torch.where(land, t_next, tc + h_eff), tc)
             slot = torch.where(landed, j, T)
-        out.scatter_(1, slot_index.copy_(slot.view(B, 1, 1)), state[0].unsqueeze(1))
+        out.scatter_(1, slot.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
         with torch.no_grad():
             if record is not None:
                 records.append(StepRecord(t_before, h_eff, accept, slot, state_before if record == "states" else None))
@@ -248,4 +276,4 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             break
 
     stats = Stats(func.nfe - nfe0, n_acc, n_rej, status, tc)
-    return Integration(out[:, :T], stats, state, records)
+    return Integration(out[:, :T], stats, state, records, h0)

@@ -133,8 +133,8 @@ def _build_problem(
     else:
         if step_size is None:
             raise ValueError(
-                f"method={solver.name!r} is a fixed-step method and needs step_size=...; or choose an "
-                "adaptive method such as 'dopri5'."
+                f"method={solver.name!r} takes fixed steps here and needs step_size=... (time units); or "
+                "choose an adaptive method such as 'dopri5'."
             )
         controller = FixedController(step_size=float(step_size))
     if max_steps is None:

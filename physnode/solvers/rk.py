@@ -26,16 +26,27 @@ def linear_combination(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor | 
 class ExplicitRK(Solver):
     """Explicit Runge–Kutta method; subclasses only set :attr:`tableau`.
 
+    Parameters
+    ----------
+    adaptive
+        ``None`` (default): adaptive exactly when the tableau has an embedded error estimate. ``False`` runs an
+        embedded pair with fixed steps (``step_size`` required), e.g. for order studies.
+
     With an FSAL tableau the state is ``(y, f(t, y))`` so the first stage of a step reuses the last stage of
     the previous accepted step; otherwise the state is ``(y,)``.
     """
 
     tableau: ClassVar[Tableau]
 
-    def __init__(self) -> None:
+    def __init__(self, adaptive: bool | None = None) -> None:
         tab = self.tableau
+        if adaptive and not tab.adaptive:
+            raise ValueError(
+                f"method {tab.name!r} has no embedded error estimate and cannot adapt its step; pass step_size=... "
+                "or choose an adaptive method such as 'dopri5'."
+            )
         self.order = tab.order
-        self.adaptive = tab.adaptive
+        self.adaptive = tab.adaptive if adaptive is None else bool(adaptive)
         low = tab.order if tab.embedded_order is None else min(tab.order, tab.embedded_order)
         self.error_order = low + 1
 
@@ -66,10 +77,10 @@ class ExplicitRK(Solver):
         hh = h.unsqueeze(-1)
         y_new = torch.addcmul(y, hh, linear_combination(tab.b, ks))
         err = None
-        if tab.b_err is not None:
+        if self.adaptive:
             err = hh * linear_combination(tab.b_err, ks)
         new_state = (y_new, ks[-1]) if tab.fsal else (y_new,)
         return new_state, err
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(adaptive={self.adaptive})"

@@ -1,0 +1,120 @@
+"""Each trajectory has its own times, steps, accept/reject decisions and error norm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import physnode
+
+
+def _oscillators(omega: torch.Tensor):
+    def f(t, y):
+        return torch.stack([y[..., 1], -(omega**2) * y[..., 0]], -1)
+
+    return f
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dopri8"])
+def test_batch_with_own_times_equals_individual_solves(method: str, device: torch.device) -> None:
+    B, T = 4, 6
+    omega = torch.tensor([1.0, 3.0, 0.5, 7.0], dtype=torch.float64, device=device)
+    y0 = torch.randn(B, 2, dtype=torch.float64, device=device)
+    t = torch.sort(torch.rand(B, T, dtype=torch.float64, device=device) * 5, dim=1).values
+    t[:, 0] = torch.tensor([0.0, 0.3, -1.0, 2.0], dtype=torch.float64)
+    batched = physnode.solve(_oscillators(omega), y0, t, method=method, rtol=1e-9, atol=1e-11)
+    for b in range(B):
+        alone = physnode.solve(_oscillators(omega[b]), y0[b], t[b], method=method, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(batched.ys[b], alone.ys, rtol=1e-13, atol=1e-13)
+        assert int(batched.stats.n_accepted[b]) == int(alone.stats.n_accepted[0])
+        assert int(batched.stats.n_rejected[b]) == int(alone.stats.n_rejected[0])
+    # Exact solution check for good measure.
+    dt = t - t[:, :1]
+    x = y0[:, :1] * torch.cos(omega[:, None] * dt) + y0[:, 1:] / omega[:, None] * torch.sin(omega[:, None] * dt)
+    torch.testing.assert_close(batched.ys[..., 0], x, rtol=0, atol=1e-6)
+
+
+def test_fast_trajectory_does_not_shrink_steps_of_others() -> None:
+    omega = torch.tensor([1.0, 200.0], dtype=torch.float64)
+    y0 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    t = torch.linspace(0, 3, 4, dtype=torch.float64)
+    both = physnode.solve(_oscillators(omega), y0, t)
+    slow = physnode.solve(_oscillators(omega[:1]), y0[:1], t)
+    assert int(both.stats.n_accepted[0]) == int(slow.stats.n_accepted[0])
+    assert int(both.stats.n_accepted[1]) > 10 * int(both.stats.n_accepted[0])
+
+
+def test_shared_times_and_backward_integration() -> None:
+    f = _oscillators(torch.tensor(2.0, dtype=torch.float64))
+    y0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    t_fwd = torch.linspace(0, 2, 5, dtype=torch.float64)
+    y_fwd = physnode.odeint(f, y0, t_fwd, rtol=1e-10, atol=1e-12)
+    assert y_fwd.shape == (2, 5, 2)
+    # Integrate back from the end state to t = 0.
+    y_back = physnode.odeint(f, y_fwd[:, -1], t_fwd.flip(0), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(y_back[:, -1], y0, rtol=0, atol=1e-8)
+    torch.testing.assert_close(y_back.flip(1), y_fwd, rtol=0, atol=1e-8)
+
+
+def test_mixed_directions_in_one_batch() -> None:
+    f = _oscillators(torch.tensor(1.0, dtype=torch.float64))
+    y0 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    t = torch.tensor([[0.0, 1.0, 2.0], [0.0, -1.0, -2.0]], dtype=torch.float64)
+    ys = physnode.odeint(f, y0, t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ys[:, :, 0], torch.cos(t), rtol=0, atol=1e-8)
+
+
+def test_func_receives_per_trajectory_times() -> None:
+    seen = []
+
+    def f(t, y):
+        seen.append(t.shape)
+        return torch.stack([torch.cos(t), torch.zeros_like(t)], -1)  # x(t) = sin(t) + x0
+
+    y0 = torch.zeros(3, 2, dtype=torch.float64)
+    t = torch.tensor([[0.0, 1.0], [0.5, 2.0], [1.0, 4.0]], dtype=torch.float64)
+    ys = physnode.odeint(f, y0, t, rtol=1e-10, atol=1e-12)
+    assert all(s == (3,) for s in seen)
+    torch.testing.assert_close(ys[:, 1, 0], torch.sin(t[:, 1]) - torch.sin(t[:, 0]), rtol=0, atol=1e-8)
+
+
+def test_unbatched_function_gets_scalar_time() -> None:
+    shapes = []
+
+    def f(t, y):
+        shapes.append((t.shape, y.shape))
+        return -y
+
+    ys = physnode.odeint(f, torch.ones(3, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert ys.shape == (2, 3)
+    assert all(s == (torch.Size([]), torch.Size([3])) for s in shapes)
+    torch.testing.assert_close(ys[-1], torch.full((3,), torch.e**-1, dtype=torch.float64), rtol=1e-7, atol=0)
+
+
+def test_steps_land_exactly_on_observation_times() -> None:
+    times = []
+
+    def f(t, y):
+        times.append(t.clone())
+        return torch.ones_like(y)
+
+    t = torch.tensor([0.0, 0.1, 0.35, 1.0], dtype=torch.float64)
+    ys = physnode.odeint(f, torch.zeros(1, dtype=torch.float64), t, method="rk4", step_size=0.3)
+    torch.testing.assert_close(ys[:, 0], t, rtol=0, atol=1e-15)
+    stage_times = torch.stack(times).flatten()
+    for ti in t[1:]:
+        assert bool((stage_times == ti).any()), f"no stage evaluated exactly at t = {float(ti)}"
+
+
+def test_stats_count_evaluations() -> None:
+    f = _oscillators(torch.tensor(1.0, dtype=torch.float64))
+    sol = physnode.solve(
+        f,
+        torch.tensor([1.0, 0.0], dtype=torch.float64),
+        torch.tensor([0.0, 1.0], dtype=torch.float64),
+        method="rk4",
+        step_size=0.1,
+    )
+    assert int(sol.stats.n_accepted[0]) == 10
+    assert sol.stats.nfe == 40
+    assert sol.stats.success
