@@ -3,8 +3,10 @@
 Each trajectory of the batch has its own current time, its own step size, its own accept/reject decision
 and error norm, and its own next observation time, on which its steps land exactly. Trajectories that have
 reached their last observation (or failed) take zero-length steps and their state and statistics are
-frozen. The loop synchronises with the host once per step (to learn whether any trajectory is still active
-or has failed), never per stage.
+frozen. Step-size control is cheap bookkeeping on ``(B,)`` vectors: it runs on the host in NumPy, in the dtype of
+the solve, while states stay on their device. Each step moves the error norms ``(B,)`` to the host (the one
+synchronisation per step, never one per stage) and sends the next times, steps, accept mask and output slots
+back in two small transfers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -135,8 +138,8 @@ def _where_state(accept: Tensor, new: State, old: State) -> State:
     return tuple(out)
 
 
-def _raise(status: Tensor, failed: Tensor, tc: Tensor) -> None:
-    idx = int(torch.nonzero(failed)[0, 0])
+def _raise(status: np.ndarray, failed: np.ndarray, tc: np.ndarray) -> None:
+    idx = int(np.flatnonzero(failed)[0])
     code = Status(int(status[idx]))
     when = float(tc[idx])
     n_failed = int(failed.sum())
@@ -151,6 +154,12 @@ def _raise(status: Tensor, failed: Tensor, tc: Tensor) -> None:
         Status.NON_FINITE: NonFiniteError,
     }[code]
     raise cls(msg, trajectory=idx, time=when, status=int(code))
+
+
+def _to_device(a: np.ndarray, device: torch.device) -> Tensor:
+    """Host array to a tensor on ``device`` (zero-copy on CPU: callers never modify ``a`` afterwards)."""
+    x = torch.from_numpy(a)
+    return x if device.type == "cpu" else x.to(device, non_blocking=True)
 
 
 def integrate(problem: Problem, record: str | None = None, state0: State | None = None) -> Integration:
@@ -179,101 +188,126 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     T = t.shape[1]
     dev = y0.device
     nfe0 = func.nfe
-    span = t[:, -1] - t[:, 0]
-    direction = torch.where(span < 0, -1.0, 1.0).to(t.dtype)
-    eps = torch.finfo(t.dtype).eps
-    slack = 64 * eps
+
+    th = t.detach().cpu().numpy()  # (B, T) host copy of the observation times, in the solve's dtype
+    ftype = th.dtype.type
+    rows = np.arange(B)
+    span_dev = t[:, -1] - t[:, 0]
+    direction = np.where(th[:, -1] < th[:, 0], -1.0, 1.0).astype(th.dtype)
+    eps = np.finfo(th.dtype).eps
+    slack = ftype(64 * eps)
 
     out = torch.full((B, T + 1, D), float("nan"), dtype=y0.dtype, device=dev)
     out[:, 0] = y0
-    status = torch.zeros(B, dtype=torch.long, device=dev)
-    n_acc = torch.zeros(B, dtype=torch.long, device=dev)
-    n_rej = torch.zeros(B, dtype=torch.long, device=dev)
-    tc = t[:, 0].clone()
+    status = np.zeros(B, dtype=np.int64)
+    n_acc = np.zeros(B, dtype=np.int64)
+    n_rej = np.zeros(B, dtype=np.int64)
+    tc = th[:, 0].copy()
     records: list[StepRecord] = []
-    if T == 1:
-        stats = Stats(0, n_acc, n_rej, status, tc)
-        return Integration(out[:, :1], stats, (y0,) if state0 is None else state0, records)
 
+    def stats() -> Stats:
+        return Stats(
+            func.nfe - nfe0,
+            torch.from_numpy(n_acc).to(dev),
+            torch.from_numpy(n_rej).to(dev),
+            torch.from_numpy(status).to(dev),
+            torch.from_numpy(tc).to(dev),
+        )
+
+    if T == 1:
+        return Integration(out[:, :1], stats(), (y0,) if state0 is None else state0, records)
+
+    t0_dev = t[:, 0]
     init_func = func
     grad_enabled = torch.is_grad_enabled()
     with torch.no_grad():
         finite0 = torch.isfinite(y0).all(-1)
         if ctrl.adaptive:
-            f0 = func(tc, y0)
+            f0 = func(t0_dev, y0)
             finite0 &= torch.isfinite(f0).all(-1)
-            h = ctrl.initial_step(func, tc, y0, torch.nan_to_num(f0), span, solver.error_order - 1)
+            h_dev = ctrl.initial_step(func, t0_dev, y0, torch.nan_to_num(f0), span_dev, solver.error_order - 1)
             if not grad_enabled:  # no graph is being built: the first evaluation can be reused
-                init_func = _Reuse(func, tc, y0, f0)
+                init_func = _Reuse(func, t0_dev, y0, f0)
         else:
-            h = ctrl.initial_step(func, tc, y0, y0, span, solver.error_order - 1)
-    state = solver.init(init_func, tc, y0, h) if state0 is None else state0
-    h0 = h
+            h_dev = ctrl.initial_step(func, t0_dev, y0, y0, span_dev, solver.error_order - 1)
+        h = h_dev.detach().cpu().numpy().astype(th.dtype)
+        active = finite0.cpu().numpy()
+    state = solver.init(init_func, t0_dev, y0, h_dev) if state0 is None else state0
 
-    active = finite0.clone()
-    status = torch.where(finite0, status, int(Status.NON_FINITE))
-    if not bool(finite0.all()) and problem.raise_on_failure:
-        _raise(status, ~finite0, tc)
-    j = torch.ones(B, dtype=torch.long, device=dev)
-    t_next = t[:, 1]
-    prev_err = torch.ones(B, dtype=y0.dtype, device=dev)
-    last_nonfinite = torch.zeros(B, dtype=torch.bool, device=dev)
+    status[~active] = int(Status.NON_FINITE)
+    if not active.all() and problem.raise_on_failure:
+        _raise(status, ~active, tc)
+    j = np.ones(B, dtype=np.int64)
+    t_next = th[:, 1].copy()
+    prev_err = np.ones(B, dtype=th.dtype)
+    last_nonfinite = np.zeros(B, dtype=bool)
+    zero = ftype(0)
 
     while True:
         dt_rem = t_next - tc
         # Land on the next observation when it is within the step, or beyond it only by accumulated
         # round-off of the time variable (which would otherwise leave a step of a few ulps).
-        land = active & (direction * (dt_rem - h) <= slack * (t_next.abs() + h.abs()))
-        h_eff = torch.where(land, dt_rem, h)
-        h_eff = torch.where(active, h_eff, torch.zeros_like(h_eff))
-        state_before, t_before = state, tc
-        new_state, err = solver.step(func, tc, h_eff, state)
+        land = active & (direction * (dt_rem - h) <= slack * (np.abs(t_next) + np.abs(h)))
+        h_eff = np.where(active, np.where(land, dt_rem, h), zero)
+        packed = np.empty((2, B), dtype=th.dtype)
+        packed[0], packed[1] = tc, h_eff
+        th_dev = _to_device(packed, dev)
+        tc_dev, h_eff_dev = th_dev[0], th_dev[1]
+        state_before = state
+        new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
         with torch.no_grad():
-            y_old, y_new = state[0].detach(), new_state[0].detach()
+            y_new = new_state[0].detach()
             if ctrl.adaptive:
                 if err is None:
                     raise RuntimeError(f"{solver!r} returned no error estimate but the step size is adaptive.")
-                en = ctrl.error_norm(err.detach(), y_old, y_new)
+                en_dev = ctrl.error_norm(err.detach(), state[0].detach(), y_new)
             else:
-                en = torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf).to(y_new.dtype)
-            nonfinite = active & ~torch.isfinite(en)
-            accept = active & (en <= 1.0)
-        state = _where_state(accept, new_state, state)
-        with torch.no_grad():
-            landed = accept & land
-            tc = torch.where(accept, torch.where(land, t_next, tc + h_eff), tc)
-            slot = torch.where(landed, j, T)
-        out.scatter_(1, slot.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
-        with torch.no_grad():
-            if record is not None:
-                records.append(StepRecord(t_before, h_eff, accept, slot, state_before if record == "states" else None))
-            j = j + landed.long()
-            finished = j >= T
-            t_next = t.gather(1, j.clamp(max=T - 1).unsqueeze(1)).squeeze(1)
-            n_acc += accept.long()
-            n_rej += (active & ~accept).long()
-            if ctrl.adaptive:
-                h_new = ctrl.adapt(h_eff, en, prev_err, accept, solver.error_order)
-                # After landing on an observation the clipped step says little about the next one.
-                keep = landed & (h_new.abs() < h.abs())
-                h = torch.where(keep, h, h_new)
-                prev_err = torch.where(accept, en.clamp(min=1e-4), prev_err)
-                last_nonfinite = torch.where(active, nonfinite, last_nonfinite)
-                tiny = h.abs() <= 4 * eps * torch.clamp(tc.abs(), min=1.0)
-                underflow = active & ~finished & tiny
-                code = torch.where(last_nonfinite, int(Status.NON_FINITE), int(Status.STEP_UNDERFLOW))
-            else:
-                underflow = nonfinite
-                code = torch.full_like(status, int(Status.NON_FINITE))
-            maxed = active & ~finished & ((n_acc + n_rej) >= problem.max_steps)
-            status = torch.where(underflow, code, torch.where(maxed, int(Status.MAX_STEPS), status))
-            failed = underflow | maxed
-            active = active & ~finished & ~failed
-            any_active, any_failed = torch.stack([active.any(), failed.any()]).tolist()
-        if any_failed and problem.raise_on_failure:
+                en_dev = torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf)
+            en = en_dev.cpu().numpy()  # the one host synchronisation of the step
+        nonfinite = active & ~np.isfinite(en)
+        accept = active & (en <= 1.0)
+        landed = accept & land
+        slot = np.where(landed, j, T)
+        packed_idx = np.empty((2, B), dtype=np.int64)
+        packed_idx[0], packed_idx[1] = accept, slot
+        idx_dev = _to_device(packed_idx, dev)
+        accept_dev = idx_dev[0].bool()
+        slot_dev = idx_dev[1]
+        # The host knows the decisions: skip the merge when every row accepted, the write when none landed.
+        state = new_state if accept.all() else _where_state(accept_dev, new_state, state)
+        if landed.any():
+            out.scatter_(1, slot_dev.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
+        if record is not None:
+            records.append(
+                StepRecord(tc_dev, h_eff_dev, accept_dev, slot_dev, state_before if record == "states" else None)
+            )
+
+        tc = np.where(accept, np.where(land, t_next, tc + h_eff), tc)
+        j = j + landed
+        finished = j >= T
+        t_next = th[rows, np.minimum(j, T - 1)]
+        n_acc += accept
+        n_rej += active & ~accept
+        if ctrl.adaptive:
+            h_new = ctrl.adapt(h_eff, en, prev_err, accept, solver.error_order)
+            # After landing on an observation the clipped step says little about the next one.
+            keep = landed & (np.abs(h_new) < np.abs(h))
+            h = np.where(keep, h, h_new).astype(th.dtype)
+            prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err).astype(th.dtype)
+            last_nonfinite = np.where(active, nonfinite, last_nonfinite)
+            tiny = np.abs(h) <= 4 * eps * np.maximum(np.abs(tc), 1.0)
+            underflow = active & ~finished & tiny
+            code = np.where(last_nonfinite, int(Status.NON_FINITE), int(Status.STEP_UNDERFLOW))
+        else:
+            underflow = nonfinite
+            code = np.full(B, int(Status.NON_FINITE))
+        maxed = active & ~finished & ((n_acc + n_rej) >= problem.max_steps)
+        status = np.where(underflow, code, np.where(maxed, int(Status.MAX_STEPS), status))
+        failed = underflow | maxed
+        active = active & ~finished & ~failed
+        if failed.any() and problem.raise_on_failure:
             _raise(status, failed, tc)
-        if not any_active:
+        if not active.any():
             break
 
-    stats = Stats(func.nfe - nfe0, n_acc, n_rej, status, tc)
-    return Integration(out[:, :T], stats, state, records, h0)
+    return Integration(out[:, :T], stats(), state, records)

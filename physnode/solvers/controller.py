@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,8 +29,10 @@ class StepController:
         """Scaled RMS norm ``(B,)`` of the local error estimate ``err`` ``(B, D)``."""
         raise NotImplementedError
 
-    def adapt(self, h: Tensor, err_norm: Tensor, prev_err_norm: Tensor, accept: Tensor, error_order: int) -> Tensor:
-        """Next signed step ``(B,)`` from the step just tried."""
+    def adapt(
+        self, h: np.ndarray, err_norm: np.ndarray, prev_err_norm: np.ndarray, accept: np.ndarray, error_order: int
+    ) -> np.ndarray:
+        """Next signed step ``(B,)`` from the step just tried (host arrays in the dtype of the solve)."""
         raise NotImplementedError
 
 
@@ -42,7 +45,9 @@ class FixedController(StepController):
     def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
         return torch.sign(span) * self.step_size
 
-    def adapt(self, h: Tensor, err_norm: Tensor, prev_err_norm: Tensor, accept: Tensor, error_order: int) -> Tensor:
+    def adapt(
+        self, h: np.ndarray, err_norm: np.ndarray, prev_err_norm: np.ndarray, accept: np.ndarray, error_order: int
+    ) -> np.ndarray:
         return h
 
 
@@ -74,9 +79,8 @@ class PIController(StepController):
 
     def error_norm(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
         scale = torch.maximum(y.abs(), y_new.abs()).mul_(self.rtol).add_(self.atol)
-        norm = (err / scale).square_().mean(dim=-1).sqrt_()
-        # A non-finite trial state must count as a failed step, never as a small error.
-        return torch.nan_to_num_(norm, nan=torch.inf)
+        # NaN (a non-finite trial state) propagates and is treated as a failed step by the loop.
+        return torch.linalg.vector_norm(err.div(scale), dim=-1).mul_(err.shape[-1] ** -0.5)
 
     def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
         direction = torch.sign(span)
@@ -102,12 +106,18 @@ class PIController(StepController):
         h = torch.minimum(torch.minimum(100 * h0, h1), span.abs())
         return direction * torch.nan_to_num(h, nan=1e-6)
 
-    def adapt(self, h: Tensor, err_norm: Tensor, prev_err_norm: Tensor, accept: Tensor, error_order: int) -> Tensor:
+    def adapt(
+        self, h: np.ndarray, err_norm: np.ndarray, prev_err_norm: np.ndarray, accept: np.ndarray, error_order: int
+    ) -> np.ndarray:
         k = float(error_order)
-        e = err_norm.clamp(min=1e-10)
-        factor_acc = self.safety * e.pow(-self.beta1 / k) * prev_err_norm.pow(self.beta2 / k)
-        factor_rej = self.safety * e.pow(-1.0 / k)
-        factor = torch.where(
-            accept, factor_acc.clamp(self.factor_min, self.factor_max), factor_rej.clamp(self.factor_min, 1.0)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            e = np.maximum(err_norm, 1e-10)
+            factor_acc = self.safety * e ** (-self.beta1 / k) * prev_err_norm ** (self.beta2 / k)
+            factor_rej = self.safety * e ** (-1.0 / k)
+        factor = np.where(
+            accept,
+            np.clip(factor_acc, self.factor_min, self.factor_max),
+            np.clip(factor_rej, self.factor_min, 1.0),
         )
-        return h * torch.nan_to_num(factor, nan=self.factor_min, posinf=self.factor_max, neginf=self.factor_min)
+        factor = np.nan_to_num(factor, nan=self.factor_min, posinf=self.factor_max, neginf=self.factor_min)
+        return (h * factor).astype(h.dtype)

@@ -67,7 +67,7 @@ class ExplicitRK(Solver):
         for i in range(1, tab.stages):
             dy = linear_combination(tab.a[i], ks)
             yi = y if dy is None else torch.addcmul(y, hh, dy)
-            ks.append(func(t + tab.c[i] * h, yi))
+            ks.append(func(torch.add(t, h, alpha=tab.c[i]), yi))
         return ks
 
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
