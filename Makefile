@@ -12,7 +12,7 @@ PYTEST_FLAGS ?= -n 2
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,bench]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,bench,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,13 +20,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_FLAGS) -m "not slow" tests
+	$(PY) -m pytest $(PYTEST_FLAGS) --nbmake tutorials
 
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_FLAGS) -m slow tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -d site
 
 bench: $(STAMP)
 	$(VENV)/bin/physnode bench all

@@ -1,6 +1,19 @@
-"""physnode: physics-informed neural ODEs with per-trajectory solvers and exact, memory-lean gradients."""
+"""physnode: physics-informed neural ODEs with per-trajectory solvers and exact, memory-lean gradients.
+
+The public API is small:
+
+* :func:`odeint`, :func:`solve` — solve ``dy/dt = f(t, y)`` with per-trajectory times (``Solution``, ``Status``);
+* :data:`SOLVERS`, :data:`GRADIENTS` — the ``method=`` and ``grad=`` registries;
+* :func:`sdeint` — stochastic dynamics through torchsde;
+* sub-packages :mod:`physnode.physics` (symbolic physics), :mod:`physnode.data` (trajectories and files),
+  :mod:`physnode.datasets` (the dataset zoo), :mod:`physnode.sde`, :mod:`physnode.solvers`,
+  :mod:`physnode.gradients`, imported on first use.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError
 from .gradients import GRADIENTS, GradientMethod
@@ -9,6 +22,20 @@ from .solution import Solution, Stats, Status
 from .solvers import SOLVERS, Solver, Tableau
 
 __version__ = "0.1.0"
+
+_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench"}
+_LAZY_ATTRS = {"sdeint": ("physnode.sde", "sdeint")}
+
+
+def __getattr__(name: str) -> Any:
+    # Heavy dependencies (sympy, xarray, h5py, torchsde) load only when their feature is used.
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"physnode.{name}")
+    if name in _LAZY_ATTRS:
+        module, attr = _LAZY_ATTRS[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'physnode' has no attribute {name!r}")
+
 
 __all__ = [
     "GRADIENTS",
@@ -25,5 +52,6 @@ __all__ = [
     "Tableau",
     "__version__",
     "odeint",
+    "sdeint",
     "solve",
 ]
