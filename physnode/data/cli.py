@@ -1,0 +1,116 @@
+"""``physnode data ...``: list, generate and inspect trajectory datasets.
+
+``main(argv)`` takes the arguments after ``data``: ``list``, ``make NAME OUT.nc [options]``, ``show FILE``.
+Errors print one line on stderr and return exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and exit
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="physnode data", description="Trajectory datasets: list, make, show.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the datasets of the zoo")
+    mk = sub.add_parser("make", help="generate a dataset and save it (.nc or .h5)")
+    mk.add_argument("name")
+    mk.add_argument("out", type=Path)
+    mk.add_argument("--n-trajectories", type=int, default=None)
+    mk.add_argument("--n-times", type=int, default=None)
+    mk.add_argument("--irregular", action="store_true", help="random observation times per trajectory")
+    mk.add_argument("--noise", type=float, default=None, help="observation noise standard deviation")
+    mk.add_argument("--missing", type=float, default=None, help="rate of missing channel values")
+    mk.add_argument("--observe", default=None, help="comma-separated observed state components")
+    mk.add_argument("--seed", type=int, default=None)
+    mk.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    sh = sub.add_parser("show", help="summarise a trajectory file")
+    sh.add_argument("file", type=Path)
+    return p
+
+
+def _list() -> int:
+    from ..datasets import DATASETS, SPECS
+
+    width = max(map(len, DATASETS))
+    for name in DATASETS:
+        print(f"{name:<{width}}  {SPECS[name].title}")
+    return 0
+
+
+def _make(args: argparse.Namespace) -> int:
+    from ..datasets import make
+
+    if args.out.exists() and not args.force:
+        raise _UsageError(f"{args.out} exists; pass --force to overwrite it.")
+    opts = {}
+    for key in ("n_trajectories", "n_times", "noise", "missing", "seed"):
+        v = getattr(args, key)
+        if v is not None:
+            opts[key] = v
+    if args.irregular:
+        opts["irregular"] = True
+    if args.observe:
+        opts["observe"] = [s.strip() for s in args.observe.split(",") if s.strip()]
+    traj = make(args.name, **opts)
+    traj.save(args.out)
+    print(f"wrote {args.out}: {traj!r}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .io import load
+
+    traj = load(args.file)
+    lengths = traj.lengths
+    print(f"file        {args.file}")
+    print(f"dataset     {traj.attrs.get('dataset', '?')}  ({traj.attrs.get('title', '')})")
+    print(f"trajectories {traj.n_trajectories}, times {int(lengths.min())}..{int(lengths.max())} per trajectory")
+    t0 = float(traj.times[:, 0].min())
+    t1 = max(float(traj.times[i, int(n) - 1]) for i, n in enumerate(lengths.tolist()))
+    print(f"time        [{t0:g}, {t1:g}] {traj.time_units}")
+    for j, (c, u) in enumerate(zip(traj.channels, traj.units, strict=True)):
+        m = traj.mask[..., j]
+        obs = traj.values[..., j][m]
+        rng = f"[{float(obs.min()):.4g}, {float(obs.max()):.4g}]" if obs.numel() else "[]"
+        print(f"  {c:<10} {u:<10} observed {float(m.sum()) / float(traj.time_mask.sum()):6.1%}  range {rng}")
+    if "parameters" in traj.attrs:
+        print(f"parameters  {traj.attrs['parameters']}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run ``physnode data`` with ``argv`` (the arguments after ``data``); returns the exit code."""
+    try:
+        args = _parser().parse_args(list(argv))
+        if args.command == "list":
+            return _list()
+        if args.command == "make":
+            return _make(args)
+        return _show(args)
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except _UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, KeyError) as err:
+        msg = " ".join(str(err).split())
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
