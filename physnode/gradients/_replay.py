@@ -1,0 +1,104 @@
+"""Shared machinery of the gradient methods that run their own backward pass (ACA, symplectic, adjoint).
+
+Each such method is a :class:`torch.autograd.Function` with inputs ``(y0, *problem.params)`` and output
+``ys`` ``(B, T, D)``. Its forward pass runs :func:`~physnode.integrate.integrate` without a graph (keeping
+the per-iteration records the method needs); its backward pass walks those records in reverse and returns
+the gradient to ``y0`` and to every parameter. This module holds what they share:
+
+- :class:`ReplayGradient`, the base class (``needs_params = True``; subclasses implement :meth:`backward`);
+- :func:`output_cotangents`, the gradient of the loss w.r.t. the state written by each iteration;
+- :func:`vjp`, one vector-Jacobian product with ``None`` turned into zeros.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..integrate import Integration, Problem, StepRecord, integrate
+from .base import GradientMethod
+
+__all__ = ["ReplayGradient", "output_cotangents", "vjp"]
+
+
+def vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequence[Tensor]) -> list[Tensor]:
+    """Return ``sum_k cotangents[k]^T d outputs[k] / d inputs[i]`` for each input (zeros where unused).
+
+    Outputs that do not require grad (constant w.r.t. every input) are skipped.
+    """
+    pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(x) for x in inputs]
+    outs, cots = zip(*pairs, strict=True)
+    grads = torch.autograd.grad(outs, list(inputs), cots, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
+
+def output_cotangents(records: list[StepRecord], grad_ys: Tensor) -> Tensor:
+    """Gradient of the loss w.r.t. the state written by each iteration, ``(B, N, D)``.
+
+    Iteration ``n`` that landed on observation ``j`` of trajectory ``b`` wrote ``ys[b, j]``, so its entry is
+    ``grad_ys[b, j]``; iterations that wrote nothing (slot ``T``) get zeros.
+    """
+    B, _, D = grad_ys.shape
+    padded = torch.cat([grad_ys, grad_ys.new_zeros(B, 1, D)], dim=1)
+    slots = torch.stack([r.slot for r in records], dim=1)  # (B, N)
+    return padded.gather(1, slots.unsqueeze(-1).expand(-1, -1, D))
+
+
+class _Solve(torch.autograd.Function):
+    """``ys = solve(y0, *params)`` with the gradient given by ``method.backward``."""
+
+    @staticmethod
+    def forward(ctx: Any, method: ReplayGradient, problem: Problem, box: list, y0: Tensor, *params: Tensor) -> Tensor:
+        result = integrate(problem, record=method.record)
+        box.append(result)
+        ctx.method, ctx.problem, ctx.result = method, problem, result
+        return result.ys
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
+        method, problem, result = ctx.method, ctx.problem, ctx.result
+        nfe0 = problem.func.nfe
+        wanted = tuple(p for p, need in zip(problem.params, ctx.needs_input_grad[4:], strict=True) if need)
+        g_y0, g_wanted = method.backward(problem, result, grad_ys.contiguous(), wanted)
+        result.stats.nfe_backward += problem.func.nfe - nfe0
+        it = iter(g_wanted)
+        g_params = [next(it) if need else None for need in ctx.needs_input_grad[4:]]
+        return (None, None, None, g_y0 if ctx.needs_input_grad[3] else None, *g_params)
+
+
+class ReplayGradient(GradientMethod):
+    """Base of the gradient methods with a custom backward pass over the records of the forward solve.
+
+    Subclasses set :attr:`record` (what the forward solve keeps) and implement :meth:`backward`.
+    """
+
+    needs_params = True
+    #: What :func:`~physnode.integrate.integrate` records in the forward pass (``"states"``, ``"steps"`` or
+    #: ``None``).
+    record: ClassVar[str | None] = "states"
+
+    def solve(self, problem: Problem) -> Integration:
+        inputs = (problem.y0, *problem.params)
+        if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
+            return integrate(problem)
+        box: list[Integration] = []
+        ys = _Solve.apply(self, problem, box, *inputs)
+        result = box[0]
+        return Integration(ys, result.stats, result.final_state, h0=result.h0)
+
+    @abstractmethod
+    def backward(
+        self, problem: Problem, result: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Return ``(dL/dy0 (B, D), [dL/dp for p in params])`` given ``grad_ys = dL/dys`` ``(B, T, D)``.
+
+        ``params`` are the entries of ``problem.params`` whose gradient is wanted (a subset, in order).
+        """

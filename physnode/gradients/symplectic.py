@@ -1,0 +1,184 @@
+r"""Symplectic adjoint (Matsubara, Miyatake & Yaguchi, NeurIPS 2021), ``grad="symplectic"``.
+
+The forward solve runs without a graph and keeps only the state before every iteration. The backward pass
+recomputes the stages of one step without a graph, then runs the symplectic partner of the forward
+Runge–Kutta method on the adjoint system, one vector-Jacobian product per stage. The result is the exact
+gradient of the discrete solve (the partner pair conserves the bilinear form ``λᵀδy``), with memory
+``O(N·Z + s·Z + L)``.
+
+Derivation
+----------
+One explicit step of size ``h`` from ``(t, y)`` with tableau ``(a, b, c)`` and ``s`` stages:
+
+.. math::
+
+    Y_i = y + h \sum_{j<i} a_{ij} k_j, \qquad k_i = f(t + c_i h, Y_i), \qquad y' = y + h \sum_i b_i k_i .
+
+Let ``λ' = ∂L/∂y'`` and ``J_i = ∂f/∂y (t + c_i h, Y_i)``. Reverse-mode differentiation of the step gives,
+with ``κ_i = ∂L/∂k_i`` and ``μ_i = ∂L/∂Y_i = J_iᵀ κ_i``, for ``i = s, …, 1``:
+
+.. math::
+
+    κ_i = h\,b_i λ' + h \sum_{j>i} a_{ji} μ_j, \qquad
+    λ = ∂L/∂y = λ' + \sum_i μ_i, \qquad
+    ∂L/∂θ \mathrel{+}= \sum_i (∂f/∂θ)_iᵀ κ_i .
+
+For a stage with ``b_i ≠ 0`` write ``κ_i = h b_i Λ_i`` and ``l_i = J_iᵀ Λ_i`` (so ``μ_i = h b_i l_i``).
+Then
+
+.. math::
+
+    Λ_i = λ' + h \sum_{j>i} \frac{b_j a_{ji}}{b_i} l_j = λ - h \sum_j A_{ij} l_j, \qquad
+    λ = λ' + h \sum_j b_j l_j, \qquad
+    A_{ij} = b_j \Bigl(1 - \frac{a_{ji}}{b_i}\Bigr),
+
+which is one step of size ``-h`` of the Runge–Kutta method ``(A, b)`` applied to the adjoint equation
+``dλ/dt = -J(t, y(t))ᵀ λ``, with stage derivatives ``-l_i``: the symplectic partner of ``(a, b)`` (the
+pair satisfies ``b_i A_ij + b_j a_ji = b_i b_j``). Because ``A`` is "upper triangular" in the sense
+``A_ij = b_j`` for ``j < i`` (``a_ji = 0``), the stages are computed for ``i = s, …, 1``, each needing
+``l_j`` of the later stages only: one vector-Jacobian product per stage, the forward stages ``Y_i`` kept
+(``O(s·Z)``). This module evaluates it in the equivalent "partner" form
+``Λ_i = λ' + h Σ_{j>i} (b_j − A_ij) l_j``.
+
+Stages with ``b_i = 0`` (e.g. the 7th stage of dopri5, and the 2nd) have no ``Λ_i``; for them the rescaled
+variable ``κ_i`` itself is propagated, ``κ_i = h Σ_{j>i} a_ji μ_j``, ``μ_i = J_iᵀ κ_i``, which is the
+limit of ``h b_i Λ_i`` as ``b_i → 0``. Parameters get ``(∂f/∂θ)_iᵀ κ_i`` from the same product.
+
+FSAL methods (state ``(y, k)`` with ``k = f(t, y)`` cached from the previous step) have a second adjoint
+``λ_k = ∂L/∂k``: the cached ``k_s`` of a step receives the ``λ_k'`` of the next state (``κ_s += λ_k'``) and
+the first stage, which reads the cache instead of evaluating ``f``, hands its ``κ_1`` back as the ``λ_k`` of
+the state before the step; at ``t_0`` it is pulled through ``k = f(t_0, y_0)``. A rejected or inactive row
+of the batch is the identity map for its iteration.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..integrate import Integration, Problem
+from ..solvers.rk import ExplicitRK, linear_combination
+from ..solvers.tableau import Tableau
+from ._replay import ReplayGradient, output_cotangents, vjp
+
+__all__ = ["SymplecticAdjoint", "partner_tableau"]
+
+
+def partner_tableau(tab: Tableau) -> list[list[float | None]]:
+    """Coefficients ``A_ij = b_j (1 - a_ji / b_i)`` of the symplectic partner (``None`` on rows with
+    ``b_i = 0``, where the rescaled form is used instead)."""
+    s = tab.stages
+
+    def a(i: int, j: int) -> float:
+        return tab.a[i][j] if j < i else 0.0
+
+    return [[tab.b[j] * (1.0 - a(j, i) / tab.b[i]) if tab.b[i] != 0.0 else None for j in range(s)] for i in range(s)]
+
+
+class SymplecticAdjoint(ReplayGradient):
+    """Symplectic adjoint of an explicit Runge–Kutta solve (``grad="symplectic"``).
+
+    Exact for the discrete solve (equal to ``grad="direct"`` up to round-off). Backward cost per accepted
+    step: ``s - 1`` stage evaluations without a graph plus ``s`` (``s - 1`` for FSAL) evaluations with a
+    one-evaluation graph and their vector-Jacobian products. Memory O(N·Z + s·Z + L). Needs a solver that is
+    an :class:`~physnode.solvers.rk.ExplicitRK` (a Butcher tableau).
+    """
+
+    name = "symplectic"
+    record = "states"
+
+    def check(self, problem: Problem) -> None:
+        if not isinstance(problem.solver, ExplicitRK):
+            raise ValueError(
+                f"grad='symplectic' needs an explicit Runge–Kutta solver defined by a Butcher tableau "
+                f"(e.g. method='dopri5', 'tsit5', 'rk4'); got method={problem.solver.name!r} "
+                f"({type(problem.solver).__name__}). Use grad='aca' for other solvers."
+            )
+
+    def backward(
+        self, problem: Problem, result: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, list[Tensor]]:
+        solver: ExplicitRK = problem.solver  # type: ignore[assignment]
+        tab, func, records = solver.tableau, problem.func, result.records
+        s, fsal = tab.stages, tab.fsal
+        b, c = tab.b, tab.c
+        # Partner coefficients b_j - A_ij = b_j a_ji / b_i for b_i != 0 (the form used below).
+        partner = partner_tableau(tab)
+        g_out = output_cotangents(records, grad_ys) if records else None
+        any_accepted = torch.stack([r.accept.any() for r in records]).tolist() if records else []
+        lam = torch.zeros_like(result.final_state[0])
+        lam_k = torch.zeros_like(lam) if fsal else None
+        g_params = [torch.zeros_like(p) for p in params]
+        for n in range(len(records) - 1, -1, -1):
+            if not any_accepted[n]:
+                continue
+            rec = records[n]
+            lam = lam + g_out[:, n]
+            acc = rec.accept.unsqueeze(-1)
+            lam_out = torch.where(acc, lam, 0.0)  # λ' (zero on rows that are the identity)
+            t, h = rec.t, rec.h
+            hh = h.unsqueeze(-1)
+            y = rec.state[0]
+            # Forward stages without a graph; only Y_1..Y_s are needed (k_s never enters a later stage).
+            with torch.no_grad():
+                ks = [rec.state[1] if fsal else func(t, y)]
+                Ys = [y]
+                for i in range(1, s):
+                    dy = linear_combination(tab.a[i], ks)
+                    Ys.append(y if dy is None else torch.addcmul(y, hh, dy))
+                    if i < s - 1:
+                        ks.append(func(t + c[i] * h, Ys[i]))
+                del ks
+            # Adjoint stages i = s..1, each from the μ_j = J_jᵀ κ_j of the later stages.
+            mus: list[Tensor | None] = [None] * s
+            lam_in = lam_out
+            lam_k_in = None
+            for i in range(s - 1, -1, -1):
+                kappa: Tensor | None
+                if b[i] != 0.0:
+                    # Partner stage Λ_i = λ' + h Σ_{j>i} (b_j - A_ij) l_j with h b_j l_j = μ_j; κ_i = h b_i Λ_i.
+                    lam_i = lam_out
+                    for j in range(i + 1, s):
+                        coef = (b[j] - partner[i][j]) / b[j] if b[j] != 0.0 else tab.a[j][i] / b[i]
+                        if coef != 0.0 and mus[j] is not None:
+                            lam_i = lam_i.add(mus[j], alpha=coef)
+                    kappa = lam_i * (hh * b[i])
+                else:
+                    # Rescaled form for b_i = 0: κ_i = h Σ_{j>i} a_ji μ_j.
+                    kappa = None
+                    for j in range(i + 1, s):
+                        coef = tab.a[j][i]
+                        if coef != 0.0 and mus[j] is not None:
+                            kappa = mus[j] * coef if kappa is None else kappa.add(mus[j], alpha=coef)
+                    if kappa is not None:
+                        kappa = kappa * hh
+                if fsal and i == s - 1:
+                    # The cached derivative k_s of the new state receives the next step's λ_k.
+                    extra = torch.where(acc, lam_k, 0.0)
+                    kappa = extra if kappa is None else kappa + extra
+                if kappa is None:
+                    continue
+                if fsal and i == 0:
+                    lam_k_in = kappa  # the first stage read the cache: its κ is the adjoint of the cache
+                    continue
+                Yi = Ys[i].detach().requires_grad_()
+                with torch.enable_grad():
+                    k = func(t + c[i] * h if i else t, Yi)
+                    grads = vjp([k], [Yi, *params], [kappa])
+                mus[i] = grads[0]
+                lam_in = lam_in + grads[0]
+                for g, gp in zip(g_params, grads[1:], strict=True):
+                    g.add_(gp)
+            lam = torch.where(acc, lam_in, lam)
+            if fsal:
+                lam_k = torch.where(acc, lam_k_in if lam_k_in is not None else torch.zeros_like(lam), lam_k)
+        lam = lam + grad_ys[:, 0]
+        if not fsal:
+            return lam, g_params
+        y0 = problem.y0.detach().requires_grad_()
+        with torch.enable_grad():
+            k0 = func(problem.t[:, 0], y0)
+            grads = vjp([k0], [y0, *params], [lam_k])
+        for g, gp in zip(g_params, grads[1:], strict=True):
+            g.add_(gp)
+        return lam + grads[0], g_params
