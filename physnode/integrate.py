@@ -310,4 +310,4 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         if not active.any():
             break
 
-    return Integration(out[:, :T], stats(), state, records)
+    return Integration(out[:, :T], stats(), state, records, h0=h_dev)
