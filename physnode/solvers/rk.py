@@ -26,14 +26,14 @@ def linear_combination(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor | 
 class ExplicitRK(Solver):
     """Explicit Runge–Kutta method; subclasses only set :attr:`tableau`.
 
+    With an FSAL tableau the state is ``(y, f(t, y))`` so the first stage of a step reuses the last stage of
+    the previous accepted step; otherwise the state is ``(y,)``.
+
     Parameters
     ----------
     adaptive
         ``None`` (default): adaptive exactly when the tableau has an embedded error estimate. ``False`` runs an
         embedded pair with fixed steps (``step_size`` required), e.g. for order studies.
-
-    With an FSAL tableau the state is ``(y, f(t, y))`` so the first stage of a step reuses the last stage of
-    the previous accepted step; otherwise the state is ``(y,)``.
     """
 
     tableau: ClassVar[Tableau]
