@@ -6,6 +6,7 @@ Adding a solver touches its own file and the :data:`SOLVERS` registration below.
 from __future__ import annotations
 
 from .._registry import Registry
+from .alf import ALF
 from .base import RHS, Solver, State
 from .bosh3 import Bosh3
 from .controller import FixedController, PIController, StepController
@@ -15,6 +16,8 @@ from .euler import Euler
 from .heun import Heun
 from .heun_euler import HeunEuler
 from .midpoint import Midpoint
+from .nag import NAG
+from .reversible_heun import ReversibleHeun
 from .rk import ExplicitRK
 from .rk4 import RK4
 from .tableau import Tableau
@@ -35,3 +38,12 @@ __all__ = [
 SOLVERS: Registry[Solver] = Registry("method", Solver)
 for _cls in (Euler, Midpoint, Heun, RK4, HeunEuler, Bosh3, Dopri5, Tsit5, Dopri8):
     SOLVERS.register(_cls.tableau.name, _cls)
+SOLVERS.register(ALF.name, ALF)
+
+from .leapfrog import Leapfrog  # noqa: E402
+from .yoshida4 import Yoshida4  # noqa: E402
+
+for _cls in (Leapfrog, Yoshida4):
+    SOLVERS.register(_cls.name, _cls)
+SOLVERS.register(ReversibleHeun.name, ReversibleHeun)
+SOLVERS.register(NAG.name, NAG)
