@@ -115,6 +115,9 @@ class Integration:
     final_state: State
     records: list[StepRecord] = field(default_factory=list)
     h0: Tensor | None = None
+    #: With ``record="landings"``: every solver-state entry at every observation, ``(B, T + 1, ...)`` each (slot
+    #: ``T`` is scratch). Reversible gradient methods restart their reconstruction from these exact states.
+    landed_states: tuple[Tensor, ...] | None = None
 
 
 class _Reuse:
@@ -170,8 +173,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     problem
         The problem to solve.
     record
-        ``None`` (nothing), ``"steps"`` (a :class:`StepRecord` per iteration) or ``"states"`` (the records
-        plus the state before every iteration).
+        ``None`` (nothing), ``"steps"`` (a :class:`StepRecord` per iteration), ``"states"`` (the records
+        plus the state before every iteration) or ``"landings"`` (the records plus the full solver state at
+        every observation time, ``O(T·Z)`` like the output itself).
     state0
         Initial solver state to use instead of ``solver.init`` (used by gradient methods that re-solve).
 
@@ -180,8 +184,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     Integration
         ``ys`` of shape ``(B, T, D)`` (NaN after a failure) with statistics and, when asked, the records.
     """
-    if record not in (None, "steps", "states"):
-        raise ValueError(f"record must be None, 'steps' or 'states', got {record!r}.")
+    if record not in (None, "steps", "states", "landings"):
+        raise ValueError(f"record must be None, 'steps', 'states' or 'landings', got {record!r}.")
     func, solver, ctrl = problem.func, problem.solver, problem.controller
     y0, t = problem.y0, problem.t
     B, D = y0.shape
@@ -233,6 +237,11 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         h = h_dev.detach().cpu().numpy().astype(th.dtype)
         active = finite0.cpu().numpy()
     state = solver.init(init_func, t0_dev, y0, h_dev) if state0 is None else state0
+    landed_states = None
+    if record == "landings":
+        landed_states = tuple(x.new_zeros((B, T + 1, *x.shape[1:])) for x in state)
+        for buf, x in zip(landed_states, state, strict=True):
+            buf[:, 0] = x
 
     status[~active] = int(Status.NON_FINITE)
     if not active.all() and problem.raise_on_failure:
@@ -277,6 +286,10 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         state = new_state if accept.all() else _where_state(accept_dev, new_state, state)
         if landed.any():
             out.scatter_(1, slot_dev.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
+            if landed_states is not None:
+                for buf, x in zip(landed_states, state, strict=True):
+                    index = slot_dev.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
+                    buf.scatter_(1, index, x.detach().unsqueeze(1))
         if record is not None:
             records.append(
                 StepRecord(tc_dev, h_eff_dev, accept_dev, slot_dev, state_before if record == "states" else None)
@@ -310,4 +323,4 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         if not active.any():
             break
 
-    return Integration(out[:, :T], stats(), state, records, h0=h_dev)
+    return Integration(out[:, :T], stats(), state, records, h0=h_dev, landed_states=landed_states)

@@ -1,12 +1,14 @@
 """Common machinery of the gradient methods that reverse an algebraically reversible solver (MALI, reversible Heun).
 
-The forward pass runs :func:`~physnode.integrate.integrate` without a graph and keeps, per iteration of the
-loop, only the time, the step, the accept mask and the output slot (``O(N)`` scalars per trajectory) plus the
-final solver state. The backward pass walks the records from last to first; for every iteration it adds the
-output gradients written by that iteration, rebuilds the state before the step with the solver's exact inverse
-(rejected and inactive rows are the identity) and pulls the adjoint of the state back through the step with one
-vector-Jacobian product of ``f``. Memory is ``O(Z + L)`` (state plus one evaluation graph), flat in the number
-of steps.
+The forward pass runs :func:`~physnode.integrate.integrate` without a graph and keeps, per iteration of the loop,
+only the time, the step, the accept mask and the output slot (``O(N)`` scalars per trajectory), the final solver
+state, and the solver state at each observation time (``O(T·Z)``, the size of the output itself). The
+reconstruction restarts from those exact states at every observation, so the round-off of the inverse accumulates
+only between two observations, never over the whole solve. The backward pass walks the records from last to first;
+for every iteration it adds the output gradients written by that iteration, rebuilds the state before the step with
+the solver's exact inverse (rejected and inactive rows are the identity) and pulls the adjoint of the state back
+through the step with one vector-Jacobian product of ``f``. Memory is ``O(Z + L)`` (state plus one evaluation
+graph), flat in the number of steps (plus the ``O(T·Z)`` observation states).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def _make_vjp(params: tuple[Tensor, ...], grads: list[Tensor | None], counter: l
 class _ReversibleSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, method: ReversibleGradient, problem: Problem, box: dict, y0: Tensor, *params: Tensor) -> Tensor:
-        integ = integrate(problem, record="steps")
+        integ = integrate(problem, record="landings")
         box["integration"] = integ
         ctx.method, ctx.problem, ctx.integ = method, problem, integ
         return integ.ys
@@ -120,8 +122,23 @@ class _ReversibleSolve(torch.autograd.Function):
             state = tuple(x.detach() for x in integ.final_state)
             adj = [torch.zeros_like(x) for x in state]
             aux = method.begin(problem, state, integ.stats.t_final)
+            landed_states = integ.landed_states
             for rec in reversed(integ.records):
                 adj[0] = adj[0] + gy.gather(1, index.copy_(rec.slot.view(B, 1, 1))).squeeze(1)
+                if landed_states is not None:
+                    # Restart the reconstruction from the exact forward state at every observation, so that
+                    # round-off of the inverse accumulates only over the steps between two observations.
+                    landed = (rec.slot < gy.shape[1] - 1).view(B, 1)
+                    state = tuple(
+                        torch.where(
+                            landed.view((B,) + (1,) * (x.ndim - 1)),
+                            buf.gather(
+                                1, rec.slot.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
+                            ).squeeze(1),
+                            x,
+                        )
+                        for x, buf in zip(state, landed_states, strict=True)
+                    )
                 state, adj, aux = method.reverse_step(problem, rec, state, adj, aux, vjp)
             adj[0] = adj[0] + gy[:, 0]
             y0 = problem.y0.detach()
