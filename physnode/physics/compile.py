@@ -12,7 +12,9 @@ printer are closed here:
 * undefined functions (``f(x)``) and other objects without a torch equivalent raise a ``ValueError`` naming
   the offending subexpression, at construction time.
 
-Components that do not depend on the state or time (constants, functions of the parameters only) are
+Right-hand sides that are affine in the state with coefficients independent of time (harmonic chains, linear
+oscillators, forced linear systems) compile to one matrix product ``y @ A(θ)ᵀ + c(t, θ)`` instead of one kernel
+per component. Components that do not depend on the state or time (constants, functions of the parameters only) are
 broadcast to the batch shape, so every component is a ``(...,)`` tensor.
 """
 
@@ -166,6 +168,77 @@ class _Group:
 _MODULES = [_EXTRA_MODULE, "torch"]
 
 
+class _LinearPlan:
+    """Right-hand sides affine in the state with time-independent coefficients: ``f = y @ A(θ)ᵀ + c(t, θ)``.
+
+    Harmonic chains, linear oscillators and linearised models compile to one matrix product instead of one kernel
+    per component: the non-constant entries of ``A`` (functions of the parameters only) are evaluated by one
+    generated function and written into a constant template of ``A``.
+    """
+
+    def __init__(self, n_out: int, n_state: int, const: list[float], index: list[int], entries, offset, static: bool):
+        self.shape = (n_out, n_state)
+        self.const = const
+        self.index = index
+        self.entries = entries
+        self.offset = offset
+        self.offset_static = static
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+    @classmethod
+    def build(
+        cls, exprs: list[sp.Expr], state: list[sp.Symbol], params: list[sp.Symbol], time: sp.Symbol
+    ) -> _LinearPlan | None:
+        if not state or not exprs:
+            return None
+        states = set(state)
+        const: list[float] = []
+        index: list[int] = []
+        variable: list[sp.Expr] = []
+        offsets: list[sp.Expr] = []
+        zero = dict.fromkeys(state, sp.S.Zero)
+        for i, e in enumerate(exprs):
+            if not e.free_symbols & states:
+                pass
+            elif not e.is_polynomial(*state) or sp.Poly(e, *state).total_degree() > 1:
+                return None
+            for j, x in enumerate(state):
+                c = sp.diff(e, x)
+                if c.free_symbols & (states | {time}):
+                    return None
+                if c.free_symbols:
+                    index.append(i * len(state) + j)
+                    variable.append(c)
+                    const.append(0.0)
+                else:
+                    const.append(float(c))
+            offsets.append(sp.expand(e).xreplace(zero))
+        entries = sp.lambdify([*params], variable, modules=_MODULES, cse=True) if variable else None
+        has_offset = any(o != 0 for o in offsets)
+        static = not any(o.free_symbols & {time} for o in offsets)
+        offset = sp.lambdify([time, *params], offsets, modules=_MODULES, cse=True) if has_offset else None
+        return cls(len(exprs), len(state), const, index, entries, offset, static)
+
+    def __call__(self, t: Tensor, y: Tensor, params: Sequence[Tensor]) -> Tensor:
+        key = (y.dtype, y.device)
+        if key not in self._cache:
+            self._cache[key] = (
+                torch.tensor(self.const, dtype=y.dtype, device=y.device),
+                torch.tensor(self.index, dtype=torch.long, device=y.device),
+            )
+        base, index = self._cache[key]
+        if self.entries is not None:
+            values = [v if isinstance(v, Tensor) else base.new_tensor(float(v)) for v in self.entries(*params)]
+            a = base.index_put((index,), torch.stack(values).to(y.dtype))
+        else:
+            a = base
+        out = y @ a.view(self.shape).T
+        if self.offset is not None:
+            c = self.offset(t if not self.offset_static else base.new_zeros(()), *params)
+            out = out + CompiledComponents._stack(list(c), out).to(y.dtype)
+        return out
+
+
 class CompiledComponents:
     """A list of scalar expressions compiled into ``f(t, y, params) -> (..., n)``.
 
@@ -212,7 +285,11 @@ class CompiledComponents:
         #: Indices of components that do not depend on the state or time and need broadcasting.
         self.static = [i for i, e in enumerate(self.exprs) if not (e.free_symbols & dynamic)]
         self.function = sp.lambdify([time, *state, *params], self.exprs, modules=_MODULES, cse=True)
-        self._plan_vectorised(list(state), list(params), time)
+        self.groups: list[tuple[_Group, list[int]]] = []
+        self.rest: list[int] = []
+        self.linear = _LinearPlan.build(self.exprs, list(state), list(params), time)
+        if self.linear is None:
+            self._plan_vectorised(list(state), list(params), time)
 
     def _plan_vectorised(self, state: list[sp.Symbol], params: list[sp.Symbol], time: sp.Symbol) -> None:
         """Group components with equal templates (e.g. the interior of a chain) into column-block evaluations,
@@ -229,8 +306,6 @@ class CompiledComponents:
             by_template.setdefault(template, []).append((i, [index[s] for s in used]))
             placeholders_of[template] = ph
         grouped = {tpl: members for tpl, members in by_template.items() if len(members) > 1 and placeholders_of[tpl]}
-        self.groups: list[tuple[_Group, list[int]]] = []
-        self.rest: list[int] = []
         if not grouped:
             return
         in_group = {i for members in grouped.values() for i, _ in members}
@@ -273,6 +348,8 @@ class CompiledComponents:
         if y.shape[-1] != self.n_state:
             raise ValueError(f"expected a state with {self.n_state} components on its last axis, got {tuple(y.shape)}.")
         shape = y.shape[:-1]
+        if self.linear is not None:
+            return self.linear(t, y, params)
         if not self.groups:
             return self._stack(self.function(t, *y.unbind(-1), *params), y)
         # Vectorised plan: each group fills a block of columns of a fresh output (slice assignment is recorded by
