@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/physnode demo --out results/demo
+	$(VENV)/bin/physnode fit three-body --out results/three-body
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

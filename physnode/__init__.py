@@ -4,6 +4,7 @@ The public API is small:
 
 * :func:`odeint`, :func:`solve` — solve ``dy/dt = f(t, y)`` with per-trajectory times (``Solution``, ``Status``);
 * :data:`SOLVERS`, :data:`GRADIENTS` — the ``method=`` and ``grad=`` registries;
+* :func:`fit`, :func:`forecast` — recover unknown physics from trajectories and predict (``FitResult``);
 * :func:`sdeint` — stochastic dynamics through torchsde;
 * sub-packages :mod:`physnode.physics` (symbolic physics), :mod:`physnode.data` (trajectories and files),
   :mod:`physnode.datasets` (the dataset zoo), :mod:`physnode.sde`, :mod:`physnode.solvers`,
@@ -16,6 +17,11 @@ import importlib
 from typing import Any
 
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError
+
+# ``physnode.fit`` is the function; the package that holds it stays importable as ``physnode.fit.<module>``
+# through ``from physnode.fit import ...`` (the import system resolves it in ``sys.modules``).
+from .fit import FitResult, MultipleShooting, fit
+from .forecast import forecast
 from .gradients import GRADIENTS, GradientMethod
 from .odeint import odeint, solve
 from .solution import Solution, Stats, Status
@@ -23,7 +29,7 @@ from .solvers import SOLVERS, Solver, Tableau
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench"}
+_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench", "plot"}
 _LAZY_ATTRS = {"sdeint": ("physnode.sde", "sdeint")}
 
 
@@ -40,8 +46,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "GRADIENTS",
     "SOLVERS",
+    "FitResult",
     "GradientMethod",
     "MaxStepsError",
+    "MultipleShooting",
     "NonFiniteError",
     "Solution",
     "Solver",
@@ -51,6 +59,8 @@ __all__ = [
     "StepSizeUnderflowError",
     "Tableau",
     "__version__",
+    "fit",
+    "forecast",
     "odeint",
     "sdeint",
     "solve",

@@ -1,0 +1,130 @@
+"""``physnode forecast``: predictions of a fitted model, written to a ``.nc`` (or ``.h5``) trajectory file.
+
+The model is rebuilt from a results folder of ``physnode fit`` (its ``summary.json`` and, for a CONFIG.toml fit,
+its copy ``config.toml``), or from ``three-body`` / a CONFIG.toml plus ``--params`` (a results folder or a JSON
+file with ``"params"``). Each trajectory starts from the initial state in the data's metadata and is solved at the
+data's times, or on ``--n-times`` uniform times up to ``--t-end``.
+
+Examples::
+
+    physnode fit three-body --out results/three-body
+    physnode forecast results/three-body --t-end 3 --out results/three-body/forecast.nc
+    physnode forecast model.toml --params results/model --data other.nc --out other_pred.nc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.trajectories import Trajectories
+from ._model import THREE_BODY, load_config, load_params, model_from_config, set_params, three_body_model
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="physnode forecast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("model", help="a results folder of physnode fit, 'three-body', or a CONFIG.toml")
+    p.add_argument("--out", type=Path, required=True, help="predictions file to write (.nc or .h5)")
+    p.add_argument("--params", type=Path, default=None, help="results folder or JSON with the fitted 'params'")
+    p.add_argument("--data", type=Path, default=None, help="trajectory file with the initial states and times")
+    p.add_argument("--t-end", type=float, default=None, help="predict on uniform times up to this end time")
+    p.add_argument("--n-times", type=int, default=200, help="number of times with --t-end (default 200)")
+    p.add_argument("--method", default=None, help="ODE solver (default: the fit's)")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: the fit's)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: the fit's)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    return p
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise OSError(f"{folder} is not a results folder of physnode fit: it has no summary.json.")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}.") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a JSON object.")
+    return doc
+
+
+def _resolve(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Path | None, dict[str, Any]]:
+    """The model (parameters not yet set), the parameters, the default data file and the fit's summary."""
+    target = Path(args.model)
+    if args.model == THREE_BODY:
+        if args.params is None:
+            raise ValueError("forecast three-body needs --params RESULTS_DIR (or a JSON file with 'params').")
+        folder = args.params if args.params.is_dir() else None
+        summary = _summary(folder) if folder is not None else {}
+        return three_body_model(), load_params(args.params), (folder / "data.nc" if folder else None), summary
+    if target.is_dir():
+        summary = _summary(target)
+        params = load_params(args.params if args.params is not None else target)
+        if summary.get("model") == THREE_BODY:
+            return three_body_model(), params, target / "data.nc", summary
+        config = target / str(summary.get("config", "config.toml"))
+        cfg = load_config(config)
+        return model_from_config(cfg, str(config)), params, target / "data.nc", summary
+    if target.suffix.lower() == ".toml" or target.is_file():
+        cfg = load_config(target)
+        if args.params is None:
+            raise ValueError(f"forecast {target} needs --params RESULTS_DIR (or a JSON file with 'params').")
+        data_file = Path(cfg["data"]["file"]).expanduser()
+        if not data_file.is_absolute():
+            data_file = target.parent / data_file
+        summary = {"solver": dict(cfg.get("solver", {}))}
+        return model_from_config(cfg, str(target)), load_params(args.params), data_file, summary
+    raise OSError(f"{target} is neither a results folder of physnode fit, 'three-body', nor a CONFIG.toml file.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``physnode forecast``; returns the exit code."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.out.suffix.lower() not in (".nc", ".h5", ".hdf5"):
+        raise ValueError(f"--out must end in .nc, .h5 or .hdf5, got {args.out.name!r}.")
+    if args.out.exists() and not args.force:
+        raise OSError(f"{args.out} exists; pass --force to overwrite it.")
+    if args.n_times < 2:
+        raise ValueError(f"--n-times must be at least 2, got {args.n_times}.")
+    model, params, data_file, summary = _resolve(args)
+    solver = summary.get("solver") if isinstance(summary.get("solver"), dict) else {}
+    set_params(model, params, source=str(args.params or args.model))
+    data_file = args.data or data_file
+    if data_file is None or not Path(data_file).is_file():
+        raise OSError(
+            f"no data file with the initial states: {data_file} does not exist; pass --data FILE (.nc or .h5)."
+        )
+    data = Trajectories.load(data_file)
+    if args.t_end is not None:
+        t0 = float(data.times[:, 0].min())
+        if not args.t_end > t0:
+            raise ValueError(f"--t-end {args.t_end} must lie after the first time of the data, {t0}.")
+        t = torch.linspace(t0, args.t_end, args.n_times, dtype=data.times.dtype)
+    else:
+        t = data.times
+    from ..forecast import forecast
+
+    opts = {
+        "method": args.method or solver.get("method", "dopri5"),
+        "rtol": args.rtol if args.rtol is not None else float(solver.get("rtol", 1e-7)),
+        "atol": args.atol if args.atol is not None else float(solver.get("atol", 1e-9)),
+    }
+    y0 = None
+    if summary.get("initial_states") is not None and args.data is None:
+        y0 = torch.tensor(summary["initial_states"], dtype=data.values.dtype)  # learned by the fit
+    with torch.no_grad():
+        pred = forecast(model, data, t, y0=y0, **opts)
+    pred.save(args.out)
+    print(f"wrote {args.out}: {pred!r}")
+    return 0

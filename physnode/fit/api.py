@@ -1,0 +1,533 @@
+"""``physnode.fit``: fit a model's parameters (and optionally initial states) to trajectory data."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..data.trajectories import Trajectories
+from ..gradients import GRADIENTS
+from ..solvers import SOLVERS
+from . import distributed as D
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .loss import LOSSES
+from .observe import resolve_observe
+from .problem import FitProblem
+from .shooting import resolve_shooting
+from .steer import check_steer, sample_end_time
+from .uncertainty import covariance, delta_method_errors, physical_quantities, residual_jacobian, to_python
+
+__all__ = ["OPTIMIZERS", "FitResult", "fit"]
+
+#: Accepted ``optimizer=`` names (``None`` means ``"adam"``).
+OPTIMIZERS: tuple[str, ...] = ("adam", "lbfgs", "gauss-newton")
+
+_DEFAULT_LR = {"adam": 1e-2, "lbfgs": 1.0, "gauss-newton": None}
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    params
+        ``{name: fitted value}`` of the model's physical parameters (floats, or lists for vector parameters).
+    uncertainty
+        ``{name: standard error}`` (same shapes) from the Gauss–Newton / Fisher approximation at the optimum;
+        see :mod:`physnode.fit.uncertainty`. Known constants get 0.
+    history
+        One dict per epoch: ``epoch``, ``loss`` (at the start of the epoch's step for Gauss–Newton, the mean over
+        the epoch's batches otherwise), ``params``, ``nfe`` (forward and backward evaluations of the epoch),
+        ``wall_time`` (s since the fit started or resumed), and for Gauss–Newton ``damping``.
+    model
+        The fitted model (the same object that was passed in, moved to ``device``).
+    grad, method
+        Gradient method and solver used (Gauss–Newton always differentiates with ``"direct"``).
+    loss
+        Final loss on the whole data set.
+    optimizer
+        Name of the optimiser (``"callable"`` for a user factory).
+    initial_states
+        ``(N, S)`` fitted (or known) initial states.
+    noise
+        ``{channel: σ}`` fitted noise standard deviations (``loss="gaussian_nll"``), else ``None``.
+    converged
+        Gauss–Newton stopped because the loss no longer decreased (always ``False`` for other optimisers).
+    """
+
+    params: dict[str, Any]
+    uncertainty: dict[str, Any]
+    history: list[dict[str, Any]]
+    model: nn.Module
+    grad: str
+    method: str
+    loss: float
+    optimizer: str
+    initial_states: Tensor
+    noise: dict[str, float] | None = None
+    converged: bool = False
+    epochs: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (parameters, errors, final loss, options, history)."""
+        return {
+            "params": self.params,
+            "uncertainty": self.uncertainty,
+            "loss": self.loss,
+            "grad": self.grad,
+            "method": self.method,
+            "optimizer": self.optimizer,
+            "epochs": self.epochs,
+            "converged": self.converged,
+            "noise": self.noise,
+            "history": self.history,
+            **self.extra,
+        }
+
+
+def _name(x: object) -> str:
+    return x if isinstance(x, str) else type(x).__name__
+
+
+def _state_dim(model: nn.Module, data: Trajectories) -> tuple[int, list[str] | None]:
+    names = getattr(model, "state_names", None)
+    if names is not None:
+        return len(names), list(names)
+    if all("initial_state" in m for m in data.metadata) and data.metadata:
+        return len(data.metadata[0]["initial_state"]), None
+    return data.n_channels, None
+
+
+def _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, grad) -> str:
+    if not isinstance(data, Trajectories):
+        raise TypeError(
+            f"data must be a physnode.data.Trajectories, got {type(data).__name__}. Build one with "
+            "Trajectories(times, values, mask, metadata=...) or load a file with physnode.data.load(path)."
+        )
+    if not isinstance(model, nn.Module) or not callable(model):
+        raise TypeError(f"model must be an nn.Module with forward(t, y) -> dy/dt, got {type(model).__name__}.")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}.")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    bad_lr = isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr))
+    if lr is not None and bad_lr:
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer (trajectories per step) or None, got {batch_size!r}.")
+    if optimizer is None:
+        opt_name = "adam"
+    elif isinstance(optimizer, str):
+        opt_name = optimizer.lower().replace("_", "-")
+        if opt_name == "gaussnewton":
+            opt_name = "gauss-newton"
+        if opt_name not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {optimizer!r}; choose one of {', '.join(map(repr, OPTIMIZERS))} or pass a "
+                "callable params -> torch.optim.Optimizer."
+            )
+    elif callable(optimizer):
+        opt_name = "callable"
+    else:
+        raise TypeError(f"optimizer must be None, a name or a callable, got {type(optimizer).__name__}.")
+    if opt_name == "gauss-newton":
+        if loss != "mse":
+            raise ValueError(
+                "optimizer='gauss-newton' minimises a sum of squared residuals and needs loss='mse'; use 'adam' or "
+                "'lbfgs' for loss='gaussian_nll'."
+            )
+        if batch_size is not None:
+            raise ValueError("optimizer='gauss-newton' uses all trajectories per step; drop batch_size.")
+    if isinstance(method, str) and method not in SOLVERS:
+        SOLVERS.cls(method)  # raises the registry's message
+    if isinstance(grad, str) and grad not in GRADIENTS:
+        GRADIENTS.cls(grad)
+    return opt_name
+
+
+def fit(
+    model: nn.Module,
+    data: Trajectories,
+    *,
+    method: str = "dopri5",
+    grad: str = "aca",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    observe: Any = None,
+    loss: str = "mse",
+    epochs: int = 100,
+    lr: float | None = None,
+    optimizer: str | Callable[[list[Tensor]], torch.optim.Optimizer] | None = None,
+    batch_size: int | None = None,
+    learn_initial_state: bool = False,
+    time_weight: str | Callable[[Tensor], Tensor] | None = None,
+    steer: float | None = None,
+    multiple_shooting: Any = None,
+    device: torch.device | str | None = None,
+    checkpoint: Any = None,
+    resume: bool = False,
+    progress: bool = True,
+    seed: int = 0,
+    step_size: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    uncertainty: bool = True,
+) -> FitResult:
+    """Fit the learnable parameters of ``model`` (an ODE right-hand side) to trajectory data.
+
+    The loss compares ``observe(y(t))`` of the solve with the data where ``data.mask`` is true: ``"mse"`` is
+    ``Σ w(t) e² / n_obs`` over the observed entries (``n_obs`` their number over the whole data set), and
+    ``"gaussian_nll"`` the Gaussian negative log-likelihood with a learnable noise ``σ`` per channel.
+
+    Parameters
+    ----------
+    model
+        ``nn.Module`` with ``forward(t, y)``; its trainable tensors are fitted (for physics models the raw,
+        unconstrained tensors of the learnable :class:`~physnode.physics.Param`, and any network weights).
+    data
+        :class:`~physnode.data.Trajectories` ``(N, T, D)`` with per-trajectory times and masks. Initial states come
+        from metadata ``"initial_state"`` (at metadata ``"initial_time"`` if given, else at the first time).
+    method, grad, rtol, atol, step_size, options
+        Solver and gradient method (any name of :data:`physnode.SOLVERS` / :data:`physnode.GRADIENTS`), tolerances
+        and solver options, as in :func:`physnode.odeint`. ``optimizer="gauss-newton"`` differentiates with
+        ``"direct"`` (it needs double backward) and records that in ``result.grad``.
+    observe
+        State -> observed channels: ``None`` (identity when the state has ``D`` components, else the state
+        components named like the channels), a list of state indices or names, or a callable ``y -> (..., D)``.
+    loss
+        ``"mse"`` or ``"gaussian_nll"``.
+    epochs
+        Number of epochs (passes over the trajectories; one damped step for Gauss–Newton, which may stop early
+        once the loss no longer decreases).
+    lr
+        Learning rate (default ``1e-2`` for Adam, ``1`` for L-BFGS; unused by Gauss–Newton).
+    optimizer
+        ``None``/``"adam"``, ``"lbfgs"`` (strong-Wolfe line search, one ``step`` per epoch), ``"gauss-newton"``
+        (Levenberg–Marquardt on the residual vector with the exact Jacobian from
+        :func:`~physnode.fit.uncertainty.residual_jacobian`; for models with few parameters), or a callable
+        ``params -> torch.optim.Optimizer``.
+    batch_size
+        Trajectories per optimiser step (shuffled each epoch with ``seed``); ``None`` uses all.
+    learn_initial_state
+        Fit the initial state of every trajectory too (starting from the metadata, or the first observation when
+        ``observe`` is the identity).
+    time_weight
+        ``None``, ``"linear"`` (``w = 1 + s``), ``"exp"`` (``w = e^s``) with ``s`` from 0 at the first to 1 at the
+        last observation time, or a callable ``w(t)`` of the ``(N, T)`` times; see :mod:`physnode.fit.loss`.
+    steer
+        STEER half-width ``b`` (time units): each epoch uses the observations up to ``t_end ~ U[T − b, T + b]``.
+    multiple_shooting
+        ``K`` segments, ``{"segments": K, "penalty": w}`` or :class:`~physnode.fit.MultipleShooting`.
+    device
+        Move the model and the data there (e.g. ``"cuda"``).
+    checkpoint, resume
+        A path, ``{"path": ..., "every": n}`` or :class:`~physnode.fit.Checkpoint`; with ``resume=True`` an
+        existing checkpoint is loaded and the fit continues from it (the result equals an uninterrupted run).
+    progress
+        Show a tqdm progress bar with the loss and parameters (rank 0 only).
+    seed
+        Seed of the fit's own random draws (batch order, STEER end times).
+    uncertainty
+        Compute ``result.uncertainty`` (one Jacobian at the optimum).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments (the message says what was expected).
+    """
+    opt_name = _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, grad)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}.")
+    if not isinstance(learn_initial_state, bool):
+        raise TypeError(f"learn_initial_state must be True or False, got {learn_initial_state!r}.")
+    shooting = resolve_shooting(multiple_shooting)
+    ckpt = resolve_checkpoint(checkpoint)
+    if resume and ckpt is None:
+        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from).")
+
+    if device is not None:
+        device = torch.device(device)
+        model.to(device)
+        data = data.to(device)
+    S, state_names = _state_dim(model, data)
+    ds_names = data.attrs.get("state_names")
+    ds_names = list(ds_names) if isinstance(ds_names, list) and all(isinstance(c, str) for c in ds_names) else None
+    obs = resolve_observe(observe, S, state_names, data.channels, ds_names)
+    fit_grad = "direct" if opt_name == "gauss-newton" else grad
+    solver = {"method": method, "grad": fit_grad, "rtol": rtol, "atol": atol, "step_size": step_size}
+    if options is not None:
+        solver["options"] = dict(options)
+    problem = FitProblem(
+        model,
+        data,
+        obs,
+        S,
+        solver=solver,
+        learn_initial_state=learn_initial_state,
+        time_weight=time_weight,
+        shooting=shooting,
+        loss=loss,
+    )
+    steer_b = check_steer(steer, problem.t_lo, problem.t_hi)
+
+    rank, world_size = D.world()
+    model_params = [p for p in model.parameters() if p.requires_grad]
+    theta = model_params + list(problem.learnables().values())
+    if not theta:
+        raise ValueError("nothing to fit: the model has no trainable parameters and no initial states are learned.")
+    quantities = physical_quantities(model)
+    gen = torch.Generator().manual_seed(seed)
+    all_idx = torch.arange(problem.N, device=data.device)
+
+    opt = None
+    if opt_name == "adam":
+        opt = torch.optim.Adam(theta, lr=lr or _DEFAULT_LR["adam"])
+    elif opt_name == "lbfgs":
+        opt = torch.optim.LBFGS(theta, lr=lr or _DEFAULT_LR["lbfgs"], line_search_fn="strong_wolfe")
+    elif opt_name == "callable":
+        opt = optimizer(theta)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"optimizer(params) must return a torch.optim.Optimizer, got {type(opt).__name__}.")
+    lm = {"damping": 1e-3, "converged": False}
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and ckpt.path.exists():
+        state = load_checkpoint(ckpt.path, map_location=data.device)
+        model.load_state_dict(state["model"])
+        with torch.no_grad():
+            for k, p in problem.learnables().items():
+                p.copy_(state["learnables"][k])
+        if opt is not None:
+            opt.load_state_dict(state["optimizer"])
+        else:
+            lm.update(state["optimizer"])
+        gen.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+
+    def snapshot(epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "learnables": {k: p.detach() for k, p in problem.learnables().items()},
+            "optimizer": opt.state_dict() if opt is not None else dict(lm),
+            "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+            "history": history,
+        }
+
+    def params_now() -> dict[str, Any]:
+        with torch.no_grad():
+            return {q.name: to_python(q.value()) for q in quantities}
+
+    t_start = time.perf_counter()
+    bar = tqdm(
+        range(start_epoch, epochs),
+        initial=start_epoch,
+        total=epochs,
+        disable=not progress or rank != 0,
+        desc="fit",
+        leave=False,
+    )
+    for epoch in bar:
+        if lm["converged"]:
+            break
+        t_end = sample_end_time(steer_b, problem.t_hi, gen) if steer_b is not None else None
+        nfe = 0
+        if opt_name == "gauss-newton":
+            loss_val, nfe = _gauss_newton_step(problem, theta, all_idx, t_end, lm, rank, world_size)
+        else:
+            perm = torch.randperm(problem.N, generator=gen).to(data.device) if batch_size else all_idx
+            bs = batch_size or problem.N
+            total = 0.0
+            n_steps = 0
+            for b0 in range(0, problem.N, bs):
+                batch = perm[b0 : b0 + bs]
+                local = D.shard(batch, rank, world_size)
+                n_obs = problem.count(batch, t_end)
+                counter = {"nfe": 0}
+
+                def closure(batch=batch, local=local, n_obs=n_obs, counter=counter, t_end=t_end) -> Tensor:
+                    opt.zero_grad()
+                    if local.numel():
+                        ev = problem.evaluate(local, t_end)
+                        value = problem.loss(ev, n_obs, batch.numel())
+                        value.backward()
+                        counter["nfe"] += ev.stats.nfe + getattr(ev.stats, "nfe_backward", 0)
+                    else:
+                        value = torch.zeros((), dtype=data.values.dtype, device=data.device)
+                    D.all_reduce_grads_(theta)
+                    out = value.detach().clone()
+                    D.all_reduce_([out])
+                    return out
+
+                step_loss = opt.step(closure)
+                total += float(step_loss)
+                n_steps += 1
+                nfe += counter["nfe"]
+            loss_val = total / n_steps
+        entry = {
+            "epoch": epoch + 1,
+            "loss": loss_val,
+            "params": params_now(),
+            "nfe": int(nfe),
+            "wall_time": time.perf_counter() - t_start,
+        }
+        if opt_name == "gauss-newton":
+            entry["damping"] = lm["damping"]
+        history.append(entry)
+        if progress and rank == 0:
+            bar.set_postfix(loss=f"{loss_val:.4g}", **{k: _short(v) for k, v in list(entry["params"].items())[:4]})
+        if ckpt is not None and rank == 0 and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs or lm["converged"]):
+            save_checkpoint(ckpt.path, snapshot(epoch + 1))
+    bar.close()
+
+    with torch.no_grad():
+        n_all = problem.count(all_idx, None)
+        local = D.shard(all_idx, rank, world_size)
+        final = torch.zeros((), dtype=data.values.dtype, device=data.device)
+        if local.numel():
+            final = problem.loss(problem.evaluate(local, None), n_all, problem.N)
+        final = final.clone()
+        D.all_reduce_([final])
+    se = _uncertainty(problem, quantities, all_idx, rank, world_size) if uncertainty else {}
+    noise = None
+    if problem.log_sigma is not None:
+        sig = torch.exp(problem.log_sigma.detach()).cpu().tolist()
+        noise = dict(zip(data.channels, sig, strict=True))
+    return FitResult(
+        params=params_now(),
+        uncertainty=se,
+        history=history,
+        model=model,
+        grad=_name(fit_grad),
+        method=_name(method),
+        loss=float(final),
+        optimizer=opt_name,
+        initial_states=problem.initial_state().detach().clone(),
+        noise=noise,
+        converged=bool(lm["converged"]),
+        epochs=len(history),
+    )
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and len(v) <= 4 and all(isinstance(x, float) for x in v):
+        return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+    return "..."
+
+
+def _flat(theta: list[Tensor]) -> Tensor:
+    return torch.cat([t.detach().reshape(-1) for t in theta])
+
+
+def _assign(theta: list[Tensor], flat: Tensor) -> None:
+    with torch.no_grad():
+        i = 0
+        for t in theta:
+            n = t.numel()
+            t.copy_(flat[i : i + n].reshape(t.shape))
+            i += n
+
+
+def _gauss_newton_step(problem: FitProblem, theta, all_idx, t_end, lm, rank, world_size) -> tuple[float, int]:
+    """One Levenberg–Marquardt step on ``Σ r²`` (Marquardt scaling ``A + λ diag(A)``, ``A = JᵀJ``).
+
+    The damping shrinks by 3 after an accepted step and grows by 4 after a rejected trial (up to 12 trials);
+    the fit is marked converged when no trial decreases the loss, the relative decrease falls below 1e-10, or the
+    step is below 1e-9 of the parameter vector's norm.
+    """
+    local = D.shard(all_idx, rank, world_size)
+    n_obs = problem.count(all_idx, t_end)
+    N = problem.N
+    P = sum(t.numel() for t in theta)
+    dtype, device = theta[0].dtype, theta[0].device
+    nfe = 0
+    with torch.enable_grad():
+        if local.numel():
+            ev = problem.evaluate(local, t_end)
+            r = problem.residuals(ev, n_obs, N)
+            J = residual_jacobian(r, theta)
+            nfe += ev.stats.nfe
+            r = r.detach()
+        else:
+            r = torch.zeros(0, dtype=dtype, device=device)
+            J = torch.zeros(0, P, dtype=dtype, device=device)
+    A = J.T @ J
+    g = J.T @ r
+    rss = r.square().sum()
+    D.all_reduce_([A, g, rss])
+    rss = float(rss)
+    x0 = _flat(theta)
+    diag = torch.diagonal(A).clamp_min(torch.finfo(dtype).eps * max(float(torch.diagonal(A).max()), 1e-300))
+    for _ in range(12):
+        lam = lm["damping"]
+        delta = torch.linalg.solve(A + lam * torch.diag(diag), -g)
+        _assign(theta, x0 + delta)
+        with torch.no_grad():
+            trial = torch.zeros((), dtype=dtype, device=device)
+            if local.numel():
+                ev = problem.evaluate(local, t_end)
+                trial = problem.residuals(ev, n_obs, N).square().sum()
+                nfe += ev.stats.nfe
+            D.all_reduce_([trial])
+        trial = float(trial)
+        if math.isfinite(trial) and trial <= rss:
+            lm["damping"] = max(lam / 3.0, 1e-12)
+            small_step = float(delta.norm()) <= 1e-9 * (float(x0.norm()) + 1e-9)
+            if rss - trial <= 1e-10 * rss or small_step:
+                lm["converged"] = True
+            return rss, nfe
+        lm["damping"] = lam * 4.0
+    _assign(theta, x0)
+    lm["converged"] = True
+    return rss, nfe
+
+
+def _uncertainty(problem: FitProblem, quantities, all_idx, rank, world_size) -> dict[str, Any]:
+    """Standard errors of the physical parameters at the current (fitted) values; see :mod:`.uncertainty`."""
+    learn_q = [q for q in quantities if q.raw is not None]
+    if not learn_q:
+        return delta_method_errors(quantities, torch.zeros(0, 0))
+    extra = [p for k, p in problem.learnables().items() if k != "log_sigma"]
+    theta = [q.raw for q in learn_q] + extra
+    p_phys = sum(q.raw.numel() for q in learn_q)
+    P = sum(t.numel() for t in theta)
+    n_obs = problem.count(all_idx, None)
+    local = D.shard(all_idx, rank, world_size)
+    dtype, device = theta[0].dtype, theta[0].device
+    with torch.enable_grad():
+        if local.numel():
+            ev = problem.evaluate(local, None, grad="direct")
+            r = problem.residuals(ev, n_obs, problem.N, normalised=False)
+            J = residual_jacobian(r, theta)
+            r = r.detach()
+            rss_data = problem.residuals(ev, n_obs, problem.N, normalised=False)[: ev.errors.numel()].detach()
+            rss_data = rss_data.square().sum()
+        else:
+            J = torch.zeros(0, P, dtype=dtype, device=device)
+            rss_data = torch.zeros((), dtype=dtype, device=device)
+    A = J.T @ J
+    D.all_reduce_([A, rss_data])
+    if problem.loss_name == "mse":
+        dof = n_obs - P
+        scale = float(rss_data) / dof if dof > 0 else float("nan")
+    else:
+        scale = 1.0
+    cov = covariance(A, scale)[:p_phys, :p_phys]
+    return delta_method_errors(quantities, cov)

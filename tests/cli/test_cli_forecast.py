@@ -1,0 +1,130 @@
+"""``physnode forecast``: predictions of a fitted model from its results folder, a CONFIG.toml or three-body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from physnode.cli import main
+from physnode.commands.fit import CONFIG_EXAMPLE
+from physnode.data import Trajectories
+from physnode.datasets import damped_oscillator
+from physnode.datasets.generators import ACA_MASSES, K1, K2
+from physnode.odeint import odeint
+from physnode.physics import NBodyGravity
+
+pytest.importorskip("physnode.fit.api")
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A quick (one-epoch) fit of the example config; the forecast only needs fitted values, not good ones."""
+    folder = tmp_path_factory.mktemp("fc")
+    damped_oscillator(n_trajectories=2, n_times=20).save(folder / "oscillator.nc")
+    (folder / "oscillator.toml").write_text(CONFIG_EXAMPLE)
+    assert main(["fit", str(folder / "oscillator.toml"), "--epochs", "1", "--quiet", "--no-plots"]) == 0
+    return folder
+
+
+def _oscillator(y0, t, omega0, zeta):
+    """Hand-written reference: x' = v, v' = -ω² x - 2 ζ ω v, solved tightly."""
+
+    def f(t, y):
+        return torch.stack([y[..., 1], -(omega0**2) * y[..., 0] - 2 * zeta * omega0 * y[..., 1]], -1)
+
+    return odeint(f, y0, t, rtol=1e-10, atol=1e-12)
+
+
+def test_forecast_from_results_folder(results, tmp_path, capsys):
+    res = results / "results" / "oscillator"
+    code, out, err = _run(["forecast", str(res), "--out", str(tmp_path / "p.nc")], capsys)
+    assert code == 0, err
+    assert "wrote" in out
+    pred = Trajectories.load(tmp_path / "p.nc")
+    fitted = Trajectories.load(res / "predictions.nc")
+    assert pred.channels == ["x", "v"]
+    torch.testing.assert_close(pred.values, fitted.values, rtol=1e-5, atol=1e-6)
+    p = json.loads((res / "summary.json").read_text())["params"]
+    data = Trajectories.load(res / "data.nc")
+    ref = _oscillator(data.metadata_tensor("initial_state"), data.times, p["omega0"], p["zeta"])
+    torch.testing.assert_close(pred.values, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_forecast_config_with_params_and_t_end(results, tmp_path, capsys):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"params": {"omega0": 2.0, "zeta": 0.05}}))
+    out_file = tmp_path / "p.h5"
+    argv = ["forecast", str(results / "oscillator.toml"), "--params", str(params), "--t-end", "30", "--n-times", "31"]
+    code, _, err = _run([*argv, "--out", str(out_file)], capsys)
+    assert code == 0, err
+    pred = Trajectories.load(out_file)
+    t = torch.linspace(0, 30, 31, dtype=torch.float64)
+    torch.testing.assert_close(pred.times[0], t)
+    y0 = Trajectories.load(results / "oscillator.nc").metadata_tensor("initial_state")
+    torch.testing.assert_close(pred.values, _oscillator(y0, t, 2.0, 0.05), rtol=1e-4, atol=1e-5)
+    # An existing file is kept unless --force.
+    code, _, err = _run([*argv, "--out", str(out_file)], capsys)
+    assert code == 1 and "pass --force" in err
+    assert _run([*argv, "--out", str(out_file), "--force"], capsys)[0] == 0
+
+
+def test_forecast_three_body_params(tmp_path, capsys):
+    params = tmp_path / "m.json"
+    params.write_text(json.dumps({"params": {"masses": list(ACA_MASSES)}}))
+    from physnode.datasets import three_body
+
+    data = three_body(n_times=11, t_span=(0.0, 0.5))
+    data.save(tmp_path / "d.nc")
+    argv = ["forecast", "three-body", "--params", str(params), "--data", str(tmp_path / "d.nc")]
+    code, _, err = _run([*argv, "--out", str(tmp_path / "p.nc")], capsys)
+    assert code == 0, err
+    pred = Trajectories.load(tmp_path / "p.nc")
+    model = NBodyGravity(3, 3, G=1.0, masses=list(ACA_MASSES), k_r=K2, k_v=K1)
+    ref = odeint(model, data.metadata_tensor("initial_state"), data.times, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(pred.values, ref, rtol=1e-4, atol=1e-6)
+    # The observed positions are the first nine state components.
+    torch.testing.assert_close(pred.values[..., :9], data.values, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nowhere", "--out", "p.nc"], "neither a results folder"),
+        (["three-body", "--out", "p.nc"], "needs --params"),
+        (["RES", "--out", "p.csv"], "--out must end in .nc"),
+        (["RES", "--out", "p.nc", "--params", "bad.json"], "unknown parameter(s) ['k']"),
+        (["RES", "--out", "p.nc", "--params", "neg.json"], "must be positive"),
+        (["RES", "--out", "p.nc", "--t-end", "-1"], "must lie after the first time"),
+        (["RES", "--out", "p.nc", "--data", "missing.nc"], "missing.nc does not exist"),
+    ],
+    ids=["no-model", "no-params", "suffix", "unknown-param", "domain", "t-end", "data"],
+)
+def test_forecast_errors(results, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps({"params": {"k": 1.0}}))
+    (tmp_path / "neg.json").write_text(json.dumps({"params": {"omega0": -1.0, "zeta": 0.1}}))
+    argv = [str(results / "results" / "oscillator") if a == "RES" else a for a in argv]
+    code, _, err = _run(["forecast", *argv], capsys)
+    assert code == 1
+    assert err.startswith("physnode forecast: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not (tmp_path / "p.nc").exists()
+
+
+def test_forecast_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["forecast", "--help"])
+    assert exc.value.code == 0
+    assert "--t-end" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["forecast", "somewhere"])  # --out is required
+    assert exc.value.code == 2
+    assert "--out" in capsys.readouterr().err

@@ -1,0 +1,47 @@
+"""The ``physnode`` dispatcher: every sub-command is registered and has --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from physnode.cli import main
+
+
+def test_top_level_help_lists_sub_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "bench", "data", "fit", "forecast"):
+        assert name in out
+
+
+@pytest.mark.parametrize("command", ["demo", "data", "fit", "forecast"])
+def test_sub_command_help(capsys, command):
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exc:  # argparse's --help exits
+        code = exc.code
+    assert code == 0
+    assert f"physnode {command}" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "fit" in capsys.readouterr().out
+
+
+def test_error_is_one_line_on_stderr_in_a_real_process(tmp_path):
+    """Through the console entry point: exit code 1, one line on stderr, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "physnode.cli", "fit", str(tmp_path / "absent.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "absent.toml does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
