@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from fit_systems import Decay, decay_data
 
-import physnode.fit.api as api
-from physnode.fit import distributed, fit
+# physnode.fit is the function; its package's modules are reached with `from physnode.fit import ...`.
+from physnode.fit import api, distributed, fit
 
 
 def run_checkpointed(path: str, out: str, epochs: int, die_after: int | None, resume: bool) -> None:
