@@ -105,6 +105,86 @@ class StepRecord:
     state: State | None = None
 
 
+class Trace:
+    """Compact record of every iteration of the loop: what gradient methods need to replay or invert a solve.
+
+    Per iteration it keeps the time before the step, the step, the accept mask and the output slot of every
+    trajectory in host arrays, and (optionally) a detached copy of the solver state before the step. Storage is
+    allocated in blocks of :attr:`BLOCK` iterations, so recording adds no per-step allocation that outlives the
+    step (many small long-lived allocations interleaved with the solver's temporaries fragment the heap and
+    make the resident memory grow far beyond what is stored). Per iteration and trajectory this is two numbers
+    of the solve's dtype, one byte and one int32: 13 bytes in float32.
+
+    Indexing returns a :class:`StepRecord` of device tensors built on access; ``len``, iteration and
+    ``reversed`` work as for a list.
+    """
+
+    BLOCK = 256
+
+    def __init__(self, batch: int, dtype: np.dtype, device: torch.device, keep_states: bool) -> None:
+        self.batch, self.dtype, self.device, self.keep_states = batch, dtype, device, keep_states
+        self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._states: list[tuple[Tensor, ...]] = []
+        self._n = 0
+
+    def append(self, t: np.ndarray, h: np.ndarray, accept: np.ndarray, slot: np.ndarray, state: State) -> None:
+        """Record one iteration (``state`` is the state before it; copied only when states are kept)."""
+        i = self._n % self.BLOCK
+        if i == 0:
+            B = self.batch
+            self._blocks.append(
+                (
+                    np.empty((self.BLOCK, B), self.dtype),
+                    np.empty((self.BLOCK, B), self.dtype),
+                    np.empty((self.BLOCK, B), np.bool_),
+                    np.empty((self.BLOCK, B), np.int32),
+                )
+            )
+            if self.keep_states:
+                self._states.append(tuple(x.new_empty((self.BLOCK, *x.shape)) for x in state))
+        bt, bh, ba, bs = self._blocks[-1]
+        bt[i], bh[i], ba[i], bs[i] = t, h, accept, slot
+        if self.keep_states:
+            for buf, x in zip(self._states[-1], state, strict=True):
+                buf[i].copy_(x.detach())
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __getitem__(self, n: int) -> StepRecord:
+        if n < 0:
+            n += self._n
+        if not 0 <= n < self._n:
+            raise IndexError(f"iteration {n} out of range for a trace of {self._n} iterations")
+        b, i = divmod(n, self.BLOCK)
+        bt, bh, ba, bs = self._blocks[b]
+        state = tuple(buf[i] for buf in self._states[b]) if self.keep_states else None
+        dev = self.device
+        return StepRecord(
+            _to_device(bt[i], dev),
+            _to_device(bh[i], dev),
+            _to_device(ba[i], dev),
+            _to_device(bs[i], dev).long(),
+            state,
+        )
+
+    def __iter__(self):
+        return (self[n] for n in range(self._n))
+
+    def __reversed__(self):
+        return (self[n] for n in range(self._n - 1, -1, -1))
+
+    def any_accepted(self) -> np.ndarray:
+        """``(N,)`` bool: whether iteration ``n`` accepted the step of at least one trajectory (no device sync)."""
+        if not self._n:
+            return np.zeros(0, dtype=bool)
+        return np.concatenate([ba.any(axis=1) for _, _, ba, _ in self._blocks])[: self._n]
+
+
 @dataclass
 class Integration:
     """Raw result of :func:`integrate`: ``ys`` ``(B, T, D)``, statistics, optional records, final state, and
@@ -113,7 +193,7 @@ class Integration:
     ys: Tensor
     stats: Stats
     final_state: State
-    records: list[StepRecord] = field(default_factory=list)
+    records: Trace | list[StepRecord] = field(default_factory=list)
     h0: Tensor | None = None
     #: With ``record="landings"``: every solver-state entry at every observation, ``(B, T + 1, ...)`` each (slot
     #: ``T`` is scratch). Reversible gradient methods restart their reconstruction from these exact states.
@@ -207,7 +287,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     n_acc = np.zeros(B, dtype=np.int64)
     n_rej = np.zeros(B, dtype=np.int64)
     tc = th[:, 0].copy()
-    records: list[StepRecord] = []
+    records = Trace(B, th.dtype, dev, keep_states=record == "states")
 
     def stats() -> Stats:
         return Stats(
@@ -291,9 +371,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                     index = slot_dev.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
                     buf.scatter_(1, index, x.detach().unsqueeze(1))
         if record is not None:
-            records.append(
-                StepRecord(tc_dev, h_eff_dev, accept_dev, slot_dev, state_before if record == "states" else None)
-            )
+            records.append(tc, h_eff, accept, slot, state_before)
 
         tc = np.where(accept, np.where(land, t_next, tc + h_eff), tc)
         j = j + landed

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..integrate import Integration, Problem, StepRecord, integrate
+from ..integrate import Integration, Problem, integrate
 from .base import GradientMethod
 
-__all__ = ["ReplayGradient", "output_cotangents", "vjp"]
+__all__ = ["ReplayGradient", "output_cotangent", "pad_output_gradient", "vjp"]
 
 
 def vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequence[Tensor]) -> list[Tensor]:
@@ -39,16 +39,20 @@ def vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequenc
     return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
 
 
-def output_cotangents(records: list[StepRecord], grad_ys: Tensor) -> Tensor:
-    """Gradient of the loss w.r.t. the state written by each iteration, ``(B, N, D)``.
-
-    Iteration ``n`` that landed on observation ``j`` of trajectory ``b`` wrote ``ys[b, j]``, so its entry is
-    ``grad_ys[b, j]``; iterations that wrote nothing (slot ``T``) get zeros.
-    """
+def pad_output_gradient(grad_ys: Tensor) -> Tensor:
+    """``grad_ys`` ``(B, T, D)`` with a zero slot ``T`` appended: the cotangent of iterations that wrote nothing."""
     B, _, D = grad_ys.shape
-    padded = torch.cat([grad_ys, grad_ys.new_zeros(B, 1, D)], dim=1)
-    slots = torch.stack([r.slot for r in records], dim=1)  # (B, N)
-    return padded.gather(1, slots.unsqueeze(-1).expand(-1, -1, D))
+    return torch.cat([grad_ys, grad_ys.new_zeros(B, 1, D)], dim=1)
+
+
+def output_cotangent(padded: Tensor, slot: Tensor) -> Tensor:
+    """Gradient of the loss w.r.t. the state written by one iteration, ``(B, D)``.
+
+    An iteration that landed on observation ``j`` of trajectory ``b`` wrote ``ys[b, j]``, so row ``b`` is
+    ``grad_ys[b, j]``; rows that wrote nothing (slot ``T``) get zeros from the padding slot.
+    """
+    B, _, D = padded.shape
+    return padded.gather(1, slot.view(B, 1, 1).expand(B, 1, D)).squeeze(1)
 
 
 class _Solve(torch.autograd.Function):

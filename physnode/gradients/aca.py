@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..integrate import Integration, Problem
-from ._replay import ReplayGradient, output_cotangents, vjp
+from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["ACA"]
 
@@ -47,8 +47,8 @@ class ACA(ReplayGradient):
         self, problem: Problem, result: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
     ) -> tuple[Tensor, list[Tensor]]:
         solver, func, records = problem.solver, problem.func, result.records
-        g_out = output_cotangents(records, grad_ys) if records else None
-        any_accepted = torch.stack([r.accept.any() for r in records]).tolist() if records else []
+        padded = pad_output_gradient(grad_ys)
+        any_accepted = records.any_accepted() if records else []
         adj = [torch.zeros_like(s) if s.is_floating_point() else None for s in result.final_state]
         g_params = [torch.zeros_like(p) for p in params]
         for n in range(len(records) - 1, -1, -1):
@@ -56,7 +56,7 @@ class ACA(ReplayGradient):
                 continue  # every row is the identity map and wrote no output
             rec = records[n]
             assert rec.state is not None
-            adj[0] = adj[0] + g_out[:, n]
+            adj[0] = adj[0] + output_cotangent(padded, rec.slot)
             state = tuple(s.detach().requires_grad_() if s.is_floating_point() else s for s in rec.state)
             diff_in = [s for s in state if s.requires_grad]
             with torch.enable_grad():

@@ -59,7 +59,7 @@ from torch import Tensor
 from ..integrate import Integration, Problem
 from ..solvers.rk import ExplicitRK, linear_combination
 from ..solvers.tableau import Tableau
-from ._replay import ReplayGradient, output_cotangents, vjp
+from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["SymplecticAdjoint", "partner_tableau"]
 
@@ -104,8 +104,8 @@ class SymplecticAdjoint(ReplayGradient):
         b, c = tab.b, tab.c
         # Partner coefficients b_j - A_ij = b_j a_ji / b_i for b_i != 0 (the form used below).
         partner = partner_tableau(tab)
-        g_out = output_cotangents(records, grad_ys) if records else None
-        any_accepted = torch.stack([r.accept.any() for r in records]).tolist() if records else []
+        padded = pad_output_gradient(grad_ys)
+        any_accepted = records.any_accepted() if records else []
         lam = torch.zeros_like(result.final_state[0])
         lam_k = torch.zeros_like(lam) if fsal else None
         g_params = [torch.zeros_like(p) for p in params]
@@ -113,7 +113,7 @@ class SymplecticAdjoint(ReplayGradient):
             if not any_accepted[n]:
                 continue
             rec = records[n]
-            lam = lam + g_out[:, n]
+            lam = lam + output_cotangent(padded, rec.slot)
             acc = rec.accept.unsqueeze(-1)
             lam_out = torch.where(acc, lam, 0.0)  # λ' (zero on rows that are the identity)
             t, h = rec.t, rec.h
