@@ -280,6 +280,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     direction = np.where(th[:, -1] < th[:, 0], -1.0, 1.0).astype(th.dtype)
     eps = np.finfo(th.dtype).eps
     slack = ftype(64 * eps)
+    tiny = 4 * eps  # a step below tiny * max(|t|, 1) cannot advance the time variable: underflow
 
     out = torch.full((B, T + 1, D), float("nan"), dtype=y0.dtype, device=dev)
     out[:, 0] = y0
@@ -357,14 +358,13 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         accept = active & (en <= 1.0)
         landed = accept & land
         slot = np.where(landed, j, T)
-        packed_idx = np.empty((2, B), dtype=np.int64)
-        packed_idx[0], packed_idx[1] = accept, slot
-        idx_dev = _to_device(packed_idx, dev)
-        accept_dev = idx_dev[0].bool()
-        slot_dev = idx_dev[1]
         # The host knows the decisions: skip the merge when every row accepted, the write when none landed.
-        state = new_state if accept.all() else _where_state(accept_dev, new_state, state)
+        if not accept.all():
+            state = _where_state(_to_device(accept, dev), new_state, state)
+        else:
+            state = new_state
         if landed.any():
+            slot_dev = _to_device(slot, dev)
             out.scatter_(1, slot_dev.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
             if landed_states is not None:
                 for buf, x in zip(landed_states, state, strict=True):
@@ -383,21 +383,23 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             h_new = ctrl.adapt(h_eff, en, prev_err, accept, solver.error_order)
             # After landing on an observation the clipped step says little about the next one.
             keep = landed & (np.abs(h_new) < np.abs(h))
-            h = np.where(keep, h, h_new).astype(th.dtype)
-            prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err).astype(th.dtype)
+            h = np.where(keep, h, h_new).astype(th.dtype, copy=False)
+            prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err).astype(th.dtype, copy=False)
             last_nonfinite = np.where(active, nonfinite, last_nonfinite)
-            tiny = np.abs(h) <= 4 * eps * np.maximum(np.abs(tc), 1.0)
-            underflow = active & ~finished & tiny
-            code = np.where(last_nonfinite, int(Status.NON_FINITE), int(Status.STEP_UNDERFLOW))
+            underflow = active & ~finished & (np.abs(h) <= tiny * np.maximum(np.abs(tc), 1.0))
         else:
             underflow = nonfinite
-            code = np.full(B, int(Status.NON_FINITE))
         maxed = active & ~finished & ((n_acc + n_rej) >= problem.max_steps)
-        status = np.where(underflow, code, np.where(maxed, int(Status.MAX_STEPS), status))
         failed = underflow | maxed
-        active = active & ~finished & ~failed
-        if failed.any() and problem.raise_on_failure:
-            _raise(status, failed, tc)
+        active = active & ~(finished | failed)
+        if failed.any():
+            if ctrl.adaptive:
+                code = np.where(last_nonfinite, int(Status.NON_FINITE), int(Status.STEP_UNDERFLOW))
+            else:
+                code = np.full(B, int(Status.NON_FINITE))
+            status = np.where(underflow, code, np.where(maxed, int(Status.MAX_STEPS), status))
+            if problem.raise_on_failure:
+                _raise(status, failed, tc)
         if not active.any():
             break
 

@@ -110,14 +110,14 @@ class PIController(StepController):
         self, h: np.ndarray, err_norm: np.ndarray, prev_err_norm: np.ndarray, accept: np.ndarray, error_order: int
     ) -> np.ndarray:
         k = float(error_order)
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            e = np.maximum(err_norm, 1e-10)
-            factor_acc = self.safety * e ** (-self.beta1 / k) * prev_err_norm ** (self.beta2 / k)
-            factor_rej = self.safety * e ** (-1.0 / k)
-        factor = np.where(
-            accept,
-            np.clip(factor_acc, self.factor_min, self.factor_max),
-            np.clip(factor_rej, self.factor_min, 1.0),
+        # err_norm >= 1e-10 and prev_err_norm >= 1e-4 keep the powers finite; NaN (a non-finite trial step)
+        # propagates without a floating-point warning and is mapped to the smallest factor below.
+        e = np.maximum(err_norm, 1e-10)
+        factor_acc = np.minimum(
+            np.maximum(self.safety * e ** (-self.beta1 / k) * prev_err_norm ** (self.beta2 / k), self.factor_min),
+            self.factor_max,
         )
-        factor = np.nan_to_num(factor, nan=self.factor_min, posinf=self.factor_max, neginf=self.factor_min)
+        factor_rej = np.minimum(np.maximum(self.safety * e ** (-1.0 / k), self.factor_min), 1.0)
+        factor = np.where(accept, factor_acc, factor_rej)
+        factor[np.isnan(factor)] = self.factor_min
         return (h * factor).astype(h.dtype)
