@@ -80,7 +80,7 @@ class NBodyGravity(PhysicsModel):
         self.n_bodies = n_bodies
         self.dim = dim
         self.softening = float(softening)
-        self.state_names = [f"{c}{i}_{a}" for c in ("r", "v") for i in range(n_bodies) for a in _axes(dim)]
+        self.state_names = _position_names(n_bodies, dim) + _velocity_names(n_bodies, dim)
 
     def acceleration(self, r: Tensor) -> Tensor:
         """Gravitational acceleration ``(..., n, dim)`` (including ``G``, without ``k_v``) at positions ``r``."""
@@ -124,9 +124,10 @@ class NBodyGravity(PhysicsModel):
     def equations(self) -> list[sp.Eq]:
         """The equations of motion per component, with the current masses, ``G``, ``k_r``, ``k_v`` substituted."""
         t = sp.Symbol("t", real=True)
-        n, dim, axes = self.n_bodies, self.dim, _axes(self.dim)
-        r = [[sp.Function(f"r{i}_{a}")(t) for a in axes] for i in range(n)]
-        v = [[sp.Function(f"v{i}_{a}")(t) for a in axes] for i in range(n)]
+        n, dim = self.n_bodies, self.dim
+        pos, vel = _position_names(n, dim), _velocity_names(n, dim)
+        r = [[sp.Function(pos[i * dim + a])(t) for a in range(dim)] for i in range(n)]
+        v = [[sp.Function(vel[i * dim + a])(t) for a in range(dim)] for i in range(n)]
         masses = [sp.Float(float(m), 15) for m in self.params["masses"]().detach().tolist()]
         G, k_r, k_v = (sp.Float(float(self.params[k]().detach()), 15) for k in ("G", "k_r", "k_v"))
         eps2 = sp.Float(self.softening**2, 15)
@@ -146,3 +147,17 @@ class NBodyGravity(PhysicsModel):
 
 def _axes(dim: int) -> list[str]:
     return ["x", "y", "z"][:dim] if dim <= 3 else [str(a) for a in range(dim)]
+
+
+def _position_names(n: int, dim: int) -> list[str]:
+    """``x1, y1, z1, x2, ...`` (bodies numbered from 1, as in physnode.datasets); ``r1_0, r1_1, ...`` above 3-D."""
+    if dim <= 3:
+        return [f"{a}{i + 1}" for i in range(n) for a in _axes(dim)]
+    return [f"r{i + 1}_{a}" for i in range(n) for a in _axes(dim)]
+
+
+def _velocity_names(n: int, dim: int) -> list[str]:
+    """``vx1, vy1, vz1, vx2, ...``; ``v1_0, v1_1, ...`` above 3-D."""
+    if dim <= 3:
+        return [f"v{a}{i + 1}" for i in range(n) for a in _axes(dim)]
+    return [f"v{i + 1}_{a}" for i in range(n) for a in _axes(dim)]

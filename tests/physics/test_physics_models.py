@@ -233,3 +233,15 @@ def test_linear_systems_compile_to_one_matrix_product() -> None:
         params = model.param_values()
         generic = model.compiled._stack(model.compiled.function(t, *y.unbind(-1), *params), y)
         torch.testing.assert_close(model.compiled(t, y, params), generic, rtol=1e-14, atol=1e-14)
+
+
+def test_nbody_state_names_match_the_dataset_channels() -> None:
+    """NBodyGravity names its state like physnode.datasets, so data channels map to state components by name."""
+    from physnode.datasets import three_body
+    from physnode.physics import NBodyGravity
+
+    data = three_body(n_times=3)
+    model = NBodyGravity(3, dim=3)
+    assert model.state_names == data.attrs["state_names"]
+    assert set(data.channels) <= set(model.state_names)
+    assert NBodyGravity(2, dim=2).state_names == ["x1", "y1", "x2", "y2", "vx1", "vy1", "vx2", "vy2"]
