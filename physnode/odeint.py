@@ -203,10 +203,18 @@ def solve(
         strictly monotonic along the last axis (decreasing integrates backwards); ``t[..., 0]`` is the
         initial time. Converted to ``y0``'s dtype.
     method
-        Solver name (``"dopri5"``, ``"tsit5"``, ``"dopri8"``, ``"bosh3"``, ``"heun_euler"``; fixed-step
-        ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"``) or a :class:`~physnode.solvers.Solver`.
+        Solver name or a :class:`~physnode.solvers.Solver`. Adaptive Runge–Kutta: ``"dopri5"``, ``"tsit5"``,
+        ``"dopri8"``, ``"bosh3"``, ``"heun_euler"``; fixed-step Runge–Kutta: ``"euler"``, ``"midpoint"``,
+        ``"heun"``, ``"rk4"``; reversible: ``"alf"`` (asynchronous leapfrog, option ``eta``, default 1) and
+        ``"reversible_heun"`` (both adaptive, or fixed with ``options={"adaptive": False}``); ``"nag"``
+        (first-order Nesterov two-step method, option ``mu``, default 0.5, fixed step); structure-preserving
+        for separable systems: ``"leapfrog"``, ``"yoshida4"`` (fixed step).
     grad
-        Gradient method name or a :class:`~physnode.gradients.GradientMethod`; see :data:`GRADIENTS`.
+        Gradient method name or a :class:`~physnode.gradients.GradientMethod` (see :data:`GRADIENTS`):
+        ``"direct"`` (backprop through the accepted steps), ``"aca"`` (adaptive checkpoint adjoint, any solver),
+        ``"symplectic"`` (symplectic adjoint, explicit Runge–Kutta), ``"adjoint"`` (continuous adjoint, options
+        ``adjoint_rtol``/``adjoint_atol``; the only inexact one), ``"mali"`` (with ``method="alf"``),
+        ``"reversible_heun"`` (with ``method="reversible_heun"``).
     rtol, atol
         Relative and absolute tolerances of the adaptive methods (per trajectory, RMS norm).
     step_size
