@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: works in terminals and notebooks without ipywidgets
 
 from ..data.trajectories import Trajectories
 from ..gradients import GRADIENTS
