@@ -78,9 +78,9 @@ def _loss(ys: Tensor) -> Tensor:
     return ys[..., :9].square().sum()
 
 
-def _physnode_runner(grad: str) -> Runner:
+def _physnode_runner(grad: str, default_method: str = "dopri5") -> Runner:
     cls = physnode.GRADIENTS.cls(grad)
-    method = cls.requires_method or "dopri5"
+    method = cls.requires_method or default_method
 
     def runner(f: Counted, y0: Tensor, s: Setup) -> Tensor:
         kw: dict[str, object] = {}
@@ -227,6 +227,11 @@ def run(argv: list[str] | None = None) -> int:
         default=None,
         help=f"fixed steps per observation interval of the fixed-step methods (default {DEFAULT_SUBSTEPS})",
     )
+    p.add_argument(
+        "--method",
+        default="dopri5",
+        help="solver of the physnode methods that take any solver (default dopri5; e.g. dopri8, tsit5)",
+    )
     p.add_argument("--skip", default="", help="comma-separated rows to skip: physnode method names or peer libraries")
     args = p.parse_args(argv)
     device = setup(args)
@@ -296,7 +301,7 @@ def run(argv: list[str] | None = None) -> int:
         if grad in skip:
             continue
         try:
-            runner = _physnode_runner(grad)
+            runner = _physnode_runner(grad, args.method)
             label = f"grad={grad!r}, {runner.method}"  # type: ignore[attr-defined]
         except Exception as exc:
             table.add_row({"library": "physnode", "method": f"grad={grad!r}", "time": error_cell(exc)})
