@@ -122,7 +122,12 @@ def _three_body_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing", type=_fraction, default=0.0, help="probability that an observation is dropped")
     p.add_argument("--n-trajectories", type=_positive_int, default=1, help="trajectories (extra ones start nearby)")
     p.add_argument("--method", default="dopri5", help="ODE solver (default dopri5)")
-    p.add_argument("--grad", default="aca", help="gradient method (default aca)")
+    p.add_argument(
+        "--grad",
+        default=None,
+        help="gradient method of --optimizer adam/lbfgs (default aca); gauss-newton always differentiates with "
+        "direct (its exact residual Jacobian needs double backward)",
+    )
     p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance of the solver")
     p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance of the solver")
     p.add_argument("--optimizer", default="gauss-newton", help="gauss-newton (default), lbfgs or adam")
@@ -275,6 +280,14 @@ def three_body(argv: Sequence[str]) -> int:
     args = _three_body_parser().parse_args(argv)
     if args.n_obs < 3:
         raise ValueError(f"--n-obs must be at least 3 to fit three masses, got {args.n_obs}.")
+    if args.grad is None:
+        args.grad = "direct" if args.optimizer == "gauss-newton" else "aca"
+    elif args.optimizer == "gauss-newton" and args.grad != "direct":
+        raise ValueError(
+            f"--grad {args.grad} does not apply to --optimizer gauss-newton, which builds the exact residual Jacobian "
+            "by double backward through grad=direct; use --optimizer adam or lbfgs to train with another gradient "
+            "method."
+        )
     _check_names(args.method, args.grad, args.optimizer)  # fail before generating data
     launched, rc = _distributed(args.nproc, [THREE_BODY, *argv], args.n_trajectories)
     if launched:

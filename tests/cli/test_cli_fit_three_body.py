@@ -93,8 +93,9 @@ def test_three_body_smoke(tmp_path, capsys):
         (["--nproc", "2"], "--nproc 2 splits the trajectories"),
         (["--method", "rk99", "--epochs", "1", "--n-obs", "5"], "rk99"),
         (["--optimizer", "sgd-ish", "--epochs", "1", "--n-obs", "5"], "sgd-ish"),
+        (["--grad", "aca", "--n-obs", "5"], "--grad aca does not apply to --optimizer gauss-newton"),
     ],
-    ids=["n-obs", "nproc", "method", "optimizer"],
+    ids=["n-obs", "nproc", "method", "optimizer", "grad-with-gauss-newton"],
 )
 def test_three_body_errors(tmp_path, capsys, argv, message):
     code, _, err = _run(["fit", "three-body", "--out", str(tmp_path / "r"), "--quiet", *argv], capsys)
