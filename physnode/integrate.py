@@ -239,6 +239,11 @@ def _raise(status: np.ndarray, failed: np.ndarray, tc: np.ndarray) -> None:
     raise cls(msg, trajectory=idx, time=when, status=int(code))
 
 
+#: How far beyond the controller's proposal an adaptive step may be stretched so that an observation interval
+#: takes one step fewer (at most STRETCH**(q+1) times the predicted local error, still checked by the estimate).
+STRETCH = 1.5
+
+
 def _to_device(a: np.ndarray, device: torch.device) -> Tensor:
     """Host array to a tensor on ``device`` (zero-copy on CPU: callers never modify ``a`` afterwards)."""
     x = torch.from_numpy(a)
@@ -331,14 +336,27 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     t_next = th[:, 1].copy()
     prev_err = np.ones(B, dtype=th.dtype)
     last_nonfinite = np.zeros(B, dtype=bool)
+    retry = np.zeros(B, dtype=bool)  # the row's last step was rejected
     zero = ftype(0)
 
     while True:
         dt_rem = t_next - tc
         # Land on the next observation when it is within the step, or beyond it only by accumulated
         # round-off of the time variable (which would otherwise leave a step of a few ulps).
-        land = active & (direction * (dt_rem - h) <= slack * (np.abs(t_next) + np.abs(h)))
-        h_eff = np.where(active, np.where(land, dt_rem, h), zero)
+        if ctrl.adaptive:
+            # Reach the next observation in equal steps: ceil(d / h) of them, or one fewer when that needs steps at
+            # most STRETCH times the proposal (instead of ending the interval with a short remainder step). The
+            # error estimate still decides; right after a rejection nothing is stretched, so a retry is shorter.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                n_full = np.maximum(np.ceil(dt_rem / h * (1 - slack)), 1.0)
+                n_less = np.maximum(n_full - 1.0, 1.0)
+                stretch_ok = ~retry & (dt_rem / n_less <= STRETCH * h * (1 + slack))
+            n_left = np.where(stretch_ok, n_less, n_full)
+            land = active & (n_left <= 1)
+            h_eff = np.where(active, np.where(land, dt_rem, dt_rem / n_left), zero).astype(th.dtype, copy=False)
+        else:
+            land = active & (direction * (dt_rem - h) <= slack * (np.abs(t_next) + np.abs(h)))
+            h_eff = np.where(active, np.where(land, dt_rem, h), zero)
         packed = np.empty((2, B), dtype=th.dtype)
         packed[0], packed[1] = tc, h_eff
         th_dev = _to_device(packed, dev)
@@ -379,6 +397,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         t_next = th[rows, np.minimum(j, T - 1)]
         n_acc += accept
         n_rej += active & ~accept
+        retry = active & ~accept
         if ctrl.adaptive:
             h_new = ctrl.adapt(h_eff, en, prev_err, accept, solver.error_order)
             # After landing on an observation the clipped step says little about the next one.
