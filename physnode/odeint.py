@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._validate import check_times, check_y0
 from .gradients import GRADIENTS, GradientMethod
 from .integrate import CountingRHS, Problem
 from .solution import Solution
@@ -17,50 +18,6 @@ from .solvers import SOLVERS, FixedController, PIController, Solver
 __all__ = ["odeint", "solve"]
 
 DEFAULT_MAX_STEPS = 100_000
-
-
-def _check_times(t: Tensor, y0: Tensor) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a torch.Tensor of observation times, got {type(t).__name__}.")
-    if not t.is_floating_point():
-        raise TypeError(f"t must have a floating-point dtype, got {t.dtype}. Convert it, e.g. t.to(y0.dtype).")
-    if t.device != y0.device:
-        raise ValueError(
-            f"t is on {t.device} but y0 is on {y0.device}; move both to the same device (t.to(y0.device))."
-        )
-    if t.ndim not in (1, 2):
-        raise ValueError(f"t must have shape (T,) or (B, T), got {tuple(t.shape)}.")
-    if t.shape[-1] < 1:
-        raise ValueError("t must hold at least one time (the initial time t[..., 0]).")
-    if t.ndim == 2:
-        if y0.ndim != 2 or t.shape[0] != y0.shape[0]:
-            raise ValueError(
-                f"per-trajectory times t of shape {tuple(t.shape)} need y0 of shape (B, D) with "
-                f"B = {t.shape[0]}; got y0 of shape {tuple(y0.shape)}."
-            )
-    t = t.detach()
-    if not bool(torch.isfinite(t).all()):
-        bad = torch.nonzero(~torch.isfinite(t))[0].tolist()
-        raise ValueError(f"t contains NaN or Inf (first at index {tuple(bad)}); observation times must be finite.")
-    tt = t.to(y0.dtype)
-    if not bool(torch.isfinite(tt).all()):
-        raise ValueError(f"t overflows y0's dtype {y0.dtype}; rescale time.")
-    if tt.shape[-1] > 1:
-        d = tt.diff(dim=-1)
-        sign = torch.sign(d[..., :1])
-        bad = (d * sign) <= 0
-        if bool(bad.any()):
-            idx = torch.nonzero(bad)[0].tolist()
-            k = idx[-1]
-            where = (*idx[:-1], k + 1)
-            prev = (*idx[:-1], k)
-            raise ValueError(
-                f"t must be strictly monotonic along its last axis; t[{', '.join(map(str, where))}] = "
-                f"{float(tt[where]):.10g} does not continue the direction set by t[..., 0] -> t[..., 1] "
-                f"after t[{', '.join(map(str, prev))}] = {float(tt[prev]):.10g}. Sort the observation times "
-                "of each trajectory and remove duplicates."
-            )
-    return tt
 
 
 def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
@@ -103,16 +60,8 @@ def _build_problem(
 ) -> tuple[Problem, GradientMethod, bool]:
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}.")
-    if not isinstance(y0, Tensor):
-        raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
-    if y0.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"y0 must be float32 or float64, got {y0.dtype}. Convert it with y0.double().")
-    if y0.ndim not in (1, 2) or y0.shape[-1] == 0:
-        raise ValueError(f"y0 must have shape (D,) or (B, D) with D >= 1, got {tuple(y0.shape)}.")
-    if not bool(torch.isfinite(y0.detach()).all()):
-        bad = torch.nonzero(~torch.isfinite(y0.detach()))[0].tolist()
-        raise ValueError(f"y0 contains NaN or Inf (first at index {tuple(bad)}).")
-    tt = _check_times(t, y0)
+    check_y0(y0)
+    tt = check_times(t, y0)
     m_opts, g_opts = _split_options(method, grad, options)
     solver: Solver = SOLVERS.build(method, m_opts)
     gm: GradientMethod = GRADIENTS.build(grad, g_opts)

@@ -21,6 +21,8 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
+from .._validate import check_times, check_y0
+
 __all__ = ["GRADS", "METHODS", "NOISES", "sdeint"]
 
 
@@ -91,51 +93,8 @@ class _TorchsdeAdapter(nn.Module):
         return self._call(self.diffusion, t, y)
 
 
-def _check_y0(y0: object) -> Tensor:
-    if not isinstance(y0, Tensor):
-        raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
-    if y0.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"y0 must be float32 or float64, got {y0.dtype}. Convert it with y0.double().")
-    if y0.ndim not in (1, 2) or y0.shape[-1] == 0 or (y0.ndim == 2 and y0.shape[0] == 0):
-        raise ValueError(f"y0 must have shape (D,) or (B, D) with B, D >= 1, got {tuple(y0.shape)}.")
-    if not bool(torch.isfinite(y0.detach()).all()):
-        bad = torch.nonzero(~torch.isfinite(y0.detach()))[0].tolist()
-        raise ValueError(f"y0 contains NaN or Inf (first at index {tuple(bad)}).")
-    return y0
-
-
 def _check_t(t: object, y0: Tensor) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a torch.Tensor of observation times, got {type(t).__name__}.")
-    if not t.is_floating_point():
-        raise TypeError(f"t must have a floating-point dtype, got {t.dtype}. Convert it, e.g. t.to(y0.dtype).")
-    if t.device != y0.device:
-        raise ValueError(f"t is on {t.device} but y0 is on {y0.device}; move both to the same device.")
-    if t.ndim not in (1, 2) or t.shape[-1] < 2:
-        raise ValueError(
-            f"t must have shape (T,) or (B, T) with T >= 2 (the initial time and at least one observation), "
-            f"got {tuple(t.shape)}."
-        )
-    if t.ndim == 2 and (y0.ndim != 2 or t.shape[0] != y0.shape[0]):
-        raise ValueError(
-            f"per-trajectory times t of shape {tuple(t.shape)} need y0 of shape (B, D) with B = {t.shape[0]}; "
-            f"got y0 of shape {tuple(y0.shape)}."
-        )
-    tt = t.detach().to(y0.dtype)
-    if not bool(torch.isfinite(tt).all()):
-        bad = torch.nonzero(~torch.isfinite(tt))[0].tolist()
-        raise ValueError(f"t contains NaN or Inf (first at index {tuple(bad)}); observation times must be finite.")
-    bad = tt.diff(dim=-1) <= 0
-    if bool(bad.any()):
-        idx = torch.nonzero(bad)[0].tolist()
-        k = idx[-1]
-        at = ", ".join(map(str, (*idx[:-1], k + 1)))
-        before = ", ".join(map(str, (*idx[:-1], k)))
-        raise ValueError(
-            f"t must be strictly increasing along its last axis (torchsde integrates forwards only); "
-            f"t[{at}] = {float(tt[(*idx[:-1], k + 1)]):.10g} <= t[{before}] = {float(tt[(*idx[:-1], k)]):.10g}. "
-            "Sort the observation times of each trajectory and remove duplicates."
-        )
+    tt = check_times(t, y0, min_times=2, forward_only="torchsde integrates forwards only")
     if tt.ndim == 2 and not bool((tt[:, 0] == tt[0, 0]).all()):
         b = int(torch.nonzero(tt[:, 0] != tt[0, 0])[0, 0])
         raise ValueError(
@@ -339,7 +298,7 @@ def sdeint(
             f"noise={own_noise!r} (or rebuild the diffusion with noise={noise!r})."
         )
 
-    y0 = _check_y0(y0)
+    y0 = check_y0(y0)
     tt = _check_t(t, y0)
     span = float((tt[..., -1] - tt[..., 0]).max())
     dt = _check_dt(dt, span)
