@@ -10,31 +10,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
 
+from .datasets.generators import ACA_MASSES, ACA_R0, ACA_V0, K1, K2
 from .odeint import solve
+from .physics import NBodyGravity
 
 __all__ = ["main"]
-
-# Nondimensionalised Newtonian gravity of the ACA paper (Zhuang et al. 2020): dr/dt = K2 v,
-# dv_i/dt = K1 sum_j m_j (r_j - r_i) / |r_j - r_i|^3.
-_G, _M_ND, _R_ND, _V_ND = 6.67408e-11, 1.989e30, 5.326e12, 3e4
-_T_ND = 79.91 * 365 * 24 * 3600 * 0.51
-K1 = _G * _T_ND * _M_ND / (_R_ND**2 * _V_ND)
-K2 = _V_ND * _T_ND / _R_ND
-
-
-class _ThreeBody(nn.Module):
-    def __init__(self, masses: Tensor) -> None:
-        super().__init__()
-        self.masses = nn.Parameter(masses)
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        r = y[..., :9].unflatten(-1, (3, 3))
-        d = r.unsqueeze(-3) - r.unsqueeze(-2)
-        dist3 = (d.square().sum(-1) + torch.eye(3, dtype=y.dtype, device=y.device)).pow(1.5)
-        acc = (self.masses.unsqueeze(-1) * d / dist3.unsqueeze(-1)).sum(-2)
-        return torch.cat([K2 * y[..., 9:], K1 * acc.flatten(-2)], dim=-1)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -55,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     dtype = torch.float64
-    r0 = [0.0, 0.2, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.5]
-    v0 = [0.0, 0.1, 0.0, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0]
-    y0 = torch.tensor([r0 + v0], dtype=dtype)
+    y0 = torch.tensor([[*sum(ACA_R0, ()), *sum(ACA_V0, ())]], dtype=dtype)
     # A second trajectory, slightly perturbed, observed at its own irregular times.
     y0 = torch.cat([y0, y0 + 0.01 * torch.randn(1, 18, dtype=dtype, generator=torch.Generator().manual_seed(0))])
     t = torch.stack(
@@ -67,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     t[1, 0] = 0.0
-    model = _ThreeBody(torch.tensor([1.1, 1.1, 0.9], dtype=dtype))
+    # The ACA paper's nondimensionalised gravity: dr/dt = K2 v, dv_i/dt = K1 sum_j m_j (r_j - r_i) / |r_j - r_i|^3.
+    model = NBodyGravity(3, dim=3, G=1.0, masses=list(ACA_MASSES), k_r=K2, k_v=K1).to(dtype)
     start = time.perf_counter()
     with torch.no_grad():
         sol = solve(model, y0, t, method="dopri5", rtol=1e-9, atol=1e-9)
