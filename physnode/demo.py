@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from ._atomic import atomic_write_text
 from .datasets.generators import ACA_MASSES, ACA_R0, ACA_V0, K1, K2
 from .odeint import solve
 from .physics import NBodyGravity
 
 __all__ = ["main"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "rejected_steps": sol.stats.n_rejected.tolist(),
         "seconds": elapsed,
     }
-    _atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
     print(f"solved 2 three-body trajectories on [0, {args.t_end}] in {elapsed:.3f} s")
     print(f"  accepted steps per trajectory: {summary['accepted_steps']}, rejected: {summary['rejected_steps']}")
     print(f"  wrote {args.out / 'orbit.png'} and {args.out / 'summary.json'}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ._atomic import atomic_write
 from .data.trajectories import Trajectories
 
 __all__ = ["plot_loss", "plot_orbits", "plot_parameters", "plot_time_series", "save_figure"]
@@ -61,15 +61,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path
         raise ValueError(f"cannot save a figure as {path.name!r}: use a .png, .pdf or .svg file name.")
     if not path.parent.is_dir():
         raise OSError(f"cannot save {path}: the folder {path.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
 
 
 def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._atomic import atomic_write_text
 from ..data.trajectories import Trajectories
 
 __all__ = ["forecast_error", "format_table", "predict", "write_json", "write_plots"]
@@ -34,14 +33,7 @@ def _jsonable(x: Any) -> Any:
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     """Write ``doc`` as indented JSON atomically (temporary file in the same folder, then ``os.replace``)."""
     text = json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def predict(

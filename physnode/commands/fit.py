@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .._atomic import atomic_write
 from ..data.trajectories import Trajectories
 from ._model import THREE_BODY, load_config, model_from_config, three_body_model
 from ._results import forecast_error, format_table, predict, write_json, write_plots
@@ -453,8 +454,7 @@ def fit_config(argv: Sequence[str]) -> int:
     if not out_dir.is_absolute() and args.out is None and "dir" in cfg.get("output", {}):
         out_dir = args.config.parent / out_dir
     out = _prepare_out(out_dir)
-    shutil.copyfile(args.config, out / ".config.toml.tmp")
-    os.replace(out / ".config.toml.tmp", out / "config.toml")
+    atomic_write(out / "config.toml", lambda tmp: shutil.copyfile(args.config, tmp))
     data.save(out / "data.nc")
     pred.save(out / "predictions.nc")
     summary = {

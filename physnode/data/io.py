@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._atomic import atomic_write
 from .trajectories import Trajectories
 
 __all__ = ["SCHEMA", "TrajectoryFileError", "from_xarray", "load", "save", "to_xarray"]
@@ -222,27 +222,11 @@ def _suffix(path: Path) -> str:
     return s
 
 
-def _chmod_default(path: str) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the permissions of a normally created file (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _atomic_write(path: Path, write) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist; create it before saving {path.name}.")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def _write_h5(traj: Trajectories, tmp: str) -> None:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..data.io import _chmod_default
+from .._atomic import atomic_write_text
 from ..data.trajectories import Trajectories
 from . import DATASETS, SPECS
 
@@ -124,19 +122,6 @@ def card(name: str, traj: Trajectories, digest: str) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     """Regenerate or check the reference datasets; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m physnode.datasets.regenerate", description=__doc__.split("\n")[0])
@@ -163,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         traj.save(folder / f"{name}.nc")
-        _write_text(folder / f"{name}.md", card(name, traj, digest))
+        atomic_write_text(folder / f"{name}.md", card(name, traj, digest))
         sums[f"{name}.nc"] = digest
         print(f"{name}: wrote {name}.nc ({(folder / f'{name}.nc').stat().st_size} bytes), {name}.md")
     if not args.check:
         body = "".join(f"{d}  {n}\n" for n, d in sorted(sums.items()))
-        _write_text(sums_path, SUMS_HEADER + body)
+        atomic_write_text(sums_path, SUMS_HEADER + body)
     return 1 if bad else 0
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._atomic import atomic_write
 
 __all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "resolve_checkpoint", "save_checkpoint"]
 
@@ -59,17 +60,7 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp), fsync=True)
 
 
 def load_checkpoint(path: Path, map_location: torch.device | str | None = None) -> dict[str, Any]:
