@@ -1,4 +1,4 @@
-"""Gradient benchmark (issue 3): every physnode gradient method and the peers' same methods.
+"""Gradient benchmark: every physnode gradient method and the peers' same methods.
 
 The three-body problem of the ACA paper (Zhuang et al. 2020): masses (1.1, 1.1, 0.9) learnable, 100
 observations on [0, 1], float64, ``rtol = atol = 1e-7``, one thread. Loss = sum of squares of all observed

@@ -1,4 +1,4 @@
-"""Memory benchmark (issue 3): peak memory of one gradient vs the number of steps, per gradient method.
+"""Memory benchmark: peak memory of one gradient vs the number of steps, per gradient method.
 
 An MLP right-hand side (``dim`` → ``hidden`` → ``dim``, tanh; batch of ``batch`` states, float32 by default)
 is integrated over [0, 1] with ``N`` fixed steps, and the gradient of the sum of squares of the final state

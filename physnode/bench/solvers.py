@@ -1,4 +1,4 @@
-"""Forward-solve benchmark (issue 2): ``physnode.odeint`` vs ``torchdiffeq.odeint`` and ``torchode``.
+"""Forward-solve benchmark: ``physnode.odeint`` vs ``torchdiffeq.odeint`` and ``torchode``.
 
 Problems, float64, ``rtol = 1e-6``, ``atol = 1e-8``, no gradient:
 
