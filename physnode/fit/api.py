@@ -180,6 +180,7 @@ def fit(
     step_size: float | None = None,
     options: Mapping[str, Any] | None = None,
     uncertainty: bool = True,
+    after_step: Callable[[nn.Module], None] | None = None,
 ) -> FitResult:
     """Fit the learnable parameters of ``model`` (an ODE right-hand side) to trajectory data.
 
@@ -237,6 +238,10 @@ def fit(
         Seed of the fit's own random draws (batch order, STEER end times).
     uncertainty
         Compute ``result.uncertainty`` (one Jacobian at the optimum).
+    after_step
+        Called as ``after_step(model)`` right after every optimiser step (each batch; each Gauss–Newton or L-BFGS
+        step), e.g. a proximal operator such as :class:`physnode.causal.GroupLassoProx` (proximal gradient for a
+        non-smooth penalty). It may change the model's parameters in place, under ``torch.no_grad()``.
 
     Returns
     -------
@@ -248,6 +253,8 @@ def fit(
         Bad arguments (the message says what was expected).
     """
     opt_name = _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, grad)
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step must be a callable after_step(model) or None, got {type(after_step).__name__}.")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}.")
     if not isinstance(learn_initial_state, bool):
@@ -349,6 +356,9 @@ def fit(
         nfe = 0
         if opt_name == "gauss-newton":
             loss_val, nfe = _gauss_newton_step(problem, theta, all_idx, t_end, lm, rank, world_size)
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model)
         else:
             perm = torch.randperm(problem.N, generator=gen).to(data.device) if batch_size else all_idx
             bs = batch_size or problem.N
@@ -375,6 +385,9 @@ def fit(
                     return out
 
                 step_loss = opt.step(closure)
+                if after_step is not None:
+                    with torch.no_grad():
+                        after_step(model)
                 total += float(step_loss)
                 n_steps += 1
                 nfe += counter["nfe"]
