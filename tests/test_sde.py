@@ -231,6 +231,9 @@ def _drift(t, y):
     return -y
 
 
+_W = torch.tensor(0.5, requires_grad=True)  # a closed-over tensor that is not declared with params=
+
+
 def _call(**kw):
     args = {"drift": _drift, "diffusion": ScalarDiffusion(0.1), "y0": Y0, "t": T, "dt": 0.125, "params": ()}
     args.update(kw)
@@ -266,7 +269,11 @@ def _call(**kw):
         ),
         ({"method": "euler"}, ValueError, r"grad='adjoint_reversible_heun' needs method='reversible_heun'"),
         ({"dt": 0.1}, ValueError, r"on the step lattice.*0.25 is 2.500000 steps"),
-        ({"params": None}, ValueError, r"drift is not an nn.Module: make it one .* or pass params="),
+        (
+            {"params": None, "drift": lambda t, y: -_W * y},
+            ValueError,
+            r"drift uses 1 other tensor that requires grad \(tensor of shape \(\), torch.float32\).*params=",
+        ),
         ({"noise": "scalar"}, ValueError, r"built for noise='diagonal' but sdeint got noise='scalar'"),
         (
             {"diffusion": lambda t, y: torch.ones_like(y).unsqueeze(-1)},

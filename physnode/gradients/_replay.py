@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..integrate import Integration, Problem, integrate
+from ._guards import first_order_only, wants_custom_backward
 from .base import GradientMethod
 
 __all__ = ["ReplayGradient", "output_cotangent", "pad_output_gradient", "vjp"]
@@ -66,7 +66,7 @@ class _Solve(torch.autograd.Function):
         return result.ys
 
     @staticmethod
-    @once_differentiable
+    @first_order_only(lambda ctx: ctx.method.name)
     def backward(ctx: Any, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
         method, problem, result = ctx.method, ctx.problem, ctx.result
         nfe0 = problem.func.nfe
@@ -90,11 +90,20 @@ class ReplayGradient(GradientMethod):
     record: ClassVar[str | None] = "states"
 
     def solve(self, problem: Problem) -> Integration:
-        inputs = (problem.y0, *problem.params)
-        if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
+        """Solve ``problem``; with grad mode on and ``y0`` or a parameter requiring grad, attach the custom
+        backward pass, otherwise solve plainly (a plain function with no tensor to differentiate needs no
+        ``params=``).
+
+        Raises
+        ------
+        ValueError
+            When ``f`` uses a tensor that requires grad and is not among ``problem.params`` (it would silently
+            get no gradient).
+        """
+        if not wants_custom_backward(problem, self.name):
             return integrate(problem)
         box: list[Integration] = []
-        ys = _Solve.apply(self, problem, box, *inputs)
+        ys = _Solve.apply(self, problem, box, problem.y0, *problem.params)
         result = box[0]
         return Integration(ys, result.stats, result.final_state, h0=result.h0)
 

@@ -23,8 +23,10 @@ class GradientMethod(ABC):
         Whether it reproduces backprop through the same discrete solve.
     needs_params
         Whether the method must know every tensor to differentiate explicitly (it builds the gradient in a
-        custom backward pass). For such methods a plain callable that closes over tensors must come with
-        ``params=``.
+        custom backward pass). For such methods a plain callable that closes over tensors requiring grad must
+        come with ``params=``; an undeclared tensor that requires grad raises ``ValueError`` naming it, and
+        when nothing requires grad the solve runs without the custom backward. They are first order: a second
+        differentiation raises ``RuntimeError`` (use ``grad="direct"``).
     """
 
     name: ClassVar[str]

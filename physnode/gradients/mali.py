@@ -40,12 +40,40 @@ class Mali(ReversibleGradient):
     vector-Jacobian product of ``f`` per iteration of the forward loop (accepted or rejected). The states are
     rebuilt by the algebraic inverse, so the result equals backprop through the same solve up to the rounding
     errors of the reconstruction, reported per trajectory in ``stats.extra["reconstruction_error"]`` after
-    ``backward()``. With damping ``eta < 1`` the inverse amplifies rounding by ``1 / |1 - 2 eta|`` per step.
+    ``backward()``.
+
+    Damping ``eta < 1`` makes the inverse step divide by ``1 - 2 eta``, which amplifies rounding errors by
+    ``1 / |1 - 2 eta| > 1`` per step (for ``eta = 1`` the factor is 1: the undamped leapfrog of the MALI paper
+    is the setting whose inverse is as well conditioned as the forward step). The reconstruction restarts from
+    the exact state at every observation, so ``eta < 1`` is accepted while ``|1 - 2 eta| ** -n`` over the
+    longest run of ``n`` steps between two observations keeps rounding below the solve's tolerance; beyond
+    that the solve is refused right after the forward pass (``ValueError``), and a measured reconstruction
+    error above the tolerance makes ``backward()`` raise ``RuntimeError`` instead of returning a wrong gradient.
     """
 
     name = "mali"
     requires_method = "alf"
     solver_class = ALF
+
+    def growth_per_step(self, problem: Problem) -> float:
+        """``1 / |1 - 2 eta|``: how much one inverse step amplifies a rounding error (1 for ``eta = 1``)."""
+        return 1.0 / abs(1.0 - 2.0 * problem.solver.eta)  # type: ignore[attr-defined]
+
+    def describe_growth(self, problem: Problem) -> str:
+        eta = problem.solver.eta  # type: ignore[attr-defined]
+        return f"method='alf' with eta={eta!r} has an inverse step that divides by 1 - 2*eta = {1 - 2 * eta:.4g} and"
+
+    def advice(self, problem: Problem) -> str:
+        eta = problem.solver.eta  # type: ignore[attr-defined]
+        damped = (
+            "use eta=1 (options={'eta': 1.0}, the undamped leapfrog, whose inverse does not amplify rounding), "
+            if eta != 1.0
+            else ""
+        )
+        return (
+            damped + "add observation times (the reconstruction restarts from the exact state at each), or use "
+            "grad='aca' or grad='direct' (exact for any eta, storing states instead of rebuilding them)."
+        )
 
     def begin(self, problem: Problem, state: State, t: Tensor) -> Any:
         return None

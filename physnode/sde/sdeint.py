@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torchsde
 from torch import Tensor, nn
 
 from .._validate import check_times, check_y0
+from ..gradients._guards import undeclared_leaves, undeclared_message
 
 __all__ = ["GRADS", "METHODS", "NOISES", "sdeint"]
 
@@ -161,6 +163,38 @@ def _collect_params(drift: Callable, diffusion: Callable, params: Sequence[Tenso
     return tuple(found)
 
 
+def _check_declared(adapter: _TorchsdeAdapter, t0: Tensor, y0b: Tensor, found: tuple[Tensor, ...]) -> None:
+    """Raise when drift or diffusion use a tensor that requires grad but is not among the adjoint's parameters
+    (it would silently get no gradient): one evaluation of each with a graph and one bounded walk of it."""
+    if not torch.is_grad_enabled():
+        return
+    for name, fn in (("drift", adapter.f), ("diffusion", adapter.g)):
+        out = fn(t0, y0b.detach())
+        if isinstance(out, Tensor) and out.requires_grad:
+            leaves = undeclared_leaves([out], found)
+            if leaves:
+                raise ValueError(undeclared_message("adjoint_reversible_heun", leaves, where=name))
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on the adjoint's output whose backward refuses ``create_graph=True``: torchsde's adjoint is first
+    order and would otherwise fail inside torchsde ("Please report a bug to torchsde")."""
+
+    @staticmethod
+    def forward(ctx: Any, ys: Tensor) -> Tensor:
+        return ys.view_as(ys)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "double backward (create_graph=True, for a gradient of a gradient) is supported only with "
+                "grad='direct'; grad='adjoint_reversible_heun' computes first-order gradients in torchsde's own "
+                "backward pass. Pass grad='direct' to sdeint for higher-order derivatives."
+            )
+        return grad
+
+
 def _check_outputs(adapter: _TorchsdeAdapter, t0: Tensor, y0b: Tensor, user_shape: tuple[int, ...], noise: str):
     """Evaluate drift and diffusion once at the initial state and check shapes and dtypes (clear errors before
     torchsde's terser ones). Returns the number of Brownian channels ``m``."""
@@ -240,8 +274,10 @@ def sdeint(
         adjoint, which reconstructs the forward states backwards in time, O(1) memory in the number of steps,
         equal to direct backpropagation up to round-off. It needs every observation time on the step lattice
         ``t0 + k dt`` and must know every tensor to differentiate (module parameters are found; a plain callable
-        that closes over tensors needs ``params=``). ``"direct"``: backpropagation through the solver's
-        operations, O(steps) memory, any method.
+        that closes over tensors requiring grad needs ``params=``, and an undeclared tensor that requires grad
+        raises ``ValueError`` naming it). When nothing requires grad it solves plainly, without the adjoint.
+        First order only: ``create_graph=True`` raises. ``"direct"``: backpropagation through the solver's
+        operations, O(steps) memory, any method, higher derivatives.
     dt
         Fixed step size (time units), ``0 < dt <= t[..., -1] - t[..., 0]``. The solve steps on the lattice
         ``t0 + k dt`` and, with ``grad="direct"``, interpolates linearly to observation times off the lattice
@@ -254,8 +290,8 @@ def sdeint(
         the same Brownian sample path. ``None`` draws the seed from torch's global generator (so
         ``torch.manual_seed`` makes the solve reproducible).
     params
-        Extra tensors to differentiate with the adjoint that ``drift`` or ``diffusion`` close over
-        (``params=()`` states that there are none).
+        Extra tensors to differentiate with the adjoint that ``drift`` or ``diffusion`` close over (not needed
+        when there are none).
 
     Returns
     -------
@@ -326,27 +362,26 @@ def sdeint(
         dt=dt,
         levy_area_approximation=info.levy_area,
     )
-    if grad == "direct":
+    use_adjoint = False
+    if grad != "direct":
+        found = _collect_params(drift, diffusion, params)
+        _check_declared(adapter, ts[0], y0b, found)
+        # Without anything to differentiate the adjoint has nothing to do: the same solve, plainly.
+        use_adjoint = torch.is_grad_enabled() and any(x.requires_grad for x in (y0b, *found))
+    if not use_adjoint:
         ys = torchsde.sdeint(adapter, y0b, ts, bm=bm, method=method, dt=dt)
     else:
-        found = _collect_params(drift, diffusion, params)
-        plain = [n for n, fn in (("drift", drift), ("diffusion", diffusion)) if not isinstance(fn, nn.Module)]
-        if plain and params is None:
-            raise ValueError(
-                f"grad='adjoint_reversible_heun' builds the gradient in its own backward pass and must know every "
-                f"tensor to differentiate, but {' and '.join(plain)} {'is' if len(plain) == 1 else 'are'} not an "
-                "nn.Module: make it one (its parameters are found automatically) or pass params=[...] with the "
-                "tensors it closes over (params=() when there are none)."
+        ys = _FirstOrderOnly.apply(
+            torchsde.sdeint_adjoint(
+                adapter,
+                y0b,
+                ts,
+                bm=bm,
+                method=method,
+                adjoint_method="adjoint_reversible_heun",
+                dt=dt,
+                adjoint_params=found,
             )
-        ys = torchsde.sdeint_adjoint(
-            adapter,
-            y0b,
-            ts,
-            bm=bm,
-            method=method,
-            adjoint_method="adjoint_reversible_heun",
-            dt=dt,
-            adjoint_params=found,
         )
     ys = ys.transpose(0, 1)  # (T_union, B, D) -> (B, T_union, D)
     if inverse is not None:
