@@ -8,7 +8,8 @@ The public API is small:
 * :func:`sdeint` — stochastic dynamics through torchsde;
 * sub-packages :mod:`physnode.physics` (symbolic physics), :mod:`physnode.data` (trajectories and files),
   :mod:`physnode.datasets` (the dataset zoo), :mod:`physnode.sde`, :mod:`physnode.solvers`,
-  :mod:`physnode.gradients`, imported on first use.
+  :mod:`physnode.gradients`, :mod:`physnode.nn` (neural-ODE design blocks: augmentation, data control,
+  depth-variant layers, integral losses), imported on first use.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .solvers import SOLVERS, Solver, Tableau
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench", "plot"}
+_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench", "plot", "nn"}
 _LAZY_ATTRS = {"sdeint": ("physnode.sde", "sdeint")}
 
 
