@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..errors import NonFiniteError
 from .sdeint import sdeint
 
 __all__ = ["LOSSES", "SDEFitResult", "fit_sde", "moment_loss"]
@@ -85,6 +86,33 @@ def _check_data(data_times: object, data_values: object) -> tuple[Tensor, Tensor
         idx = tuple(torch.nonzero(~torch.isfinite(data_values))[0].tolist())
         raise ValueError(f"data_values contains NaN or Inf (first at index {idx}); drop or impute those values.")
     return data_times.detach(), data_values.detach()
+
+
+def _check_params(params: object) -> tuple[Tensor, ...] | None:
+    """``params`` as a tuple of leaf floating-point tensors that require grad (``None`` stays ``None``)."""
+    if params is None:
+        return None
+    if isinstance(params, Tensor):
+        params = (params,)
+    if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+        raise TypeError(f"params must be a sequence of tensors (or one tensor), got {type(params).__name__}.")
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"params[{i}] must be a tensor, got {type(p).__name__}.")
+        if not p.is_floating_point() or not p.requires_grad or not p.is_leaf:
+            raise ValueError(
+                f"params[{i}] (shape {tuple(p.shape)}, {p.dtype}) cannot be fitted: an optimiser updates "
+                "floating-point leaf tensors that require grad. Create it with requires_grad=True (or as an "
+                "nn.Parameter) and pass the leaf itself, not a tensor computed from it."
+            )
+    return tuple(params)
+
+
+def _diverged(iteration: int, what: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"fit_sde diverged at iteration {iteration} (after {iteration} optimiser steps): {what} Lower lr (or the "
+        "optimizer's learning rate), reduce dt, or bound the parameters (e.g. LogPositive for scales)."
+    )
 
 
 def fit_sde(
@@ -169,6 +197,14 @@ def fit_sde(
     -------
     SDEFitResult
         Loss history and final loss; the parameters are updated in place.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad data, options, ``params`` (each a floating-point leaf tensor that requires grad), ``optimizer``
+        or ``callback``.
+    FloatingPointError
+        The loss or the simulated paths became NaN or Inf (the message names the iteration).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss={loss!r}; choose one of {', '.join(map(repr, LOSSES))}.")
@@ -183,6 +219,18 @@ def fit_sde(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
 
+    if not isinstance(resample, bool):
+        raise TypeError(f"resample must be True or False, got {resample!r}.")
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be callable as callback(iteration, loss) or None, got {type(callback).__name__}."
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer over the parameters to fit (or None for Adam with lr), got "
+            f"{type(optimizer).__name__}."
+        )
+    params = _check_params(params)
     found: list[Tensor] = []
     for fn in (drift, diffusion):
         if isinstance(fn, nn.Module):
@@ -222,10 +270,15 @@ def fit_sde(
     result = SDEFitResult()
     for i in range(iterations):
         optimizer.zero_grad()
-        value = evaluate(i)
+        try:
+            value = evaluate(i)
+        except NonFiniteError as err:
+            raise _diverged(i, str(err)) from err
+        result.losses.append(float(value.detach()))
+        if not math.isfinite(result.losses[-1]):
+            raise _diverged(i, f"the loss is {result.losses[-1]}.")
         value.backward()
         optimizer.step()
-        result.losses.append(float(value.detach()))
         if callback is not None:
             callback(i, result.losses[-1])
     with torch.no_grad():

@@ -23,7 +23,9 @@ import torchsde
 from torch import Tensor, nn
 
 from .._validate import check_times, check_y0
+from ..errors import NonFiniteError
 from ..gradients._guards import undeclared_leaves, undeclared_message
+from ..solution import Status
 
 __all__ = ["GRADS", "METHODS", "NOISES", "sdeint"]
 
@@ -54,6 +56,9 @@ METHODS: dict[str, _MethodInfo] = {
 #: Supported ``grad=`` names: direct backpropagation through the solver's operations, or the algebraically
 #: reversible adjoint of the reversible Heun method (exact for the discrete solve, O(1) memory in the steps).
 GRADS: tuple[str, ...] = ("adjoint_reversible_heun", "direct")
+
+#: Default limit on the number of steps of one solve (as for :func:`physnode.odeint`).
+DEFAULT_MAX_STEPS = 100_000
 
 #: Supported ``noise=`` names and the shape ``diffusion(t, y)`` must return for ``y`` of shape ``(B, D)``:
 #: ``"diagonal"`` ``(B, D)`` (one independent Brownian motion per channel, ``dy_i = g_i dW_i``), ``"scalar"``
@@ -120,6 +125,36 @@ def _check_dt(dt: object, span: float) -> float:
             "(several steps per observation interval are usually needed)."
         )
     return float(dt)
+
+
+def _check_max_steps(max_steps: object, span: float, dt: float) -> None:
+    if max_steps is None:
+        max_steps = DEFAULT_MAX_STEPS
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+    n = math.ceil(span / dt - 1e-9)
+    if n > max_steps:
+        raise ValueError(
+            f"dt = {dt:.6g} over the time span {span:.6g} takes {n} steps, more than max_steps = {max_steps}; "
+            "choose a larger dt or pass a larger max_steps."
+        )
+
+
+def _check_finite(ys: Tensor, times: Tensor) -> None:
+    """Raise :class:`~physnode.errors.NonFiniteError` when ``ys`` ``(B, T, D)`` holds NaN or Inf (one host
+    sync per solve)."""
+    bad = ~torch.isfinite(ys.detach()).all(dim=-1)
+    if bool(bad.any()):
+        b, j = (int(i) for i in torch.nonzero(bad)[0])
+        time = float(times[b, j])
+        raise NonFiniteError(
+            f"the SDE solution of trajectory {b} is NaN or Inf at t = {time:.10g} (observation {j}): the drift "
+            "or diffusion returned a non-finite value or the solve diverged. Check them at the states reached, "
+            "or reduce dt (an explicit step diverges when dt is too large for a stiff drift).",
+            trajectory=b,
+            time=time,
+            status=int(Status.NON_FINITE),
+        )
 
 
 def _check_seed(seed: object) -> int:
@@ -242,6 +277,7 @@ def sdeint(
     noise: str = "diagonal",
     seed: int | None = None,
     params: Sequence[Tensor] | None = None,
+    max_steps: int | None = None,
 ) -> Tensor:
     """Solve the SDE ``dy = drift(t, y) dt + diffusion(t, y) ∘ dW`` with torchsde and return ``y`` at ``t``.
 
@@ -292,6 +328,9 @@ def sdeint(
     params
         Extra tensors to differentiate with the adjoint that ``drift`` or ``diffusion`` close over (not needed
         when there are none).
+    max_steps
+        Limit on the number of steps ``ceil((t[..., -1] - t[..., 0]) / dt)`` (default 100 000, as for
+        :func:`physnode.odeint`); a smaller ``dt`` raises instead of running for hours.
 
     Returns
     -------
@@ -302,14 +341,18 @@ def sdeint(
     Raises
     ------
     TypeError, ValueError
-        Bad shapes, dtypes, devices, times, step size, seed, or unknown or incompatible ``method``, ``grad``,
-        ``noise``; a diffusion whose output shape does not match ``noise``.
+        Bad shapes, dtypes, devices, times (or times that require grad), step size (or more than
+        ``max_steps`` steps), seed, or unknown or incompatible ``method``, ``grad``, ``noise``; a diffusion
+        whose output shape does not match ``noise``; a drift or diffusion using a tensor that requires grad
+        that the adjoint does not know of.
+    NonFiniteError
+        The solution became NaN or Inf (the message names the first trajectory and observation time).
     """
     if not callable(drift):
         raise TypeError(f"drift must be callable as drift(t, y), got {type(drift).__name__}.")
     if not callable(diffusion):
         raise TypeError(f"diffusion must be callable as diffusion(t, y), got {type(diffusion).__name__}.")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise _unknown("method", method, list(METHODS))
     if grad not in GRADS:
         raise _unknown("grad", grad, GRADS)
@@ -335,9 +378,15 @@ def sdeint(
         )
 
     y0 = check_y0(y0)
+    if isinstance(t, Tensor) and t.requires_grad:
+        raise ValueError(
+            f"t requires grad, but gradients with respect to observation times are not supported (grad={grad!r}); "
+            "the times would be silently treated as constants. Pass t.detach()."
+        )
     tt = _check_t(t, y0)
     span = float((tt[..., -1] - tt[..., 0]).max())
     dt = _check_dt(dt, span)
+    _check_max_steps(max_steps, span, dt)
     entropy = _check_seed(seed)
 
     unbatched = y0.ndim == 1
@@ -386,4 +435,5 @@ def sdeint(
     ys = ys.transpose(0, 1)  # (T_union, B, D) -> (B, T_union, D)
     if inverse is not None:
         ys = ys.gather(1, inverse.unsqueeze(-1).expand(-1, -1, ys.shape[-1]))
+    _check_finite(ys, tt if tt.ndim == 2 else tt.expand(B, -1))
     return ys[0] if unbatched else ys
