@@ -66,6 +66,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "physnode.bench.physics_rhs",
             "cost of the generated physics right-hand sides",
         ),
+        Benchmark(
+            "augmentation",
+            "physnode.bench.augmentation",
+            "annuli / nested spheres: accuracy, NFE and time of plain, Galerkin, augmented and data-controlled ODEs",
+        ),
     )
 }
 
