@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keyword
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import sympy as sp
 import torch
 from torch import Tensor, nn
 
-from .compile import canonical_symbol
+from .compile import as_expression, canonical_symbol
 from .params import Param
 
 __all__ = ["PhysicsModel", "SymbolSpec"]
@@ -136,19 +137,42 @@ class PhysicsModel(nn.Module):
 
     # Shared helpers for the symbolic models ---------------------------------------------------------------
     def _symbol_table(self, names: Sequence[str], time_name: str) -> dict[str, sp.Symbol]:
-        table: dict[str, sp.Symbol] = {}
-        for n in names:
-            if n in table:
-                raise ValueError(f"state variable {n!r} is declared twice.")
-            table[n] = canonical_symbol(n)
-        if time_name in table:
-            raise ValueError(f"{time_name!r} is the time variable and cannot also be a state variable.")
+        """Canonical symbols of the state variables, the time and the parameters, by name.
+
+        Names must be distinct once Unicode-normalised (NFKC), the way Python and the expression parser read
+        identifiers: ``x`` and the fullwidth ``ｘ`` are the same name there, so they are refused as duplicates,
+        and a name that is not in NFKC form is refused with the form to write instead.
+        """
+        entries = [(n, "state variable") for n in names] + [(time_name, "time variable")]
+        entries += [(n, "parameter") for n in self.params]
+        seen: dict[str, tuple[str, str]] = {}
+        for raw, role in entries:
+            key = unicodedata.normalize("NFKC", raw)
+            if key in seen:
+                first, first_role = seen[key]
+                if first != raw:
+                    raise ValueError(
+                        f"the {first_role} {first!r} and the {role} {raw!r} are the same name once Unicode-normalised "
+                        f"(NFKC: both read as {key!r}), as Python and the expression parser read identifiers; rename "
+                        "one."
+                    )
+                if role == first_role == "state variable":
+                    raise ValueError(f"state variable {raw!r} is declared twice.")
+                if "time variable" in (role, first_role) and "parameter" not in (role, first_role):
+                    raise ValueError(f"{raw!r} is the time variable and cannot also be a state variable.")
+                raise ValueError(
+                    f"{raw!r} is declared both as a parameter and as a state variable or time; rename one."
+                )
+            seen[key] = (raw, role)
+        for key, (raw, role) in seen.items():
+            if key != raw:
+                raise ValueError(
+                    f"{role} name {raw!r} is read as {key!r} by Python and the expression parser (Unicode NFKC "
+                    f"normalisation); write {key!r}."
+                )
+        table = {n: canonical_symbol(n) for n in names}
         table[time_name] = canonical_symbol(time_name)
         for name in self.params:
-            if name in table:
-                raise ValueError(
-                    f"{name!r} is declared both as a parameter and as a state variable or time; rename one."
-                )
             table[name] = self.param_symbol(name)
         return table
 
@@ -162,28 +186,181 @@ class PhysicsModel(nn.Module):
         return list(self.params)
 
 
+def symbol_names(values: object, what: str, owner: str) -> list[str]:
+    """Validated names of a list of state variables / coordinates / momenta (strings or SymPy symbols).
+
+    A single string is refused rather than read as a sequence of one-letter names (``"xy"`` is not ``["x", "y"]``).
+    """
+    if isinstance(values, (str, sp.Basic)) or not isinstance(values, Sequence):
+        example = f"[{values!r}]" if isinstance(values, str) else "['x', 'v']"
+        raise TypeError(
+            f"{owner} takes its {what} names as a list of names or sympy.Symbol objects, got {type(values).__name__} "
+            f"{_short(values)}; write e.g. {example}."
+        )
+    if len(values) > MAX_STATE_DIM:
+        raise ValueError(
+            f"{owner} got {len(values)} {what} names; the limit is {MAX_STATE_DIM} state components. Larger systems "
+            "should be written as tensor code (an nn.Module) rather than symbolic equations."
+        )
+    return [symbol_name(s, what) for s in values]
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}… ({len(text)} characters)"
+
+
+MAX_STATE_DIM = 100_000
+"""Most state components of a symbolic model (each is compiled and checked symbolically)."""
+
+
 def canonicalize(expr: Any, table: Mapping[str, sp.Symbol], where: str) -> sp.Expr:
     """Turn ``expr`` (a SymPy expression or a safe-parsed string) into one over the canonical symbols.
 
     Symbols are matched by name, so a user's ``sympy.Symbol("k")`` (with any assumptions) becomes physnode's
-    real ``k``. Strings are parsed with :func:`~physnode.physics.parse_expression` (never ``eval``).
+    real ``k``. Strings are parsed with :func:`~physnode.physics.parse_expression` (never ``eval``). Expressions
+    given directly obey the parser's budget too (:data:`~physnode.physics.parse.MAX_EXPRESSION_NODES` nodes,
+    exponents up to :data:`~physnode.physics.parse.MAX_EXPONENT`).
     """
-    from .parse import parse_expression
+    from .parse import RESERVED_NAMES, check_expression_size, parse_declared
 
     if isinstance(expr, str):
-        return parse_expression(expr, table)
-    if isinstance(expr, (int, float)) and not isinstance(expr, bool):
-        return sp.Float(expr) if isinstance(expr, float) else sp.Integer(expr)
-    if not isinstance(expr, sp.Basic):
-        raise TypeError(f"{where} must be a SymPy expression or a string, got {type(expr).__name__}.")
+        for name in RESERVED_NAMES:
+            if name in table:
+                raise ValueError(
+                    f"the name {name!r} (a state variable, parameter or the time) shadows the built-in function or "
+                    f"constant {name!r} of expressions, so {where} cannot be read; rename it (e.g. {name + '_'!r})."
+                )
+        try:
+            return parse_declared(expr, table)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    expr = as_expression(expr, where)
+    check_expression_size(expr, where)
     repl = {}
     for s in expr.free_symbols:
         if not isinstance(s, sp.Symbol):
             continue
         if s.name not in table:
+            declared = sorted(table)
+            listed = ", ".join(declared[:20]) + (f", … ({len(declared)} in all)" if len(declared) > 20 else "")
             raise ValueError(
-                f"{where} uses the undeclared symbol {s.name!r}; declared: {', '.join(sorted(table))}. Declare it "
+                f"{where} uses the undeclared symbol {s.name!r}; declared: {listed}. Declare it "
                 "as a state variable or a parameter."
             )
         repl[s] = table[s.name]
     return expr.xreplace(repl)
+
+
+_CHAIN_RULE_FUNCTIONS = (
+    sp.sin,
+    sp.cos,
+    sp.tan,
+    sp.asin,
+    sp.acos,
+    sp.atan,
+    sp.sinh,
+    sp.cosh,
+    sp.tanh,
+    sp.asinh,
+    sp.acosh,
+    sp.atanh,
+    sp.exp,
+    sp.log,
+    sp.erf,
+)
+
+
+MAX_DERIVED_NODES = 10_000
+"""Largest total size (SymPy tree nodes, zero entries not counted) of the equations a model derives symbolically
+(Hamilton's or Lagrange's equations). Compiling (common-subexpression elimination, code generation) grows faster
+than linearly with it: about 3 s at this bound, minutes at ten times it."""
+
+
+def check_derived_size(exprs: Sequence[sp.Basic], where: str, hint: str, start: int = 0) -> int:
+    """Refuse derived equations whose total size exceeds :data:`MAX_DERIVED_NODES` (counted with an early stop).
+
+    Parameters
+    ----------
+    exprs
+        The derived expressions.
+    where
+        What they are (e.g. ``"the Euler–Lagrange equations"``).
+    hint
+        How to make them smaller, appended to the message.
+    start
+        Nodes already counted (when the equations are checked in parts as they are derived).
+
+    Returns
+    -------
+    int
+        ``start`` plus the number of nodes of ``exprs``.
+    """
+    count = start
+    for e in exprs:
+        if e == 0:
+            continue
+        for _ in sp.preorder_traversal(e):
+            count += 1
+            if count > MAX_DERIVED_NODES:
+                raise ValueError(
+                    f"{where} grow beyond {MAX_DERIVED_NODES} expression nodes after symbolic differentiation, "
+                    f"which would take minutes to compile (the limit is physnode.physics.base.MAX_DERIVED_NODES); "
+                    f"{hint}"
+                )
+    return count
+
+
+class Differentiator:
+    """Partial derivatives of one expression with respect to many symbols, visiting only the subtrees that
+    contain the symbol.
+
+    ``sympy.diff`` walks the whole expression for every symbol and builds a ``Derivative`` object for every
+    term, which makes Hamilton's or Lagrange's equations of a 100-coordinate chain take tens of seconds. Here the
+    free symbols of every subexpression are computed once, sums and products differentiate only their factors
+    that contain the symbol, and powers with constant exponents and one-argument functions use the chain rule
+    directly; other nodes fall back to ``sympy.diff`` on that subtree only. The results are equal to
+    ``sympy.diff`` (not always in the same printed form).
+
+    Parameters
+    ----------
+    expr
+        The expression to differentiate.
+    """
+
+    def __init__(self, expr: sp.Expr) -> None:
+        self.expr = expr
+        self._free: dict[sp.Basic, frozenset[sp.Basic]] = {}
+
+    def free(self, e: sp.Basic) -> frozenset[sp.Basic]:
+        """Free symbols of ``e`` (cached for every visited subexpression)."""
+        got = self._free.get(e)
+        if got is None:
+            if e.is_Symbol:
+                got = frozenset((e,))
+            elif not e.args or isinstance(e, sp.Number):
+                got = frozenset(e.free_symbols)
+            else:
+                got = frozenset().union(*(self.free(a) for a in e.args))
+            self._free[e] = got
+        return got
+
+    def __call__(self, x: sp.Symbol, e: sp.Basic | None = None) -> sp.Expr:
+        """``∂e/∂x`` (``e`` defaults to the whole expression)."""
+        e = self.expr if e is None else e
+        if x not in self.free(e):
+            return sp.S.Zero
+        if e == x:
+            return sp.S.One
+        if isinstance(e, sp.Add):
+            return sp.Add(*(self(x, a) for a in e.args if x in self.free(a)))
+        if isinstance(e, sp.Mul):
+            args = e.args
+            terms = [sp.Mul(*args[:k], self(x, a), *args[k + 1 :]) for k, a in enumerate(args) if x in self.free(a)]
+            return sp.Add(*terms)
+        if isinstance(e, sp.Pow) and x not in self.free(e.exp):
+            base, exp = e.args
+            return exp * base ** (exp - 1) * self(x, base)
+        if isinstance(e, _CHAIN_RULE_FUNCTIONS):
+            return e.fdiff(1) * self(x, e.args[0])
+        return sp.diff(e, x)

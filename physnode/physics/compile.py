@@ -7,20 +7,28 @@ printer are closed here:
 
 * numeric subexpressions (``sqrt(2)``, ``exp(1)``) are evaluated to floats first, since the printer emits
   ``torch.sqrt(2)`` which fails on a Python number;
-* ``Max`` / ``Min`` (printed as ``max`` / ``min``) and ``Heaviside`` are mapped to functions that accept any
-  mix of tensors and numbers and any number of arguments;
+* ``Max`` / ``Min`` (printed as ``max`` / ``min``), ``Heaviside`` and ``atan2`` are mapped to functions that
+  accept any mix of tensors and numbers (``atan2(x, 0)``) and, for ``Max`` / ``Min``, any number of arguments;
 * undefined functions (``f(x)``) and other objects without a torch equivalent raise a ``ValueError`` naming
-  the offending subexpression, at construction time.
+  the offending subexpression, at construction time; so do constants outside the float64 range
+  (``exp(1000)``), which would otherwise compile to ``inf``.
 
 Right-hand sides that are affine in the state with coefficients independent of time (harmonic chains, linear
 oscillators, forced linear systems) compile to one matrix product ``y @ A(θ)ᵀ + c(t, θ)`` instead of one kernel
-per component. Components that do not depend on the state or time (constants, functions of the parameters only) are
-broadcast to the batch shape, so every component is a ``(...,)`` tensor.
+per component (a gather and an ``index_add`` over the nonzero entries when ``A`` is large and sparse, e.g. a chain
+of a thousand states). Affinity is decided structurally on the unexpanded expression tree, so ``(x + 1)**1000``
+costs nothing to classify (``Poly`` would expand it). Components that do not depend on the state or time
+(constants, functions of the parameters only) are broadcast to the batch shape, so every component is a ``(...,)``
+tensor.
 """
 
 from __future__ import annotations
 
 import itertools
+import keyword
+import math
+import sys
+import unicodedata
 from collections.abc import Sequence
 from functools import reduce
 
@@ -47,7 +55,7 @@ def _first_tensor(args: Sequence[object]) -> Tensor:
     for a in args:
         if isinstance(a, Tensor):
             return a
-    raise ValueError("Max/Min/Heaviside of numbers only should have been folded at compile time.")
+    raise ValueError("Max/Min/Heaviside/atan2 of numbers only should have been folded at compile time.")
 
 
 def _torch_max(*args: object) -> Tensor:
@@ -65,7 +73,12 @@ def _torch_heaviside(x: object, h0: object = 0.5) -> Tensor:
     return torch.heaviside(_as_tensor_like(x, like), _as_tensor_like(h0, like))
 
 
-_EXTRA_MODULE = {"max": _torch_max, "min": _torch_min, "heaviside": _torch_heaviside}
+def _torch_atan2(y: object, x: object) -> Tensor:
+    like = _first_tensor([y, x])
+    return torch.atan2(_as_tensor_like(y, like), _as_tensor_like(x, like))
+
+
+_EXTRA_MODULE = {"max": _torch_max, "min": _torch_min, "heaviside": _torch_heaviside, "atan2": _torch_atan2}
 
 # SymPy function classes the torch printer renders as torch calls that accept tensors.
 _SUPPORTED_FUNCTIONS: tuple[type, ...] = (
@@ -96,8 +109,54 @@ _SUPPORTED_FUNCTIONS: tuple[type, ...] = (
 )
 
 
+_FLOAT_MAX = sys.float_info.max
+_INT_MAX = int(_FLOAT_MAX)
+
+
+def short_text(expr: object, limit: int = 60) -> str:
+    """``str(expr)`` cut to about ``limit`` characters for error messages (the length is said when cut)."""
+    text = str(expr)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]}…{text[-10:]} ({len(text)} characters)"
+
+
+def as_expression(value: object, where: str) -> sp.Expr:
+    """``value`` as a SymPy expression: SymPy expressions and Python numbers only, never text.
+
+    Text must go through :func:`~physnode.physics.parse_expression` (an ``ast`` whitelist); this function never
+    calls ``sympify`` on a string, so nothing in user text is executed.
+
+    Raises
+    ------
+    TypeError
+        For strings, booleans, relations (``Eq``, ``x > 0``) and any other non-expression.
+    """
+    if isinstance(value, bool) or (isinstance(value, sp.logic.boolalg.Boolean) and not isinstance(value, sp.Expr)):
+        raise TypeError(
+            f"{where} must be a numeric SymPy expression, got the truth value / relation {short_text(value)!r} "
+            f"({type(value).__name__}); give the expression itself (e.g. the right-hand side of an Eq)."
+        )
+    if isinstance(value, sp.Expr):
+        return value
+    if isinstance(value, int):
+        return sp.Integer(value)
+    if isinstance(value, float):
+        return sp.Float(value)
+    if isinstance(value, str):
+        raise TypeError(
+            f"{where} must be a SymPy expression, got the string {short_text(value)!r}; parse text with "
+            "physnode.physics.parse_expression(text, names) (safe, no eval) or pass it to a model, which does."
+        )
+    raise TypeError(f"{where} must be a SymPy expression or a number, got {type(value).__name__}.")
+
+
 def check_supported(expr: sp.Basic, where: str) -> None:
     """Raise ``ValueError`` when ``expr`` contains something the torch printer cannot compile.
+
+    Refused: undefined functions, unevaluated derivatives / integrals / sums, matrices, functions without a torch
+    equivalent, non-finite or complex numbers, and constant subexpressions (``exp(1000)``, a 400-digit literal)
+    whose value lies outside the float64 range, which would otherwise compile to ``inf``.
 
     Parameters
     ----------
@@ -108,7 +167,13 @@ def check_supported(expr: sp.Basic, where: str) -> None:
     """
     if not isinstance(expr, sp.Basic):
         raise TypeError(f"{where} must be a SymPy expression, got {type(expr).__name__}.")
-    for sub in sp.preorder_traversal(expr):
+    if not isinstance(expr, sp.Expr):
+        raise TypeError(
+            f"{where} must be a numeric SymPy expression, got {type(expr).__name__} {short_text(expr)!r}; give "
+            "the expression itself (e.g. the right-hand side of an Eq)."
+        )
+    walk = sp.preorder_traversal(expr)
+    for sub in walk:
         if isinstance(sub, AppliedUndef):
             raise ValueError(
                 f"{where} contains the undefined function {sub}, which cannot be compiled to torch. Replace it by "
@@ -130,11 +195,40 @@ def check_supported(expr: sp.Basic, where: str) -> None:
             raise ValueError(f"{where} contains the non-finite number {sub}.")
         if sub.is_number and sub.is_real is False:
             raise ValueError(f"{where} contains the complex number {sub}; physnode compiles real expressions only.")
+        if isinstance(sub, sp.Expr) and sub.is_number:
+            _check_constant_range(sub, expr, where)
+            walk.skip()
+
+
+def _check_constant_range(constant: sp.Expr, expr: sp.Expr, where: str) -> None:
+    """Refuse a constant subexpression whose value is outside the float64 range (it would compile to ``inf``)."""
+    if constant.is_Rational:  # exact integers and fractions: compare without evaluating (fast for big systems)
+        if abs(constant.p) <= _INT_MAX * constant.q:
+            return
+    elif constant.is_Float and math.isfinite(float(constant)):
+        return
+    value = constant.evalf(_NUMERIC_PRECISION)
+    if not isinstance(value, sp.Number):
+        return  # complex parts and the like are reported by the caller's other checks
+    if not value.is_finite or abs(value) > _FLOAT_MAX:
+        size = "non-finite" if not value.is_finite else f"about {sp.Float(value, 4)}"
+        raise ValueError(
+            f"{where} ({short_text(expr)}) contains the constant {short_text(constant)}, {size}, which is beyond "
+            f"the float64 range (largest {_FLOAT_MAX:.3g}) and would compile to inf. Rescale the equation "
+            "(nondimensionalise) or move the magnitude into a parameter."
+        )
 
 
 def numeric_constants(expr: sp.Expr) -> sp.Expr:
-    """Evaluate symbol-free subexpressions (``sqrt(2)``, ``pi``, ``1/3``) to floats, keeping integer powers."""
-    return sp.sympify(expr).evalf(_NUMERIC_PRECISION)
+    """Evaluate symbol-free subexpressions (``sqrt(2)``, ``pi``, ``1/3``) to floats, keeping integer powers.
+
+    Parameters
+    ----------
+    expr
+        A SymPy expression (or a Python number). Text is refused: parse it with
+        :func:`~physnode.physics.parse_expression` first.
+    """
+    return as_expression(expr, "numeric_constants' argument").evalf(_NUMERIC_PRECISION)
 
 
 def _cse_cost(exprs: Sequence[sp.Expr]) -> int:
@@ -168,22 +262,76 @@ class _Group:
 _MODULES = [_EXTRA_MODULE, "torch"]
 
 
+def _affine_parts(expr: sp.Expr, states: frozenset[sp.Symbol]) -> tuple[dict[sp.Symbol, sp.Expr], sp.Expr] | None:
+    """``({x_j: a_j}, c)`` with ``expr == Σ a_j x_j + c`` when ``expr`` is affine in the ``states`` *as written*.
+
+    Decided on the unexpanded tree: sums of affine terms, products of one affine factor with state-free factors,
+    and state-free subexpressions are affine; anything else that involves a state (a power, a function, a product
+    of two state factors) returns ``None``. Nothing is expanded, so the cost is linear in the size of ``expr``;
+    an affine expression written in a non-affine form (``x*(y + 1) - x*y``) is merely compiled by the generic path.
+    """
+    if not (expr.free_symbols & states):
+        return {}, expr
+    if expr in states:
+        return {expr: sp.S.One}, sp.S.Zero
+    if isinstance(expr, sp.Add):
+        coeffs: dict[sp.Symbol, list[sp.Expr]] = {}
+        offsets: list[sp.Expr] = []
+        for arg in expr.args:
+            part = _affine_parts(arg, states)
+            if part is None:
+                return None
+            for x, a in part[0].items():
+                coeffs.setdefault(x, []).append(a)
+            offsets.append(part[1])
+        return {x: sp.Add(*a) for x, a in coeffs.items()}, sp.Add(*offsets)
+    if isinstance(expr, sp.Mul):
+        dependent = [a for a in expr.args if a.free_symbols & states]
+        if len(dependent) != 1:
+            return None
+        part = _affine_parts(dependent[0], states)
+        if part is None:
+            return None
+        factor = sp.Mul(*(a for a in expr.args if a is not dependent[0]))
+        return {x: factor * a for x, a in part[0].items()}, factor * part[1]
+    return None
+
+
+_DENSE_LIMIT = 1 << 16
+"""Largest ``n_out * n_state`` evaluated as a dense matrix product when ``A`` is mostly zero."""
+
+
 class _LinearPlan:
     """Right-hand sides affine in the state with time-independent coefficients: ``f = y @ A(θ)ᵀ + c(t, θ)``.
 
     Harmonic chains, linear oscillators and linearised models compile to one matrix product instead of one kernel
     per component: the non-constant entries of ``A`` (functions of the parameters only) are evaluated by one
-    generated function and written into a constant template of ``A``.
+    generated function and written into a constant template of ``A``. A large sparse ``A`` (more than
+    ``_DENSE_LIMIT`` entries, under one in sixteen nonzero) is applied as a gather of the used state columns and
+    an ``index_add`` into the output rows, so memory and work scale with the number of nonzero entries.
     """
 
-    def __init__(self, n_out: int, n_state: int, const: list[float], index: list[int], entries, offset, static: bool):
-        self.shape = (n_out, n_state)
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        rows: list[int],
+        cols: list[int],
+        const: list[float],
+        variable: list[int],
+        entries,
+        offset,
+        static: bool,
+    ) -> None:
+        self.shape = shape
+        self.rows = rows
+        self.cols = cols
         self.const = const
-        self.index = index
+        self.variable = variable
         self.entries = entries
         self.offset = offset
         self.offset_static = static
-        self._cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+        self.sparse = shape[0] * shape[1] > _DENSE_LIMIT and 16 * len(rows) < shape[0] * shape[1]
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
 
     @classmethod
     def build(
@@ -191,52 +339,106 @@ class _LinearPlan:
     ) -> _LinearPlan | None:
         if not state or not exprs:
             return None
-        states = set(state)
+        states = frozenset(state)
+        column = {x: j for j, x in enumerate(state)}
+        rows: list[int] = []
+        cols: list[int] = []
         const: list[float] = []
-        index: list[int] = []
-        variable: list[sp.Expr] = []
+        variable: list[int] = []  # positions (in rows/cols) of the parameter-dependent entries
+        values: list[sp.Expr] = []
         offsets: list[sp.Expr] = []
-        zero = dict.fromkeys(state, sp.S.Zero)
         for i, e in enumerate(exprs):
-            if not e.free_symbols & states:
-                pass
-            elif not e.is_polynomial(*state) or sp.Poly(e, *state).total_degree() > 1:
+            try:
+                part = _affine_parts(e, states)
+            except RecursionError:
                 return None
-            for j, x in enumerate(state):
-                c = sp.diff(e, x)
+            if part is None:
+                return None
+            coeffs, offset = part
+            for x in sorted(coeffs, key=column.__getitem__):
+                c = coeffs[x]
                 if c.free_symbols & (states | {time}):
                     return None
+                if c == 0:
+                    continue
+                rows.append(i)
+                cols.append(column[x])
                 if c.free_symbols:
-                    index.append(i * len(state) + j)
-                    variable.append(c)
+                    variable.append(len(const))
+                    values.append(c)
                     const.append(0.0)
                 else:
                     const.append(float(c))
-            offsets.append(sp.expand(e).xreplace(zero))
-        entries = sp.lambdify([*params], variable, modules=_MODULES, cse=True) if variable else None
+            offsets.append(offset)
+        entries = sp.lambdify([*params], values, modules=_MODULES, cse=True) if values else None
         has_offset = any(o != 0 for o in offsets)
         static = not any(o.free_symbols & {time} for o in offsets)
-        offset = sp.lambdify([time, *params], offsets, modules=_MODULES, cse=True) if has_offset else None
-        return cls(len(exprs), len(state), const, index, entries, offset, static)
+        if not has_offset:
+            offset = None
+        elif all(o.is_number for o in offsets):  # constant offsets (e.g. a constant mass matrix): no generated code
+            offset = [float(o) for o in offsets]
+        else:
+            offset = sp.lambdify([time, *params], offsets, modules=_MODULES, cse=True)
+        return cls((len(exprs), len(state)), rows, cols, const, variable, entries, offset, static)
 
-    def __call__(self, t: Tensor, y: Tensor, params: Sequence[Tensor]) -> Tensor:
+    def _tensors(self, y: Tensor) -> tuple[Tensor, ...]:
         key = (y.dtype, y.device)
         if key not in self._cache:
+            long = {"dtype": torch.long, "device": y.device}
             self._cache[key] = (
                 torch.tensor(self.const, dtype=y.dtype, device=y.device),
-                torch.tensor(self.index, dtype=torch.long, device=y.device),
+                torch.tensor(self.variable, **long),
+                torch.tensor(self.rows, **long),
+                torch.tensor(self.cols, **long),
+                torch.tensor([r * self.shape[1] + c for r, c in zip(self.rows, self.cols, strict=True)], **long),
             )
-        base, index = self._cache[key]
+        return self._cache[key]
+
+    def __call__(self, t: Tensor, y: Tensor, params: Sequence[Tensor]) -> Tensor:
+        const, variable, rows, cols, flat = self._tensors(y)
         if self.entries is not None:
-            values = [v if isinstance(v, Tensor) else base.new_tensor(float(v)) for v in self.entries(*params)]
-            a = base.index_put((index,), torch.stack(values).to(y.dtype))
+            values = [v if isinstance(v, Tensor) else const.new_tensor(float(v)) for v in self.entries(*params)]
+            nonzero = const.index_put((variable,), torch.stack(values).to(y.dtype))
         else:
-            a = base
-        out = y @ a.view(self.shape).T
-        if self.offset is not None:
-            c = self.offset(t if not self.offset_static else base.new_zeros(()), *params)
+            nonzero = const
+        if self.sparse:
+            out = y.new_zeros((*y.shape[:-1], self.shape[0])).index_add(-1, rows, y[..., cols] * nonzero)
+        else:
+            a = nonzero.new_zeros(self.shape[0] * self.shape[1]).index_put((flat,), nonzero)
+            out = y @ a.view(self.shape).T
+        if isinstance(self.offset, list):
+            out = out + torch.tensor(self.offset, dtype=y.dtype, device=y.device)
+        elif self.offset is not None:
+            c = self.offset(t if not self.offset_static else const.new_zeros(()), *params)
             out = out + CompiledComponents._stack(list(c), out).to(y.dtype)
         return out
+
+
+def _check_symbols(
+    state: Sequence[sp.Symbol], params: Sequence[sp.Symbol], time: sp.Symbol, where: str
+) -> dict[str, sp.Symbol]:
+    """Check the argument symbols (SymPy symbols with distinct names); return them by name."""
+    if not isinstance(time, sp.Symbol):
+        raise TypeError(f"{where}: time must be a sympy.Symbol, got {type(time).__name__}.")
+    by_name: dict[str, sp.Symbol] = {}
+    for kind, group in (("state", state), ("params", params)):
+        if isinstance(group, (str, sp.Basic)) or not isinstance(group, Sequence):
+            raise TypeError(f"{where}: {kind} must be a list of sympy.Symbol, got {type(group).__name__}.")
+        for s in group:
+            if not isinstance(s, sp.Symbol):
+                raise TypeError(f"{where}: {kind} must hold sympy.Symbol objects, got {type(s).__name__} {s!r}.")
+    for s in [time, *state, *params]:
+        key = unicodedata.normalize("NFKC", s.name)
+        if key in by_name:
+            raise ValueError(
+                f"{where}: the symbols {by_name[key].name!r} and {s.name!r} have the same name (after Unicode NFKC "
+                "normalisation, as Python reads identifiers); give every state variable, parameter and the time "
+                "a distinct name."
+            )
+        if not key.isidentifier() or keyword.iskeyword(key):
+            raise ValueError(f"{where}: symbol name {s.name!r} is not a Python identifier; rename it (e.g. 'x1').")
+        by_name[key] = s
+    return by_name
 
 
 class CompiledComponents:
@@ -266,7 +468,13 @@ class CompiledComponents:
         time: sp.Symbol,
         where: str = "the expressions",
     ) -> None:
-        exprs = [sp.sympify(e) for e in exprs]
+        if isinstance(exprs, (str, sp.Basic)) or not isinstance(exprs, Sequence):
+            raise TypeError(
+                f"{where}: exprs must be a list of SymPy expressions (one per output component), got "
+                f"{type(exprs).__name__}."
+            )
+        symbols = _check_symbols(state, params, time, where)
+        exprs = [self._expression(e, symbols, f"{where} (component {i})") for i, e in enumerate(exprs)]
         for i, e in enumerate(exprs):
             check_supported(e, f"{where} (component {i})")
         allowed = {time, *state, *params}
@@ -275,8 +483,8 @@ class CompiledComponents:
             if unknown:
                 names = ", ".join(sorted(str(s) for s in unknown))
                 raise ValueError(
-                    f"{where} (component {i}: {e}) uses undeclared symbols {names}; declare them as state "
-                    "variables or parameters (params={'name': Param(...)} or a number)."
+                    f"{where} (component {i}: {short_text(e)}) uses undeclared symbols {names}; declare them as "
+                    "state variables or parameters (params={'name': Param(...)} or a number)."
                 )
         self.exprs = [numeric_constants(e) for e in exprs]
         self.n_state = len(state)
@@ -284,12 +492,29 @@ class CompiledComponents:
         dynamic = {time, *state}
         #: Indices of components that do not depend on the state or time and need broadcasting.
         self.static = [i for i, e in enumerate(self.exprs) if not (e.free_symbols & dynamic)]
-        self.function = sp.lambdify([time, *state, *params], self.exprs, modules=_MODULES, cse=True)
+        self._arguments = [time, *state, *params]
+        self._function = None
         self.groups: list[tuple[_Group, list[int]]] = []
         self.rest: list[int] = []
         self.linear = _LinearPlan.build(self.exprs, list(state), list(params), time)
         if self.linear is None:
             self._plan_vectorised(list(state), list(params), time)
+
+    @staticmethod
+    def _expression(value: object, symbols: dict[str, sp.Symbol], where: str) -> sp.Expr:
+        """A component as a SymPy expression; text is parsed with the safe parser over the declared symbols."""
+        if isinstance(value, str):
+            from .parse import parse_expression
+
+            return parse_expression(value, symbols)
+        return as_expression(value, where)
+
+    @property
+    def function(self):
+        """The component-wise generated function ``f(t, *state, *params) -> list``, built on first use."""
+        if self._function is None:
+            self._function = sp.lambdify(self._arguments, self.exprs, modules=_MODULES, cse=True)
+        return self._function
 
     def _plan_vectorised(self, state: list[sp.Symbol], params: list[sp.Symbol], time: sp.Symbol) -> None:
         """Group components with equal templates (e.g. the interior of a chain) into column-block evaluations,

@@ -7,7 +7,15 @@ from collections.abc import Mapping, Sequence
 import sympy as sp
 from torch import Tensor
 
-from .base import PhysicsModel, SymbolSpec, canonicalize, symbol_name
+from .base import (
+    Differentiator,
+    PhysicsModel,
+    SymbolSpec,
+    canonicalize,
+    check_derived_size,
+    symbol_name,
+    symbol_names,
+)
 from .compile import CompiledComponents
 from .params import Param
 from .symbolic import is_separable, time_function_equations
@@ -55,10 +63,12 @@ class Hamiltonian(PhysicsModel):
         time: SymbolSpec = "t",
     ) -> None:
         super().__init__(params)
-        q_names = [symbol_name(s, "coordinate") for s in coords]
-        p_names = [symbol_name(s, "momentum") for s in momenta]
+        q_names = symbol_names(coords, "coordinate", "Hamiltonian")
+        p_names = symbol_names(momenta, "momentum", "Hamiltonian")
         if not q_names:
-            raise ValueError("Hamiltonian needs at least one coordinate.")
+            raise ValueError(
+                "Hamiltonian needs at least one coordinate, e.g. Hamiltonian('p**2/2 + q**2/2', ['q'], ['p'])."
+            )
         if len(q_names) != len(p_names):
             raise ValueError(
                 f"Hamiltonian needs one momentum per coordinate; got {len(q_names)} coordinates {q_names} and "
@@ -73,7 +83,13 @@ class Hamiltonian(PhysicsModel):
         p = self.state_symbols[len(q_names) :]
         self.param_names = self._scalar_param_names()
         self.H = canonicalize(H, table, "the Hamiltonian H")
-        self.rhs_exprs = [sp.diff(self.H, pi) for pi in p] + [-sp.diff(self.H, qi) for qi in q]
+        d = Differentiator(self.H)
+        self.rhs_exprs = [d(pi) for pi in p] + [-d(qi) for qi in q]
+        check_derived_size(
+            self.rhs_exprs,
+            "Hamilton's equations",
+            "write H with fewer or smaller terms, or give the equations directly as a SymbolicODE.",
+        )
         self.separable = is_separable(self.rhs_exprs, self.state_symbols, self.time_symbol)
         param_symbols = [self.param_symbol(n) for n in self.param_names]
         self.compiled = CompiledComponents(

@@ -8,7 +8,15 @@ import sympy as sp
 import torch
 from torch import Tensor
 
-from .base import PhysicsModel, SymbolSpec, canonicalize, symbol_name
+from .base import (
+    Differentiator,
+    PhysicsModel,
+    SymbolSpec,
+    canonicalize,
+    check_derived_size,
+    symbol_name,
+    symbol_names,
+)
 from .compile import CompiledComponents
 from .params import Param
 
@@ -58,13 +66,13 @@ class Lagrangian(PhysicsModel):
         time: SymbolSpec = "t",
     ) -> None:
         super().__init__(params)
-        q_names = [symbol_name(s, "coordinate") for s in coords]
+        q_names = symbol_names(coords, "coordinate", "Lagrangian")
         if not q_names:
-            raise ValueError("Lagrangian needs at least one coordinate.")
+            raise ValueError("Lagrangian needs at least one coordinate, e.g. Lagrangian('q_dot**2/2', ['q']).")
         if velocities is None:
             v_names = [f"{n}_dot" for n in q_names]
         else:
-            v_names = [symbol_name(s, "velocity") for s in velocities]
+            v_names = symbol_names(velocities, "velocity", "Lagrangian")
             if len(v_names) != len(q_names):
                 raise ValueError(
                     f"Lagrangian needs one velocity per coordinate; got {q_names} and velocities {v_names}."
@@ -79,21 +87,37 @@ class Lagrangian(PhysicsModel):
         q, qd = self.state_symbols[:n], self.state_symbols[n:]
         self.param_names = self._scalar_param_names()
         self.L = canonicalize(L, table, "the Lagrangian L")
-        dL_dqd = [sp.diff(self.L, v) for v in qd]
-        self.mass_matrix = [[sp.diff(dL_dqd[i], qd[j]) for j in range(n)] for i in range(n)]
-        self.force = [
-            sp.diff(self.L, q[i]) - sum(sp.diff(dL_dqd[i], q[j]) * qd[j] for j in range(n)) - sp.diff(dL_dqd[i], t)
-            for i in range(n)
-        ]
+        d = Differentiator(self.L)
+        dL_dqd = [d(v) for v in qd]
+        self.mass_matrix: list[list[sp.Expr]] = []
+        self.force: list[sp.Expr] = []
+        hint = (
+            "write L with fewer or smaller terms (e.g. a constant mass matrix), or give the equations of motion "
+            "directly as a SymbolicODE."
+        )
+        size = check_derived_size(dL_dqd, "the Euler–Lagrange equations", hint)
+        for i in range(n):
+            di = Differentiator(dL_dqd[i])
+            self.mass_matrix.append([di(qd[j]) for j in range(n)])
+            self.force.append(d(q[i]) - sp.Add(*(di(q[j]) * qd[j] for j in range(n))) - di(t))
+            row = [*self.mass_matrix[-1], self.force[-1]]
+            size = check_derived_size(row, "the Euler–Lagrange equations", hint, size)
         flat_m = [m for row in self.mass_matrix for m in row]
         dynamic = set(self.state_symbols) | {t}
-        self.separable = not any(sp.sympify(m).free_symbols & dynamic for m in flat_m) and not any(
-            sp.sympify(f).free_symbols & (set(qd) | {t}) for f in self.force
+        self.separable = not any(m.free_symbols & dynamic for m in flat_m) and not any(
+            f.free_symbols & (set(qd) | {t}) for f in self.force
         )
-        if all(sp.sympify(m) == 0 for m in flat_m):
+        if all(m == 0 for m in flat_m):
             raise ValueError(
                 "the Lagrangian does not depend on the velocities "
                 f"{v_names} quadratically (its mass matrix ∂²L/∂q̇² is zero); check the velocity names."
+            )
+        missing = [v_names[i] for i in range(n) if all(m == 0 for m in self.mass_matrix[i])]
+        if missing:
+            raise ValueError(
+                f"the Lagrangian is degenerate: it has no kinetic term in the velocities {missing} (their rows of "
+                "the mass matrix ∂²L/∂q̇² are zero), so the Euler–Lagrange equations cannot be solved for the "
+                f"accelerations. Add a term quadratic in each of {v_names}, or drop the coordinates that have none."
             )
         self.compiled = CompiledComponents(
             flat_m + self.force,
@@ -102,6 +126,35 @@ class Lagrangian(PhysicsModel):
             t,
             where="the Euler–Lagrange equations",
         )
+        self._check_mass_matrix_regular(v_names)
+
+    @torch.no_grad()
+    def _check_mass_matrix_regular(self, v_names: list[str]) -> None:
+        """Refuse a mass matrix that is singular at every one of a few random states (a degenerate Lagrangian).
+
+        The states are drawn with a fixed seed in ``[0.5, 1.5]`` (inside the domain of ``log`` and ``sqrt``), so
+        the check is deterministic and leaves the global random state alone. States where ``M`` is not finite
+        are skipped; singular means a condition number above ``1e12``.
+        """
+        n = self.n
+        generator = torch.Generator().manual_seed(0)
+        y = 0.5 + torch.rand((4, 2 * n), generator=generator, dtype=torch.float64)
+        t = 0.5 + torch.rand((4,), generator=generator, dtype=torch.float64)
+        params = [p.to(torch.float64) for p in self.param_values()]
+        mass = self.compiled(t, y, params)[..., : n * n].unflatten(-1, (n, n))
+        finite = torch.isfinite(mass).flatten(-2).all(-1)
+        if not bool(finite.any()):
+            return
+        mass = mass[finite]
+        singular = torch.linalg.cond(mass) > 1e12
+        if bool(singular.all()):
+            rank = int(torch.linalg.matrix_rank(mass[0]))
+            raise ValueError(
+                f"the Lagrangian is degenerate: its mass matrix ∂²L/∂q̇² ({n}×{n}, over the velocities {v_names}) "
+                f"is singular (rank {rank} < {n}) at every tested state, so the Euler–Lagrange equations cannot be "
+                "solved for the accelerations (e.g. L = x*x_dot, or L = (q1_dot + q2_dot)**2/2). Give each "
+                "coordinate its own kinetic term, or remove coordinates that only appear in combination."
+            )
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """dy/dt = [q̇, M⁻¹f] for ``y`` of shape ``(..., 2n)``, ``t`` of shape ``y.shape[:-1]``."""
@@ -113,7 +166,14 @@ class Lagrangian(PhysicsModel):
             qdd = f / mf[..., :1]
         else:
             M = mf[..., : n * n].unflatten(-1, (n, n))
-            qdd = torch.linalg.solve(M, f.unsqueeze(-1)).squeeze(-1)
+            try:
+                qdd = torch.linalg.solve(M, f.unsqueeze(-1)).squeeze(-1)
+            except torch.linalg.LinAlgError as e:
+                raise torch.linalg.LinAlgError(
+                    f"the mass matrix ∂²L/∂q̇² of the Lagrangian is singular at a state of the batch ({e}); the "
+                    "Lagrangian is degenerate there (no unique accelerations). Keep the trajectories away from those "
+                    "states or reformulate L."
+                ) from None
         return torch.cat([y[..., n:], qdd], dim=-1)
 
     def equations(self) -> list[sp.Eq]:
@@ -122,8 +182,8 @@ class Lagrangian(PhysicsModel):
         qdd = [sp.Symbol(f"{name}_ddot", real=True) for name in self.state_names[: self.n]]
         return [
             sp.Eq(
-                sum(sp.sympify(self.mass_matrix[i][j]).xreplace(subs) * qdd[j] for j in range(self.n)),
-                sp.sympify(self.force[i]).xreplace(subs),
+                sum(self.mass_matrix[i][j].xreplace(subs) * qdd[j] for j in range(self.n)),
+                self.force[i].xreplace(subs),
             )
             for i in range(self.n)
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import sympy as sp
@@ -11,7 +12,13 @@ from torch import Tensor
 from .base import PhysicsModel
 from .params import Param
 
-__all__ = ["NBodyGravity"]
+__all__ = ["MAX_BODIES", "MAX_BODY_COMPONENTS", "NBodyGravity"]
+
+MAX_BODIES = 10_000
+"""Most bodies of an :class:`NBodyGravity` model (the pairwise forces take ``n_bodies²`` memory per state)."""
+
+MAX_BODY_COMPONENTS = 100_000
+"""Most position components ``n_bodies * dim`` of an :class:`NBodyGravity` model."""
 
 
 class NBodyGravity(PhysicsModel):
@@ -63,8 +70,19 @@ class NBodyGravity(PhysicsModel):
         for name, v in (("n_bodies", n_bodies), ("dim", dim)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"NBodyGravity {name} must be a positive integer, got {v!r}.")
-        if not isinstance(softening, (int, float)) or isinstance(softening, bool) or not softening >= 0:
-            raise ValueError(f"softening must be a non-negative number (length units), got {softening!r}.")
+        if n_bodies > MAX_BODIES or n_bodies * dim > MAX_BODY_COMPONENTS:
+            raise ValueError(
+                f"NBodyGravity(n_bodies={n_bodies}, dim={dim}) is too large: the pairwise forces need n_bodies² "
+                f"memory per state; the limits are n_bodies <= {MAX_BODIES} and n_bodies * dim <= "
+                f"{MAX_BODY_COMPONENTS}. Use fewer bodies (or a tree / mesh method outside physnode)."
+            )
+        if (
+            not isinstance(softening, (int, float))
+            or isinstance(softening, bool)
+            or not math.isfinite(softening)
+            or not softening >= 0
+        ):
+            raise ValueError(f"softening must be a finite non-negative number (length units), got {softening!r}.")
         if masses is None:
             masses = [1.0] * n_bodies
         if not isinstance(masses, Param):
@@ -72,6 +90,12 @@ class NBodyGravity(PhysicsModel):
         if masses.shape != torch.Size([n_bodies]):
             raise ValueError(
                 f"masses must have shape ({n_bodies},) for n_bodies={n_bodies}, got {tuple(masses.shape)}."
+            )
+        initial = masses().detach()
+        if bool((initial < 0).any()):
+            raise ValueError(
+                f"masses must be non-negative, got {initial.tolist()}; gravity of a negative mass is not modelled. "
+                "For learnable masses use Param([...], positive=True)."
             )
         super().__init__({"G": G, "masses": masses, "k_r": k_r, "k_v": k_v})
         for name in ("G", "k_r", "k_v"):

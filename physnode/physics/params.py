@@ -77,6 +77,11 @@ class Param(nn.Module):
         if units is not None and not isinstance(units, str):
             raise TypeError(f"Param units must be a string such as 'N/m' (or None), got {type(units).__name__}.")
         v = self._as_tensor(value)
+        if v.numel() == 0:
+            raise ValueError(
+                f"Param value must hold at least one number, got an empty {type(value).__name__} of shape "
+                f"{tuple(v.shape)}; give a number (Param(1.0)) or a non-empty list."
+            )
         if not bool(torch.isfinite(v).all()):
             raise ValueError(f"Param value must be finite, got {v.tolist()}.")
         if positive and not bool((v > 0).all()):
@@ -127,6 +132,11 @@ class Param(nn.Module):
             raise TypeError(f"Param value must be a number, got {value!r}.")
         try:
             return torch.tensor(value, dtype=torch.float64)
+        except OverflowError:
+            raise ValueError(
+                f"Param value {str(value)[:40]} is beyond the float64 range (largest 1.8e308); rescale the quantity "
+                "(choose other units)."
+            ) from None
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(
                 f"Param value must be a number, a list of numbers or a tensor, got {type(value).__name__} {value!r}."

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import sympy as sp
 from torch import Tensor
 
-from .base import PhysicsModel, SymbolSpec, canonicalize, symbol_name
-from .compile import CompiledComponents
+from .base import PhysicsModel, SymbolSpec, canonicalize, symbol_name, symbol_names
+from .compile import CompiledComponents, as_expression
 from .params import Param
 
 __all__ = ["SymbolicODE", "time_function_equations"]
@@ -20,7 +20,7 @@ def time_function_equations(
     """``[Eq(d x_i(t)/dt, rhs_i)]`` with every state symbol shown as a function of time."""
     funcs = {s: sp.Function(s.name)(time) for s in state}
     return [
-        sp.Eq(sp.Derivative(funcs[s], time), sp.sympify(e).xreplace(funcs))
+        sp.Eq(sp.Derivative(funcs[s], time), as_expression(e, f"the equation of {s}").xreplace(funcs))
         for s, e in zip(lhs_symbols, rhs, strict=True)
     ]
 
@@ -32,7 +32,7 @@ def is_separable(rhs: Sequence[sp.Expr], state: Sequence[sp.Symbol], time: sp.Sy
         return False
     q, p = set(state[: n // 2]), set(state[n // 2 :])
     for i, e in enumerate(rhs):
-        fs = sp.sympify(e).free_symbols
+        fs = as_expression(e, f"component {i}").free_symbols
         if time in fs:
             return False
         if i < n // 2 and fs & q:
@@ -74,11 +74,17 @@ class SymbolicODE(PhysicsModel):
         time: SymbolSpec = "t",
     ) -> None:
         super().__init__(params)
-        names = [symbol_name(s, "state variable") for s in state]
+        names = symbol_names(state, "state variable", "SymbolicODE")
         if not names:
-            raise ValueError("SymbolicODE needs at least one state variable.")
+            raise ValueError("SymbolicODE needs at least one state variable, e.g. SymbolicODE(['-x'], ['x']).")
         time_name = symbol_name(time, "time variable")
         table = self._symbol_table(names, time_name)
+        if not isinstance(rhs, (Mapping, Sequence)) or isinstance(rhs, (str, sp.Basic)):
+            got = f"the single expression {rhs!r}" if isinstance(rhs, (str, sp.Basic)) else type(rhs).__name__
+            raise TypeError(
+                f"SymbolicODE rhs must be a list with one expression per state variable {names[:10]} (or a dict "
+                f"state -> expression), got {got}; e.g. rhs=['-x'] for state=['x']."
+            )
         if isinstance(rhs, Mapping):
             by_name = {symbol_name(k, "state variable"): v for k, v in rhs.items()}
             missing = [n for n in names if n not in by_name]
@@ -88,9 +94,11 @@ class SymbolicODE(PhysicsModel):
                     f"rhs must give one equation per state variable {names}; missing {missing}, unknown {extra}."
                 )
             rhs = [by_name[n] for n in names]
-        if isinstance(rhs, (str, sp.Basic)) or len(rhs) != len(names):
-            got = 1 if isinstance(rhs, (str, sp.Basic)) else len(rhs)
-            raise ValueError(f"rhs must hold one expression per state variable ({len(names)}: {names}), got {got}.")
+        if len(rhs) != len(names):
+            shown = names if len(names) <= 10 else [*names[:10], "…"]
+            raise ValueError(
+                f"rhs must hold one expression per state variable ({len(names)}: {shown}), got {len(rhs)}."
+            )
         self.state_names = names
         self.time_symbol = table[time_name]
         self.state_symbols = [table[n] for n in names]
