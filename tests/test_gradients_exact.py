@@ -237,3 +237,83 @@ def test_rk_only_methods_reject_other_solvers(grad: str) -> None:
             method=others[0],
             step_size=0.1,
         )
+
+
+class _OutsideScale(torch.nn.Module):
+    """``f(y) = -w * y`` with ``w`` an outside tensor: neither a parameter nor a buffer of the module."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.__dict__["w"] = w  # bypass nn.Module registration, as a closure or a global would
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.w * y
+
+
+T01 = (0.0, 1.0)
+
+
+@pytest.mark.parametrize("grad", OWN_BACKWARD, ids=OWN_BACKWARD)
+def test_undeclared_tensor_raises(grad: str) -> None:
+    # w used to get w.grad = None (direct: -0.1353) with y0 requiring grad and no word.
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(T01, dtype=torch.float64)
+    with pytest.raises(
+        ValueError,
+        match=rf"grad='{grad}'.*func uses 1 other tensor that requires grad \(tensor of shape \(\), torch.float64\)"
+        r".*nn.Parameter .*params=\[\.\.\.\]",
+    ):
+        physnode.odeint(_OutsideScale(w), y0, t, grad=grad, method=method_for(grad))
+
+
+@pytest.mark.parametrize("grad", OWN_BACKWARD, ids=OWN_BACKWARD)
+def test_declared_non_leaf_tensor_gets_its_gradient(grad: str) -> None:
+    # params=[w] with w = exp(raw) computed outside: the walk stops at w, and raw gets its gradient through it.
+    def raw_grad(g: str, declare: bool) -> float:
+        raw = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+        w = raw.exp()
+        y = physnode.odeint(
+            _OutsideScale(w),
+            torch.ones(2, dtype=torch.float64),
+            torch.tensor(T01, dtype=torch.float64),
+            grad=g,
+            method=method_for(grad),
+            params=[w] if declare else None,
+            **tolerances(method_for(grad), 1e-9, 1e-11),
+        )
+        y.sum().backward()
+        return float(raw.grad)
+
+    got, ref = raw_grad(grad, True), raw_grad("direct", False)
+    tol = 1e-6 if not GRADIENTS.cls(grad).exact else 1e-9  # the continuous adjoint solves to 1e-9 / 1e-11
+    assert abs(got - ref) <= tol * abs(ref)
+
+
+@pytest.mark.parametrize("grad", OWN_BACKWARD, ids=OWN_BACKWARD)
+def test_plain_function_without_grad_needs_no_params(grad: str) -> None:
+    # Used to raise "pass params=..." although nothing requires grad; now the same solve as direct (it is the
+    # same computation: no custom backward is attached), compared to 1e-12 relative.
+    method = method_for(grad)
+    kw = dict(method=method, **tolerances(method, 1e-8, 1e-10))
+    y0, t = torch.tensor([1.0, 0.5], dtype=torch.float64), torch.tensor(T01, dtype=torch.float64)
+    got = physnode.odeint(lambda t, y: -y, y0, t, grad=grad, **kw)
+    ref = physnode.odeint(lambda t, y: -y, y0, t, grad="direct", **kw)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("grad", OWN_BACKWARD, ids=OWN_BACKWARD)
+def test_double_backward_raises_clearly(grad: str) -> None:
+    # Used to fail with torch's "element 0 of tensors does not require grad and does not have a grad_fn".
+    func = MLP(dim=2, hidden=4)
+    y = physnode.odeint(
+        func,
+        torch.ones(2, dtype=torch.float64),
+        torch.tensor(T01, dtype=torch.float64),
+        grad=grad,
+        method=method_for(grad),
+    )
+    (g,) = torch.autograd.grad(y.sum(), func.net[0].weight, create_graph=True)
+    with pytest.raises(RuntimeError, match=rf"double backward .* only with grad='direct'; grad='{grad}'"):
+        g.square().sum().backward()

@@ -207,7 +207,8 @@ def test_mali_needs_alf():
 def test_invalid_eta(eta):
     y0 = torch.ones(2, dtype=torch.float64)
     t = torch.linspace(0, 1, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match="eta"):
+    # A wrong type (bool) may be refused by the typed options check (TypeError) or by ALF's range check.
+    with pytest.raises((ValueError, TypeError), match="eta"):
         physnode.odeint(lambda t, y: -y, y0, t, method="alf", options={"eta": eta})
 
 
@@ -216,3 +217,39 @@ def test_unknown_option_is_rejected():
     t = torch.linspace(0, 1, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="unknown option 'damping'"):
         physnode.odeint(lambda t, y: -y, y0, t, method="alf", options={"damping": 0.8})
+
+
+def _decay_grad(grad: str, t: torch.Tensor, **kw) -> tuple[float, physnode.Solution]:
+    """dL/dk of L = sum(y(t)) for dy/dt = -k y, y0 = (1, 0.5), k = 1 (float64)."""
+    k = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    sol = physnode.solve(lambda t, y: -k * y, y0, t, method="alf", grad=grad, params=[k], **kw)
+    sol.ys.sum().backward()
+    return float(k.grad), sol
+
+
+def test_damped_mali_refuses_an_amplifying_reconstruction() -> None:
+    # eta = 0.9: the inverse divides by 1 - 2 eta = -0.8, amplifying rounding 1.25x per step; ~1000 adaptive steps
+    # between the two observations used to give dL/dk ~ 1e72 (direct: -0.368) without a word.
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"eta=0.9 .*1\.25 per step.*\d+ accepted steps between two observations"):
+        _decay_grad("mali", t, rtol=1e-6, atol=1e-8, options={"eta": 0.9})
+
+
+@pytest.mark.parametrize(("step", "n_obs"), [(0.1, 2), (0.01, 11)], ids=["10-steps", "10-steps-per-obs"])
+def test_damped_mali_short_runs_match_direct(step: float, n_obs: int) -> None:
+    # At most 10 steps between observations (the reconstruction restarts at each): amplification 1.25**10 ~ 9,
+    # so the gradient is that of direct backprop to round-off (1e-12 relative leaves 4 digits for it).
+    t = torch.linspace(0, 1, n_obs, dtype=torch.float64)
+    kw = dict(step_size=step, options={"adaptive": False, "eta": 0.9})
+    g_mali, sol = _decay_grad("mali", t, **kw)
+    g_direct, _ = _decay_grad("direct", t, **kw)
+    assert abs(g_mali - g_direct) <= 1e-12 * abs(g_direct)
+    assert float(sol.stats.extra["reconstruction_error"].max()) < 1e-13
+
+
+def test_undamped_mali_equals_direct_on_decay() -> None:
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    g_mali, _ = _decay_grad("mali", t, rtol=1e-6, atol=1e-8)
+    g_direct, _ = _decay_grad("direct", t, rtol=1e-6, atol=1e-8)
+    assert abs(g_mali - g_direct) <= 1e-10 * abs(g_direct)  # ~3000 inverse steps of round-off

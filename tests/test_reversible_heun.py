@@ -172,3 +172,22 @@ def test_fixed_step_needs_step_size():
     t = torch.linspace(0, 1, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="step_size"):
         physnode.odeint(lambda t, y: -y, y0, t, method=METHOD, options={"adaptive": False})
+
+
+def test_reconstruction_drift_raises_instead_of_a_wrong_gradient() -> None:
+    # dy/dt = -30 y with 100 fixed steps between two observations: reversing the decay multiplies the rounding
+    # errors by ~e^30, the rebuilt y0 is off by ~1e7 and the gradient used to be returned anyway.
+    k = torch.tensor(30.0, dtype=torch.float64, requires_grad=True)
+    sol = physnode.solve(
+        lambda t, y: -k * y,
+        torch.tensor([1.0, 0.5], dtype=torch.float64),
+        torch.tensor([0.0, 1.0], dtype=torch.float64),
+        method=METHOD,
+        grad="reversible_heun",
+        step_size=0.01,
+        params=[k],
+        options={"adaptive": False},
+    )
+    with pytest.raises(RuntimeError, match=r"reconstruction error of .* above the bound .*grad='aca'"):
+        sol.ys.sum().backward()
+    assert float(sol.stats.extra["reconstruction_error"].max()) > 1.0

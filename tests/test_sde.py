@@ -317,3 +317,60 @@ def test_bad_diffusion_construction() -> None:
         ScalarDiffusion(0.1, noise="diag")
     with pytest.raises(TypeError, match=r"net must be an nn.Module"):
         NeuralDiffusion(lambda y: y)
+
+
+def test_plain_functions_need_no_params_when_nothing_requires_grad() -> None:
+    # The default grad='adjoint_reversible_heun' used to demand params=() for plain functions; without anything to
+    # differentiate it now runs the same solve as grad='direct' (same seed, same steps: equal to 1e-12).
+    y0, t = torch.ones(3, 2, dtype=torch.float64), torch.linspace(0, 1, 5, dtype=torch.float64)
+    diffusion = lambda t, y: 0.1 * torch.ones_like(y)  # noqa: E731
+    got = sdeint(_drift, diffusion, y0, t, dt=0.125, seed=0)
+    ref = sdeint(_drift, diffusion, y0, t, dt=0.125, seed=0, grad="direct")
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-15)
+
+
+class _OutsideDrift(nn.Module):
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.__dict__["w"] = w  # not registered: neither a parameter nor a buffer
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.w * y
+
+
+def test_adjoint_refuses_an_undeclared_tensor() -> None:
+    # w used to get no gradient (direct: about -2) without a word.
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    y0 = torch.ones(3, 2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"drift uses 1 other tensor that requires grad .*nn.Parameter"):
+        sdeint(_OutsideDrift(w), ScalarDiffusion(0.1, dtype=torch.float64), y0, T.double(), dt=0.125, seed=0)
+
+
+def test_adjoint_double_backward_raises_clearly() -> None:
+    # Used to fail inside torchsde with "Please report a bug to torchsde".
+    drift = TimeDependent()
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    ys = sdeint(drift, ScalarDiffusion(0.1, dtype=torch.float64), y0, T.double(), dt=0.125, seed=0)
+    with pytest.raises(RuntimeError, match=r"double backward .* only with grad='direct'"):
+        torch.autograd.grad(ys.sum(), list(drift.parameters()), create_graph=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"t": T.clone().requires_grad_()}, ValueError, r"t requires grad.*Pass t.detach\(\)"),
+        ({"dt": 1e-7}, ValueError, r"takes 10000000 steps, more than max_steps = 100000"),
+        ({"max_steps": 0}, ValueError, r"max_steps must be a positive integer"),
+        ({"method": ["euler"]}, ValueError, r"unknown method=\['euler'\]"),
+        (
+            {"diffusion": lambda t, y: torch.full_like(y, math.nan), "grad": "direct"},
+            physnode.errors.NonFiniteError,
+            r"trajectory 0 is NaN or Inf at t = 0.25",
+        ),
+    ],
+    ids=["t-requires-grad", "dt-too-small", "max-steps-zero", "method-list", "nan-diffusion"],
+)
+def test_more_bad_inputs(kwargs, exc, match) -> None:
+    # Before: t's grad silently ignored; a 10^7-step solve; an unhashable-type TypeError; NaN returned silently.
+    with pytest.raises(exc, match=match):
+        _call(**kwargs)

@@ -102,6 +102,14 @@ def test_moment_loss_against_hand_computation() -> None:
         ({"lr": -1.0}, ValueError, r"lr must be a positive finite number"),
         ({"seed": -2}, ValueError, r"seed must be a non-negative int"),
         ({"dt": 0.0}, ValueError, r"dt must be a positive finite step size"),
+        # Each of these used to surface as a raw torch / Python error (or, for a tensor without grad, silently
+        # fit nothing for it).
+        ({"params": [1.0]}, TypeError, r"params\[0\] must be a tensor, got float"),
+        ({"params": [torch.ones(2, dtype=F64)]}, ValueError, r"params\[0\] \(shape \(2,\), torch.float64\) cannot be"),
+        ({"params": [torch.ones(2, dtype=F64, requires_grad=True) * 2]}, ValueError, r"pass the leaf itself"),
+        ({"optimizer": "adam"}, TypeError, r"optimizer must be a torch.optim.Optimizer .* got str"),
+        ({"callback": 3}, TypeError, r"callback must be callable"),
+        ({"resample": "yes"}, TypeError, r"resample must be True or False"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -121,3 +129,37 @@ def test_nothing_to_fit_and_nan_data() -> None:
     data[2, 3, 0] = float("nan")
     with pytest.raises(ValueError, match=r"data_values contains NaN or Inf \(first at index \(2, 3, 0\)\)"):
         fit_sde(OU(0.5), ScalarDiffusion(0.2, dtype=F64), times, data, dt=0.125)
+
+
+def test_params_may_be_a_single_tensor() -> None:
+    # A lone tensor used to be iterated element by element ("Boolean value of Tensor ... is ambiguous").
+    times = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    theta = torch.tensor(0.5, dtype=F64, requires_grad=True)
+    fit_sde(
+        lambda t, y: -theta * y,
+        ScalarDiffusion(0.2, dtype=F64),
+        times,
+        ou_data(1.0, 0.5, 4, times, 0),
+        dt=0.125,
+        iterations=2,
+        params=theta,
+    )
+    assert theta.item() != 0.5
+
+
+class _SqrtRate(OU):
+    """Drift ``-sqrt(theta) y``: NaN once an oversized optimiser step makes ``theta`` negative."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.theta.sqrt() * y
+
+
+def test_divergence_stops_the_fit() -> None:
+    # lr = 100 drives theta below zero within a few Adam steps: the paths used to turn NaN and the fit went on
+    # with a NaN loss history.
+    times = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    data = ou_data(1.0, 0.5, 4, times, 0)
+    with pytest.raises(
+        FloatingPointError, match=r"fit_sde diverged at iteration \d \(after \d optimiser steps\).*NaN or Inf.*Lower lr"
+    ):
+        fit_sde(_SqrtRate(0.5), ScalarDiffusion(0.2, dtype=F64), times, data, dt=0.125, iterations=5, lr=100.0)
