@@ -307,8 +307,8 @@ def run(argv: list[str] | None = None) -> int:
         "NFE test: right-hand-side evaluations of the adaptive solve of the test set; NFE/step: per training step, "
         "forward and backward (direct backprop: the backward pass evaluates nothing), counted on the field.",
         "torchdyn: torchdyn.numerics.odeint (backprop through its dopri5) with its Augmenter / DataControl layers, "
-        "the same networks, initial weights and optimiser; it has no second-order, input-layer or Galerkin row "
-        "here (its NeuralODE class needs pytorch-lightning).",
+        "the same networks, initial weights and optimiser, on the rows wired to those layers (plain, zero-augment, "
+        "data-controlled); its NeuralODE class (pytorch-lightning) is not used.",
         f"time: training only ({epochs} steps), on the --clock chosen; one run per row, not a median.",
     ]
     print(table.render(args.markdown), flush=True)
