@@ -71,6 +71,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "physnode.bench.augmentation",
             "annuli / nested spheres: accuracy, NFE and time of plain, Galerkin, augmented and data-controlled ODEs",
         ),
+        Benchmark(
+            "sde",
+            "physnode.bench.sde",
+            "neural SDEs on irregular OU data: SDE-GAN clipping vs gradient penalty, latent SDE; adjoint time/memory",
+        ),
     )
 }
 
