@@ -67,6 +67,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "cost of the generated physics right-hand sides",
         ),
         Benchmark(
+            "stiff",
+            "physnode.bench.stiff",
+            "stiff problems (Robertson, Van der Pol mu=1000, HIRES, OREGO): Kvaerno ESDIRK vs scipy Radau/BDF/LSODA",
+        ),
+        Benchmark(
             "augmentation",
             "physnode.bench.augmentation",
             "annuli / nested spheres: accuracy, NFE and time of plain, Galerkin, augmented and data-controlled ODEs",

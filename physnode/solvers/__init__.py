@@ -47,3 +47,12 @@ for _cls in (Leapfrog, Yoshida4):
     SOLVERS.register(_cls.name, _cls)
 SOLVERS.register(ReversibleHeun.name, ReversibleHeun)
 SOLVERS.register(NAG.name, NAG)
+
+from .esdirk import ESDIRK, ImplicitTableau  # noqa: E402
+from .kvaerno3 import Kvaerno3  # noqa: E402
+from .kvaerno4 import Kvaerno4  # noqa: E402
+from .kvaerno5 import Kvaerno5  # noqa: E402
+
+for _cls in (Kvaerno3, Kvaerno4, Kvaerno5):
+    SOLVERS.register(_cls.tableau.name, _cls)
+__all__ += ["ESDIRK", "ImplicitTableau", "Kvaerno3", "Kvaerno4", "Kvaerno5"]

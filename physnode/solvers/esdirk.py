@@ -1,0 +1,458 @@
+r"""Singly diagonally implicit Runge–Kutta methods with an explicit first stage (ESDIRK) for stiff problems.
+
+A step of size ``h`` from ``(t, y)`` solves, stage after stage, the equations
+
+.. math::
+
+    z_0 = y, \qquad
+    z_i = \underbrace{y + h \sum_{j<i} a_{ij} k_j}_{\psi_i} + h γ f(t + c_i h, z_i), \qquad
+    k_i = f(t + c_i h, z_i), \qquad i = 1, \dots, s - 1,
+
+and, the methods being stiffly accurate, ``y_new = z_(s-1)``. Each implicit stage is solved by a simplified
+Newton iteration with the matrix ``N = I - h γ J`` (``J`` the Jacobian of ``f`` at the start of the step, or a
+reused one, see below), factorised once per step and shared by every stage because the diagonal ``γ`` is the
+same:
+
+.. math::
+
+    N Δ^{(m)} = -\bigl(z^{(m)} - ψ_i - h γ f(t_i, z^{(m)})\bigr), \qquad z^{(m+1)} = z^{(m)} + Δ^{(m)}.
+
+Stage derivatives are taken as ``k_i = (z_i - ψ_i) / (h γ)`` (equal to ``f(t_i, z_i)`` at convergence, no
+extra evaluation, and not amplified by the stiff part of ``f`` when the iteration stops at its tolerance).
+
+**Convergence test** (Hairer & Wanner, *Solving ODEs II*, IV.8): with ``‖·‖`` the RMS norm scaled by
+``newton_atol + newton_rtol |y|`` and the contraction rate ``θ_m = ‖Δ^(m)‖ / ‖Δ^(m-1)‖``, a trajectory's
+stage has converged when ``η_m ‖Δ^(m)‖ <= 1`` with ``η_m = θ_m / (1 - θ_m)`` (for the first iteration ``η``
+carried over from the previous stage or step as ``max(η, ε)^0.8``). It has failed when ``θ_m >= 1``, when
+``θ_m^(m_max - m) / (1 - θ_m) ‖Δ^(m)‖ > 1`` (it cannot converge within the remaining iterations), or
+after ``newton_max_iter`` iterations. Every quantity is a ``(B,)`` tensor: each trajectory converges (and
+stops moving) on its own. A trajectory whose Newton iteration failed keeps ``y`` and reports a large finite
+error estimate (``1e3 (|y| + 1)``, at least 1e3 times its tolerance), so the loop rejects the step and
+shrinks it by the controller's smallest factor; an infinite or NaN estimate is avoided so that a failed
+Newton iteration is not reported as a non-finite solution.
+
+**Host synchronisation.** On CPU the Newton loop stops as soon as every trajectory has converged or failed
+(one boolean read per iteration, free on CPU). On other devices it always runs ``newton_max_iter``
+iterations with the per-trajectory masks on the device; since converged trajectories are frozen, both give
+the same result. Besides the loop's own synchronisation each step reads at most two booleans: whether any
+trajectory needs a fresh Jacobian, and whether a Newton failure with a reused Jacobian calls for a retry.
+
+**Jacobian reuse.** ``J`` (``(B, D, D)``, by ``torch.func.jacrev`` of the batch-summed right-hand side: one
+evaluation and a vectorised backward pass) is part of the solver state. It is recomputed at the start of a
+step when the previous step's worst contraction rate exceeded ``jacobian_rate`` or its Newton iteration
+failed, and within a step when the Newton iteration fails with a reused ``J`` (the step is then redone with
+a fresh one, as in Hairer's codes). ``N`` is refactorised every step: the loop's PI controller changes ``h``
+every step, so a factorisation cannot be reused the way codes that freeze ``h`` do. Keeping ``J`` in the
+state (not on the solver object) makes a step a pure function of its inputs, so that ACA's replay of a step
+reproduces it exactly.
+
+**Gradients by the implicit-function theorem.** The Newton iterations run without a graph. When a graph is
+being built, each converged stage ``z_i*`` is followed by one differentiable correction
+
+.. math::
+
+    δ_i = -M_i^{-1} G_i(z_i^*), \qquad G_i(z) = z - ψ_i - h γ f(t_i, z), \qquad
+    M_i = I - h γ \frac{∂f}{∂y}(t_i, z_i^*) \ \text{(detached)}, \qquad z_i = z_i^* + (δ_i - \operatorname{sg}(δ_i)),
+
+whose value is exactly ``z_i*`` (``x - x = 0`` in floating point, so a solve with a graph takes the same steps
+as one without) and whose derivative is the implicit-function-theorem derivative
+``dz_i = M_i^{-1}(dψ_i + h γ ∂f/∂θ dθ)`` of the converged stage equation; the Newton iterations themselves
+are never differentiated. This costs, per implicit stage and only when a graph is built, one evaluation of
+``f`` with a graph, one Jacobian and one factorisation. ``grad="direct"`` backpropagates through it and
+``grad="aca"`` replays the same step function, so the two agree to round-off. Second derivatives are not
+exact (``M_i`` is detached).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import RHS, Solver, State
+
+__all__ = ["ESDIRK", "ImplicitTableau", "jacobian"]
+
+_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class ImplicitTableau:
+    """An ESDIRK method as data: lower-triangular ``A`` with an explicit first stage and a constant diagonal.
+
+    Parameters
+    ----------
+    name
+        Registry name of the method, e.g. ``"kvaerno5"``.
+    gamma
+        The diagonal coefficient ``γ = a_ii`` of every implicit stage.
+    c
+        Stage times ``c_i`` (fractions of the step), length ``s``; ``c_0 = 0``.
+    a
+        Lower-triangular stage coefficients *including* the diagonal: row ``i`` holds ``a_i0 .. a_ii``
+        (``i + 1`` entries); row 0 is ``(0.0,)`` (explicit first stage) and ``a_ii = γ`` for ``i >= 1``.
+    b
+        Weights of the propagated solution; equal to the last row of ``a`` (stiffly accurate).
+    b_hat
+        Weights of the embedded solution, length ``s``, summing to 1.
+    order, embedded_order
+        Classical orders of the propagated and the embedded solution.
+    source
+        Where the coefficients come from.
+
+    Raises
+    ------
+    ValueError
+        When the coefficients are inconsistent: lengths, a non-explicit first stage, an unequal diagonal, row
+        sums of ``a`` that differ from ``c``, weights that do not sum to one, or a method that is not stiffly
+        accurate.
+    """
+
+    name: str
+    gamma: float
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    b_hat: tuple[float, ...]
+    order: int
+    embedded_order: int
+    source: str = ""
+    b_err: tuple[float, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        s, who = len(self.c), f"implicit tableau {self.name!r}"
+        if len(self.a) != s or len(self.b) != s or len(self.b_hat) != s:
+            raise ValueError(
+                f"{who}: c, a, b and b_hat need one entry per stage; got len(c)={s}, len(a)={len(self.a)}, "
+                f"len(b)={len(self.b)}, len(b_hat)={len(self.b_hat)}."
+            )
+        if s < 2:
+            raise ValueError(f"{who}: an ESDIRK method needs at least 2 stages, got {s}.")
+        if tuple(self.a[0]) != (0.0,) or self.c[0] != 0.0:
+            raise ValueError(
+                f"{who}: the first stage must be explicit (a[0] = (0.0,), c[0] = 0); got a[0]={self.a[0]}."
+            )
+        if not self.gamma > 0:
+            raise ValueError(f"{who}: gamma must be positive for an A-stable method, got {self.gamma!r}.")
+        for i, row in enumerate(self.a):
+            if len(row) != i + 1:
+                raise ValueError(f"{who}: row {i} of a must hold {i + 1} coefficients (lower triangle with diagonal).")
+            if i and abs(row[i] - self.gamma) > _TOL:
+                raise ValueError(f"{who}: diagonal a[{i}][{i}] = {row[i]!r} differs from gamma = {self.gamma!r}.")
+            if abs(math.fsum(row) - self.c[i]) > 1e-10 * max(1.0, max(abs(x) for x in row)):
+                raise ValueError(f"{who}: row {i} of a sums to {math.fsum(row)!r}, expected c[{i}]={self.c[i]!r}.")
+        for label, w in (("b", self.b), ("b_hat", self.b_hat)):
+            if abs(math.fsum(w) - 1.0) > 1e-10:
+                raise ValueError(f"{who}: {label} sums to {math.fsum(w)!r}, expected 1.")
+        if any(abs(x - y) > _TOL for x, y in zip(self.b, self.a[-1], strict=True)):
+            raise ValueError(f"{who}: b must equal the last row of a (stiffly accurate: y_new is the last stage).")
+        object.__setattr__(self, "b_err", tuple(x - y for x, y in zip(self.b, self.b_hat, strict=True)))
+
+    @property
+    def stages(self) -> int:
+        """Number of stages ``s`` (the first one explicit)."""
+        return len(self.c)
+
+    def matrix(self) -> np.ndarray:
+        """The full ``(s, s)`` Butcher matrix ``A``."""
+        A = np.zeros((self.stages, self.stages))
+        for i, row in enumerate(self.a):
+            A[i, : i + 1] = row
+        return A
+
+    def stability(self, z: complex | np.ndarray, weights: tuple[float, ...] | None = None) -> np.ndarray:
+        """Stability function ``R(z) = 1 + z bᵀ (I - z A)⁻¹ 1`` (``weights`` default ``b``; ``b_hat`` for the
+        embedded method). For an L-stable method ``|R(z)| <= 1`` on ``Re z <= 0`` and ``R(-∞) = 0``."""
+        A = self.matrix()
+        w = np.asarray(self.b if weights is None else weights)
+        zs = np.atleast_1d(np.asarray(z, dtype=complex))
+        one = np.ones(self.stages)
+        out = [1 + zz * w @ np.linalg.solve(np.eye(self.stages) - zz * A, one) for zz in zs]
+        return np.asarray(out)
+
+
+def jacobian(func: RHS, t: Tensor, y: Tensor) -> Tensor:
+    """Jacobian ``∂f/∂y`` ``(B, D, D)`` of a batched right-hand side at ``(t (B,), y (B, D))``, detached.
+
+    Trajectories are independent (row ``b`` of ``f`` depends on row ``b`` of ``y`` only), so the Jacobian of
+    ``y ↦ Σ_b f(t, y)_b`` holds every trajectory's Jacobian: one evaluation of ``f`` and a backward pass
+    vectorised over the ``D`` output components (``torch.func.jacrev``). A right-hand side whose backward
+    cannot be vectorised falls back to ``D`` ordinary backward passes.
+    """
+    y = y.detach()
+
+    def summed(x: Tensor) -> Tensor:
+        return func(t, x).sum(0)
+
+    with torch.enable_grad():
+        try:
+            jac = torch.func.jacrev(summed)(y)  # (D, B, D): jac[i, b, k] = ∂f_i(y_b) / ∂y_bk
+        except (RuntimeError, NotImplementedError):
+            x = y.requires_grad_()
+            out = summed(x)
+            rows = []
+            for i in range(out.shape[0]):
+                (g,) = torch.autograd.grad(out[i], x, retain_graph=i + 1 < out.shape[0], allow_unused=True)
+                rows.append(torch.zeros_like(x) if g is None else g)
+            jac = torch.stack(rows)
+    return jac.detach().permute(1, 0, 2)
+
+
+def _rms(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x, dim=-1).mul_(x.shape[-1] ** -0.5)
+
+
+class ESDIRK(Solver):
+    """Adaptive ESDIRK method with simplified Newton iterations; subclasses only set :attr:`tableau`.
+
+    The state is ``(y, f(t, y), J, jac_stale, eta)``: the solution ``(B, D)``, the first-same-as-last
+    derivative ``(B, D)``, the Jacobian kept for reuse ``(B, D, D)``, whether it must be recomputed ``(B,)``
+    (bool) and the last Newton rate estimate ``(B,)``. See the module docstring for the iteration, its
+    convergence test, the reuse rule and the gradient.
+
+    Parameters
+    ----------
+    newton_rtol, newton_atol
+        Tolerances of the Newton iterations: a stage has converged when its predicted remaining error, in the
+        RMS norm scaled by ``newton_atol + newton_rtol |y|``, is at most 1. Keep them 10–100 times below the
+        solve's ``rtol``/``atol`` (the defaults suit the default ``rtol=1e-7``, ``atol=1e-9`` of
+        :func:`physnode.solve`). ``newton_rtol`` is raised to at least ``50 ε`` of the dtype.
+    newton_max_iter
+        Maximum Newton iterations per stage; a trajectory that has not converged by then rejects its step.
+    jacobian_rate
+        Reuse the Jacobian in the next step while the worst Newton contraction rate of a step stays below
+        this (``0`` recomputes it every step).
+    filter_error
+        Apply ``(I - h γ J)^{-1}`` to the error estimate (Hairer & Wanner IV.8), which damps the stiff
+        components of the estimate; off by default since Kværnø's embedded solutions are themselves
+        stiffly accurate.
+    max_dense_dim
+        Largest state dimension ``D`` for the dense ``(B, D, D)`` Jacobians and factorisations.
+    adaptive
+        ``False`` runs the pair with fixed steps (``step_size`` required), e.g. for order studies.
+
+    Attributes
+    ----------
+    counters
+        Work done since construction: ``"jacobians"`` (batched Jacobian evaluations), ``"factorizations"``
+        (batched LU factorisations), ``"newton_iterations"`` and ``"newton_failures"`` (trajectory-steps).
+    """
+
+    tableau: ClassVar[ImplicitTableau]
+    #: Marks a method that needs no stiffness warning: it is meant for stiff problems.
+    implicit: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        newton_rtol: float = 1e-9,
+        newton_atol: float = 1e-11,
+        newton_max_iter: int = 7,
+        jacobian_rate: float = 0.1,
+        filter_error: bool = False,
+        max_dense_dim: int = 1024,
+        adaptive: bool | None = None,
+    ) -> None:
+        for label, v in (("newton_rtol", newton_rtol), ("newton_atol", newton_atol)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{label} must be a non-negative finite number, got {v!r}.")
+        if newton_rtol == 0 and newton_atol == 0:
+            raise ValueError("newton_rtol and newton_atol cannot both be zero.")
+        if not (isinstance(newton_max_iter, int) and newton_max_iter >= 1):
+            raise ValueError(f"newton_max_iter must be a positive integer, got {newton_max_iter!r}.")
+        if not (isinstance(jacobian_rate, (int, float)) and 0 <= jacobian_rate < 1):
+            raise ValueError(f"jacobian_rate must be in [0, 1), got {jacobian_rate!r}.")
+        tab = self.tableau
+        self.newton_rtol, self.newton_atol = float(newton_rtol), float(newton_atol)
+        self.newton_max_iter, self.jacobian_rate = newton_max_iter, float(jacobian_rate)
+        self.filter_error, self.max_dense_dim = bool(filter_error), int(max_dense_dim)
+        self.order = tab.order
+        self.adaptive = True if adaptive is None else bool(adaptive)
+        self.error_order = min(tab.order, tab.embedded_order) + 1
+        self.counters = {"jacobians": 0, "factorizations": 0, "newton_iterations": 0, "newton_failures": 0}
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.tableau.name
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(newton_rtol={self.newton_rtol}, newton_atol={self.newton_atol}, "
+            f"newton_max_iter={self.newton_max_iter}, jacobian_rate={self.jacobian_rate}, adaptive={self.adaptive})"
+        )
+
+    # ---------------------------------------------------------------------------------------------- state
+    def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
+        B, D = y0.shape
+        if D > self.max_dense_dim:
+            raise ValueError(
+                f"method {self.name!r} forms dense (B, D, D) Jacobians and LU factorisations; D = {D} exceeds "
+                f"max_dense_dim = {self.max_dense_dim} ({B * D * D * y0.element_size() / 2**20:.0f} MiB per "
+                "matrix). Raise options={'max_dense_dim': ...} if memory allows, or use an explicit method "
+                "(e.g. method='dopri5') if the problem is not stiff; matrix-free Newton–Krylov is not available."
+            )
+        if not y0.is_floating_point():
+            raise TypeError(f"method {self.name!r} needs a floating-point y0, got {y0.dtype}.")
+        J = y0.new_zeros(B, D, D)
+        stale = torch.ones(B, dtype=torch.bool, device=y0.device)
+        eta = torch.ones(B, dtype=y0.dtype, device=y0.device)
+        return (y0, func(t0, y0), J, stale, eta)
+
+    # ----------------------------------------------------------------------------------------- algebra
+    def _factor(self, J: Tensor, hg: Tensor) -> tuple[Tensor, Tensor]:
+        """LU factors of ``I - hγ J`` ``(B, D, D)``."""
+        D = J.shape[-1]
+        eye = torch.eye(D, dtype=J.dtype, device=J.device)
+        self.counters["factorizations"] += 1
+        return torch.linalg.lu_factor(eye - hg.view(-1, 1, 1) * J)
+
+    @staticmethod
+    def _solve(lu: tuple[Tensor, Tensor], rhs: Tensor) -> Tensor:
+        return torch.linalg.lu_solve(lu[0], lu[1], rhs.unsqueeze(-1)).squeeze(-1)
+
+    def _jacobian(self, func: RHS, t: Tensor, y: Tensor) -> Tensor:
+        self.counters["jacobians"] += 1
+        return jacobian(func, t, y)
+
+    def _newton(
+        self,
+        func: RHS,
+        ti: Tensor,
+        hg: Tensor,
+        psi: Tensor,
+        z: Tensor,
+        lu: tuple[Tensor, Tensor],
+        scale: Tensor,
+        eta: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Simplified Newton for ``z = psi + hγ f(ti, z)`` (no graph). Returns ``(z, failed, eta, theta_max)``,
+        the last three ``(B,)``."""
+        kmax = self.newton_max_iter
+        tiny = torch.finfo(z.dtype).eps
+        hgv = hg.unsqueeze(-1)
+        done = torch.zeros_like(eta, dtype=torch.bool)
+        failed = torch.zeros_like(done)
+        theta_max = torch.zeros_like(eta)
+        eta = eta.clamp(min=tiny).pow(0.8)
+        prev = None
+        sync = z.device.type == "cpu"
+        for m in range(kmax):
+            g = z - psi - hgv * func(ti, z)
+            delta = -self._solve(lu, g)
+            nd = _rms(delta / scale)
+            nd = torch.nan_to_num(nd, nan=math.inf)
+            if prev is not None:
+                theta = torch.where(prev > 0, nd / prev, torch.zeros_like(nd))
+                theta_max = torch.where(done | failed, theta_max, torch.maximum(theta_max, theta))
+                eta = torch.where(done | failed, eta, theta / (1 - theta).clamp(min=tiny))
+                hopeless = (theta >= 1) | (theta.pow(kmax - m) / (1 - theta).clamp(min=tiny) * nd > 1)
+            else:
+                hopeless = ~torch.isfinite(nd)
+            moving = ~(done | failed)
+            self.counters["newton_iterations"] += 1
+            z = torch.where(moving.unsqueeze(-1), z + delta, z)
+            converged = moving & ((eta * nd <= 1) | (nd == 0))
+            failed = failed | (moving & ~converged & hopeless)
+            done = done | converged
+            prev = nd
+            if sync and not bool((~(done | failed)).any()):
+                break
+        failed = failed | ~done
+        return z, failed, eta, theta_max
+
+    def _stages(
+        self, func: RHS, t: Tensor, h: Tensor, y: Tensor, k0: Tensor, J: Tensor, eta: Tensor
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """All stages of one step. Returns ``(zs, ks, failed, eta, theta_max, lu)``; ``zs``/``ks`` carry the
+        implicit-function-theorem graph when grad mode is on."""
+        tab = self.tableau
+        hg = h * tab.gamma
+        hh = h.unsqueeze(-1)
+        hgv = hg.unsqueeze(-1)
+        safe_hg = torch.where(hgv == 0, torch.ones_like(hgv), hgv)
+        with torch.no_grad():
+            lu = self._factor(J, hg)
+            rtol = max(self.newton_rtol, 50 * torch.finfo(y.dtype).eps)
+            scale = y.detach().abs().mul(rtol).add_(self.newton_atol)
+        zs, ks = [y], [k0]
+        failed = torch.zeros_like(eta, dtype=torch.bool)
+        theta_max = torch.zeros_like(eta)
+        for i in range(1, tab.stages):
+            row = tab.a[i]
+            acc = None
+            for j in range(i):
+                if row[j] != 0.0:
+                    acc = ks[j] * row[j] if acc is None else acc + ks[j] * row[j]
+            psi = y if acc is None else y + hh * acc
+            ti = t + tab.c[i] * h
+            with torch.no_grad():
+                z0 = psi.detach() + hgv * ks[i - 1].detach()  # predictor: previous stage derivative
+                z_star, f_i, eta, th = self._newton(func, ti, hg, psi.detach(), z0, lu, scale, eta)
+            failed, theta_max = failed | f_i, torch.maximum(theta_max, th)
+            z = z_star
+            if torch.is_grad_enabled():
+                g = z_star - psi - hgv * func(ti, z_star)
+                if g.requires_grad:
+                    with torch.no_grad():
+                        m_lu = self._factor(self._jacobian(func, ti, z_star), hg)
+                    delta = -self._solve(m_lu, g)
+                    z = z_star + (delta - delta.detach())
+            zs.append(z)
+            ks.append((z - psi) / safe_hg)
+        return zs, ks, failed, eta, theta_max, lu
+
+    # -------------------------------------------------------------------------------------------- step
+    def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
+        tab = self.tableau
+        y, k0, J, stale, eta = state
+        with torch.no_grad():
+            J = J.detach()
+            fresh = stale.clone()
+            if bool(stale.any()):  # host check: one per step
+                J = torch.where(stale.view(-1, 1, 1), self._jacobian(func, t, y), J)
+        zs, ks, failed, eta_new, theta_max, lu = self._stages(func, t, h, y, k0, J, eta.detach())
+        if self.jacobian_rate > 0:
+            with torch.no_grad():
+                retry = failed & ~fresh & (h != 0)
+            if bool(retry.any()):  # Newton failed with a reused Jacobian: redo the step with a fresh one
+                J_new = self._jacobian(func, t, y)
+                J = torch.where(retry.view(-1, 1, 1), J_new, J)
+                zs2, ks2, failed2, eta2, theta2, lu2 = self._stages(func, t, h, y, k0, J, eta.detach())
+                r = retry.unsqueeze(-1)
+                zs = [torch.where(r, a, b) for a, b in zip(zs2, zs, strict=True)]
+                ks = [torch.where(r, a, b) for a, b in zip(ks2, ks, strict=True)]
+                failed = torch.where(retry, failed2, failed)
+                eta_new = torch.where(retry, eta2, eta_new)
+                theta_max = torch.where(retry, theta2, theta_max)
+                lu = (torch.where(r.unsqueeze(-1), lu2[0], lu[0]), torch.where(r, lu2[1], lu[1]))
+                fresh = fresh | retry
+        failed = failed & (h != 0)
+        self.counters["newton_failures"] += int(failed.sum()) if y.device.type == "cpu" else 0
+        y_new = zs[-1]
+        k_last = ks[-1]
+        hh = h.unsqueeze(-1)
+        fv = failed.unsqueeze(-1)
+        with torch.no_grad():
+            stale_new = failed | (theta_max > self.jacobian_rate)
+            eta_new = torch.where(failed, torch.ones_like(eta_new), eta_new)
+        if not self.adaptive:
+            # Fixed steps cannot be rejected: a failed Newton iteration must not pass silently.
+            y_new = torch.where(fv, torch.full_like(y, math.nan), y_new)
+            return (y_new, k_last, J, stale_new, eta_new), None
+        err = None
+        for w, k in zip(tab.b_err, ks, strict=True):
+            if w != 0.0:
+                err = k * w if err is None else err + k * w
+        assert err is not None
+        err = hh * err
+        if self.filter_error:
+            err = self._solve(lu, err)
+        with torch.no_grad():
+            big = (y.detach().abs() + 1).mul_(1e3)
+        y_new = torch.where(fv, y, y_new)
+        k_last = torch.where(fv, k0, k_last)
+        err = torch.where(fv, big, err)
+        return (y_new, k_last, J, stale_new, eta_new), err

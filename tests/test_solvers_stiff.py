@@ -1,0 +1,323 @@
+"""Implicit (ESDIRK) solvers for stiff problems: tableaux, order, L-stability, stiff benchmarks against scipy
+Radau, per-trajectory Newton, and gradients by the implicit-function theorem."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import physnode
+from physnode.bench.stiff import PROBLEMS, scaled_error, solve_physnode
+from physnode.solvers import ESDIRK, SOLVERS, ImplicitTableau
+
+IMPLICIT = [n for n in SOLVERS.names() if issubclass(SOLVERS.cls(n), ESDIRK)]
+F64 = torch.float64
+
+
+def _tab(name: str) -> ImplicitTableau:
+    return SOLVERS.cls(name).tableau
+
+
+def _solver(name: str, **kw: object) -> ESDIRK:
+    return SOLVERS.build(name, kw)
+
+
+# ------------------------------------------------------------------------------------------------- tableaux
+def test_every_kvaerno_method_is_registered() -> None:
+    assert {"kvaerno3", "kvaerno4", "kvaerno5"} <= set(IMPLICIT)
+
+
+@pytest.mark.parametrize("name", IMPLICIT, ids=IMPLICIT)
+def test_tableau_order_conditions(name: str) -> None:
+    """Quadrature conditions b·c^(k-1) = 1/k up to the order, and b·A·c = 1/6 from order 3 (for b and b_hat)."""
+    tab = _tab(name)
+    A, c = tab.matrix(), np.asarray(tab.c)
+    for w, p in ((np.asarray(tab.b), tab.order), (np.asarray(tab.b_hat), tab.embedded_order)):
+        for k in range(1, p + 1):
+            # The coefficients are 11-17 digit decimals (Kvaerno3's gamma has 11): 1e-9 is far below any
+            # failed condition (which is off by O(1/k!)).
+            assert w @ c ** (k - 1) == pytest.approx(1 / k, abs=1e-9), (name, k)
+        if p >= 3:
+            assert w @ A @ c == pytest.approx(1 / 6, abs=1e-9)
+    assert sum(tab.b_err) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", IMPLICIT, ids=IMPLICIT)
+def test_l_stability(name: str) -> None:
+    """|R(z)| <= 1 on the closed left half-plane (sampled) and R(z) -> 0 as z -> -inf."""
+    tab = _tab(name)
+    # R(z) = R(-inf) + C/z with |C| ~ 6 for these methods; larger |z| loses digits to cancellation in
+    # 1 + z bᵀ(I - zA)⁻¹1. A method with R(-inf) != 0 (A- but not L-stable) would stay O(1) here.
+    assert abs(tab.stability(-1e7)[0]) < 1e-5
+    assert abs(tab.stability(-1e7)[0]) < 0.011 * abs(tab.stability(-1e5)[0])  # decays like 1/z
+    r = np.logspace(-3, 6, 60)
+    for angle in np.linspace(np.pi / 2, np.pi, 7):
+        z = r * np.exp(1j * angle)
+        assert np.all(np.abs(tab.stability(z)) <= 1 + 1e-12), (name, angle)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"a": ((0.5,), (0.25, 0.25))}, "first stage must be explicit"),
+        ({"a": ((0.0,), (0.5, 0.4))}, "differs from gamma"),
+        ({"c": (0.0, 0.7)}, r"row 1 of a sums to"),
+        ({"b": (0.6, 0.4), "b_hat": (0.6, 0.4)}, "stiffly accurate"),
+        ({"b_hat": (0.3, 0.3)}, "b_hat sums to"),
+    ],
+    ids=["implicit-first", "diagonal", "row-sum", "not-stiffly-accurate", "b_hat-sum"],
+)
+def test_tableau_rejects_inconsistent_coefficients(change: dict, match: str) -> None:
+    # The trapezoidal rule as an ESDIRK (gamma = 1/2), modified by ``change``.
+    kw = dict(
+        name="bad", gamma=0.5, c=(0.0, 1.0), a=((0.0,), (0.5, 0.5)), b=(0.5, 0.5), b_hat=(1.0, 0.0), order=2,
+        embedded_order=1,
+    )  # fmt: skip
+    kw.update(change)
+    with pytest.raises(ValueError, match=match):
+        ImplicitTableau(**kw)
+
+
+# ---------------------------------------------------------------------------------------------------- order
+A_LIN = torch.tensor([[-0.1, 1.0, 0.0], [-1.0, -0.1, 0.3], [0.0, -0.3, -0.5]], dtype=F64)
+
+
+def _fixed_step_error(name: str, h: float) -> float:
+    y0 = torch.tensor([1.0, 0.5, -0.2], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    opts = {"adaptive": False, "newton_rtol": 1e-14, "newton_atol": 1e-15}
+    ys = physnode.odeint(lambda t, y: A_LIN @ y, y0, t, method=name, step_size=h, options=opts)
+    return float((ys[-1] - torch.linalg.matrix_exp(A_LIN) @ y0).abs().max())
+
+
+@pytest.mark.parametrize("name", IMPLICIT, ids=IMPLICIT)
+def test_convergence_order(name: str) -> None:
+    order = _tab(name).order
+    hs = [1 / 4, 1 / 8, 1 / 16]  # asymptotic regime, errors well above round-off for orders 3-5
+    errs = [_fixed_step_error(name, h) for h in hs]
+    slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert abs(slope - order) <= 0.3, f"{name}: observed order {slope:.2f}, expected {order} (errors {errs})"
+
+
+# ------------------------------------------------------------------------------------------- stiff problems
+def _prothero_robinson(t: Tensor, y: Tensor) -> Tensor:
+    return -1e6 * (y - torch.cos(t).unsqueeze(-1))
+
+
+@pytest.mark.parametrize("name", IMPLICIT, ids=IMPLICIT)
+def test_very_stiff_scalar_in_few_steps(name: str) -> None:
+    """dy/dt = -1e6 (y - cos t) on [0, 10]: explicit methods need ~1e7 steps; an L-stable method follows cos t."""
+    t = torch.linspace(0, 10, 11, dtype=F64)
+    sol = physnode.solve(_prothero_robinson, torch.ones(1, dtype=F64), t, method=name, rtol=1e-6, atol=1e-9)
+    lam = 1e6
+    exact = (lam**2 * torch.cos(t) + lam * torch.sin(t)) / (lam**2 + 1)  # y(0) = 1 is on the slow solution
+    # Global error within ~10 rtol (|y| <= 1): errors are damped at rate 1e6, so they do not accumulate.
+    assert float((sol.ys[:, 0] - exact).abs().max()) < 1e-5
+    assert int(sol.stats.n_accepted) < 400, sol.stats
+
+
+# Bound: the scaled error (per component relative to max(|y_ref|, atol/rtol)) within 100 rtol. The global
+# error of a stiff solve is a sum of local errors, each controlled to ~rtol, partly damped; measured worst
+# cases are ~20 rtol (kvaerno3, Van der Pol). A wrong coefficient or a wrong Newton solution gives O(1) errors.
+MULTIPLE = 100.0
+SCIPY_CASES = [(p, m) for p in PROBLEMS for m in IMPLICIT]
+
+
+@pytest.mark.parametrize(
+    ("problem", "name"),
+    # Non-slow: kvaerno5 on Robertson and HIRES (a few seconds each); the rest is marked slow.
+    [
+        pytest.param(
+            p, m, marks=[] if (m, p) in {("kvaerno5", "robertson"), ("kvaerno5", "hires")} else [pytest.mark.slow]
+        )
+        for p, m in SCIPY_CASES
+    ],
+    ids=[f"{p}-{m}" for p, m in SCIPY_CASES],
+)
+def test_stiff_problems_against_scipy_radau(problem: str, name: str) -> None:
+    """Robertson, Van der Pol (mu = 1000), HIRES, OREGO on shortened intervals vs Radau(rtol=1e-10, atol=1e-12)."""
+    pytest.importorskip("scipy")
+    prob = PROBLEMS[problem]
+    y, counts = solve_physnode(prob, name, prob.quick_t_end, rtol=1e-6)
+    err = scaled_error(y, prob.reference(prob.quick_t_end), 1e-6, prob.atol)
+    assert err <= MULTIPLE * 1e-6, f"{problem}/{name}: scaled error {err:.2e}, counts {counts}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", list(PROBLEMS), ids=list(PROBLEMS))
+def test_stiff_problems_full_interval(problem: str) -> None:
+    pytest.importorskip("scipy")
+    prob = PROBLEMS[problem]
+    y, counts = solve_physnode(prob, "kvaerno5", prob.t_end, rtol=1e-6)
+    err = scaled_error(y, prob.reference(prob.t_end), 1e-6, prob.atol)
+    assert err <= MULTIPLE * 1e-6, f"{problem}: scaled error {err:.2e}, counts {counts}"
+
+
+# ------------------------------------------------------------------------------------------ per trajectory
+class Relaxation(nn.Module):
+    """dy/dt = -lambda_b (y - cos t) with one rate per trajectory: stiff for large rates."""
+
+    def __init__(self, rates: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("rates", rates)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return -self.rates.unsqueeze(-1) * (y - torch.cos(t).unsqueeze(-1))
+
+
+def test_stiff_and_nonstiff_trajectories_in_one_batch() -> None:
+    """Each trajectory takes its own steps and Newton decisions: the batch equals the trajectories solved alone."""
+    rates = torch.tensor([1e5, 0.5], dtype=F64)
+    y0 = torch.tensor([[0.0], [2.0]], dtype=F64)
+    t = torch.tensor([[0.0, 0.5, 2.0], [0.0, 1.0, 3.0]], dtype=F64)
+    kw = dict(method="kvaerno4", rtol=1e-7, atol=1e-9)
+    both = physnode.solve(Relaxation(rates), y0, t, **kw)
+    for b in range(2):
+        alone = physnode.solve(Relaxation(rates[b : b + 1]), y0[b : b + 1], t[b : b + 1], **kw)
+        # Same steps and the same Newton iterations per row; only batched vs single LU round-off may differ.
+        torch.testing.assert_close(both.ys[b], alone.ys[0], rtol=1e-12, atol=1e-14)
+        assert int(both.stats.n_accepted[b]) == int(alone.stats.n_accepted[0])
+    assert int(both.stats.n_accepted[0]) != int(both.stats.n_accepted[1])
+
+
+def test_newton_failure_rejects_the_step_instead_of_failing() -> None:
+    """A first step far too long for Newton to converge is rejected and shrunk; the solve then succeeds."""
+    prob = PROBLEMS["robertson"]
+    solver = _solver("kvaerno3", newton_max_iter=2, jacobian_rate=0.0)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    sol = physnode.solve(prob.func, prob.y0_tensor(), t, method=solver, rtol=1e-4, atol=1e-8, step_size=1.0)
+    assert int(sol.stats.status) == 0
+    assert solver.counters["newton_failures"] > 0
+    assert int(sol.stats.n_rejected) > 0
+
+
+def test_float32() -> None:
+    t = torch.linspace(0, 2, 3)
+    sol = physnode.solve(_prothero_robinson, torch.ones(1), t, method="kvaerno5", rtol=1e-5, atol=1e-6)
+    assert sol.ys.dtype == torch.float32
+    assert float((sol.ys[:, 0] - torch.cos(t)).abs().max()) < 1e-4  # float32 round-off ~1e-7 times the steps
+
+
+def test_large_state_is_refused_with_advice() -> None:
+    with pytest.raises(ValueError, match="max_dense_dim.*explicit method"):
+        physnode.odeint(lambda t, y: -y, torch.ones(40, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                        method="kvaerno3", options={"max_dense_dim": 32})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [
+        ("newton_rtol", -1.0, "newton_rtol"),
+        ("newton_max_iter", 0, "newton_max_iter"),
+        ("jacobian_rate", 1.0, "jacobian_rate"),
+    ],
+    ids=["rtol", "max-iter", "rate"],
+)
+def test_bad_options_are_explained(option: str, value: float, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        _solver("kvaerno5", **{option: value})
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+class Kinetics(nn.Module):
+    """A stiff two-species reaction with learnable log-rates: y1' = -k1 y1 + k2 y2^2, y2' = k1 y1 - k2 y2^2 - k3 y2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_k = nn.Parameter(torch.tensor([0.0, math.log(1e3), math.log(50.0)], dtype=F64))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        k1, k2, k3 = self.log_k.exp().unbind()
+        y1, y2 = y[..., 0], y[..., 1]
+        r = k2 * y2 * y2
+        return torch.stack([-k1 * y1 + r, k1 * y1 - r - k3 * y2], dim=-1)
+
+
+Y0 = torch.tensor([[1.0, 0.0], [0.5, 0.2]], dtype=F64)
+T_OBS = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+WEIGHTS = torch.tensor([[[0.0, 0.0], [1.0, -2.0], [0.5, 3.0]], [[0.0, 0.0], [-1.0, 1.0], [2.0, 0.7]]], dtype=F64)
+
+
+def _grads(func: nn.Module, grad: str, **kw: object) -> tuple[Tensor, list[Tensor]]:
+    y0 = Y0.clone().requires_grad_()
+    ys = physnode.odeint(func, y0, T_OBS, grad=grad, **kw)
+    loss = (ys * WEIGHTS).sum()
+    gs = torch.autograd.grad(loss, [y0, *func.parameters()])
+    return ys.detach(), list(gs)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[] if n == "kvaerno5" else [pytest.mark.slow]) for n in IMPLICIT], ids=IMPLICIT
+)
+def test_direct_equals_aca(name: str) -> None:
+    """ACA replays the same step function (Newton without graph + IFT correction): equal to round-off."""
+    func = Kinetics()
+    kw = dict(method=name, rtol=1e-5, atol=1e-7)
+    ys_d, g_d = _grads(func, "direct", **kw)
+    ys_a, g_a = _grads(func, "aca", **kw)
+    torch.testing.assert_close(ys_a, ys_d, rtol=1e-13, atol=1e-15)
+    for a, d in zip(g_a, g_d, strict=True):
+        # 1e-10 relative: a sum over ~100 steps of vector-Jacobian products that differ in order of operations.
+        assert float((a - d).norm()) <= 1e-10 * float(d.norm()), (a, d)
+
+
+def test_direct_gradient_matches_finite_differences() -> None:
+    """Fixed steps (same grid for every perturbation): the IFT gradient is the derivative of the discrete map,
+    so central differences of the map agree to O(eps^2) plus Newton noise (tolerance 1e-12, up to 30 iterations)."""
+    func = Kinetics()
+    opts = {"adaptive": False, "newton_rtol": 1e-12, "newton_atol": 1e-12, "newton_max_iter": 30}
+    # Steps short enough for simplified Newton with one Jacobian per step to converge on this nonlinear problem.
+    kw = dict(method="kvaerno3", step_size=0.002, options=opts)
+    t = torch.tensor([0.0, 0.01, 0.02], dtype=F64)
+    y0 = Y0.clone().requires_grad_()
+    (g_y0, g_k) = torch.autograd.grad((physnode.odeint(func, y0, t, **kw) * WEIGHTS).sum(), [y0, func.log_k])
+
+    def loss(y0: Tensor) -> float:
+        with torch.no_grad():
+            return float((physnode.odeint(func, y0, t, **kw) * WEIGHTS).sum())
+
+    eps = 1e-6
+    fd_y0 = torch.zeros_like(Y0)
+    for idx in np.ndindex(*Y0.shape):
+        e = torch.zeros_like(Y0)
+        e[idx] = eps
+        fd_y0[idx] = (loss(Y0 + e) - loss(Y0 - e)) / (2 * eps)
+    fd_k = torch.zeros(3, dtype=F64)
+    for i in range(3):
+        with torch.no_grad():
+            func.log_k[i] += eps
+            up = loss(Y0)
+            func.log_k[i] -= 2 * eps
+            down = loss(Y0)
+            func.log_k[i] += eps
+        fd_k[i] = (up - down) / (2 * eps)
+    # Central differences: truncation ~eps^2 |L'''| ~ 1e-12, round-off ~1e-16 |L| / eps ~ 1e-10.
+    torch.testing.assert_close(g_y0, fd_y0, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g_k, fd_k, rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_converges_to_the_exact_sensitivity() -> None:
+    """Adaptive direct gradient at tight tolerance vs a scipy forward-sensitivity solve of the linear stiff
+    problem y' = -k (y - cos t), for which dy(1)/dk is known in closed form through the solution."""
+    k = torch.tensor(200.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([0.0], dtype=F64)
+    ys = physnode.odeint(lambda t, y: -k * (y - torch.cos(t)), y0, torch.tensor([0.0, 1.0], dtype=F64),
+                         method="kvaerno5", rtol=1e-9, atol=1e-11, params=[k])  # fmt: skip
+    (g,) = torch.autograd.grad(ys[-1, 0], k)
+    # y(t) = (k^2 cos t + k sin t - k^2 e^{-kt}) / (k^2 + 1); differentiate in k at t = 1.
+    kk = torch.tensor(200.0, dtype=F64, requires_grad=True)
+    t1 = torch.tensor(1.0, dtype=F64)
+    exact = (kk**2 * torch.cos(t1) + kk * torch.sin(t1) - kk**2 * torch.exp(-kk * t1)) / (kk**2 + 1)
+    (g_exact,) = torch.autograd.grad(exact, kk)
+    # The gradient of the discrete solve converges to the exact one with the tolerance (~1e-9 local).
+    assert float(g) == pytest.approx(float(g_exact), rel=1e-6)
+
+
+@pytest.mark.parametrize("grad", ["adjoint", "symplectic"])
+def test_rk_only_gradient_methods_refuse_implicit_solvers_clearly(grad: str) -> None:
+    with pytest.raises(ValueError, match=f"grad='{grad}'.*(explicit Runge–Kutta|aca)"):
+        physnode.odeint(Kinetics(), Y0, T_OBS, grad=grad, method="kvaerno5")
