@@ -297,6 +297,10 @@ def _affine_parts(expr: sp.Expr, states: frozenset[sp.Symbol]) -> tuple[dict[sp.
     return None
 
 
+_OBVIOUS_GROUPING = 200
+"""Above this many components, a grouping that covers half of them (four or more per template) is used without
+comparing operation counts."""
+
 _DENSE_LIMIT = 1 << 16
 """Largest ``n_out * n_state`` evaluated as a dense matrix product when ``A`` is mostly zero."""
 
@@ -536,10 +540,15 @@ class CompiledComponents:
         in_group = {i for members in grouped.values() for i, _ in members}
         rest = [i for i in range(self.n_out) if i not in in_group]
         n_columns = sum(len(placeholders_of[tpl]) for tpl in grouped)
-        cost_grouped = sum(_cse_cost([tpl]) for tpl in grouped) + _cse_cost([self.exprs[i] for i in rest])
-        cost_grouped += n_columns + len(grouped)  # column-block views and block writes
-        if cost_grouped >= _cse_cost(self.exprs):
-            return
+        # Large systems mostly made of a few repeated templates are grouped without the estimate: common-
+        # subexpression elimination of every component costs seconds there, and the grouped code is far smaller.
+        covered = len(in_group)
+        obvious = self.n_out > _OBVIOUS_GROUPING and covered >= 4 * len(grouped) and 2 * covered >= self.n_out
+        if not obvious:
+            cost_grouped = sum(_cse_cost([tpl]) for tpl in grouped) + _cse_cost([self.exprs[i] for i in rest])
+            cost_grouped += n_columns + len(grouped)  # column-block views and block writes
+            if cost_grouped >= _cse_cost(self.exprs):
+                return
         for tpl, members in grouped.items():
             columns = [[cols[j] for _, cols in members] for j in range(len(placeholders_of[tpl]))]
             group = _Group(tpl, placeholders_of[tpl], columns, [time, *params])
