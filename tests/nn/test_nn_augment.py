@@ -92,3 +92,8 @@ def test_second_order_refuses_the_leapfrog_solvers() -> None:
             method="leapfrog",
             step_size=0.1,
         )
+
+
+def test_package_is_reachable_lazily() -> None:
+    assert physnode.nn.ZeroAugment is ZeroAugment
+    assert "nn" in physnode._LAZY_MODULES
