@@ -166,13 +166,12 @@ def test_training_fits_the_ou_marginals() -> None:
     before = w1()
     fit_latent_sde(model, data, dt=0.125, iterations=150, batch_size=64, lr=1e-2, kl_warmup=50, progress=False)
     after = w1()
-    # Measured about 1.5 -> 0.12 on this problem (W1 sampling noise ~0.03 with 256 vs 512 paths).
+    # Measured 0.43 -> 0.10 on this problem (W1 sampling noise ~0.03 with 256 vs 512 paths).
     assert after < 0.3 * before, (before, after)
     with torch.no_grad():
         s = model.sample(grid, 2000, dt=0.125, seed=12, observation_noise=True)
     assert abs(float(s[:, -1, 0].mean()) - MU) < 0.2
     # The model explains part of the spread by its learned observation noise, so predictive intervals include it
-    # (without it the 90% intervals covered 60% of the data).
+    # (without it the 90% intervals covered 60% of the data; with it, measured 0.83).
     cov = quantile_coverage(s, paths, levels=(0.9,))
-    print("coverage", float(cov[0]), "W1", before, after)
     assert 0.75 < float(cov[0]) <= 1.0  # calibrated would be 0.9
