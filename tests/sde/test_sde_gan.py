@@ -244,7 +244,7 @@ def _kill_at(n: int):
 def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path) -> None:
     grid, paths = ou_paths(16, 9, 0.125, seed=0)
     data = make_irregular(grid, paths, 0.6, seed=1)
-    kw = {"dt": 0.125, "iterations": 4, "batch_size": 6, "progress": False, "seed": 3}
+    kw = {"dt": 0.125, "iterations": 4, "batch_size": 6, "progress": False, "seed": 3, "average_from": 2}
     g1, d1 = _tiny_gan()
     full = fit_sde_gan(g1, d1, data, **kw)
     g2, d2 = _tiny_gan()

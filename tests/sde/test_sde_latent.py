@@ -114,26 +114,26 @@ def test_latent_fit_errors_are_explained() -> None:
 
 
 def test_elbo_rises_during_a_short_fit_and_resume_equals_an_uninterrupted_run(tmp_path) -> None:
-    data = _data(n=24)
-    kw = {"dt": 0.125, "iterations": 30, "batch_size": 8, "lr": 1e-2, "progress": False, "seed": 1}
+    data = _data(n=16)
+    kw = {"dt": 0.125, "iterations": 20, "batch_size": 8, "lr": 1e-2, "progress": False, "seed": 1}
     torch.manual_seed(2)
     m1 = LatentSDE(1, latent_dim=2, context_dim=4, width=8).double()
     r1 = fit_latent_sde(m1, data, **kw)
     first = sum(h["elbo"] for h in r1.history[:5]) / 5
     last = sum(h["elbo"] for h in r1.history[-5:]) / 5
-    # Measured -6.3 -> -1.2 nats per observation (the untrained decoder is far from the data): a large margin over
-    # the batch-to-batch noise (~0.3).
-    assert last > first + 1.0, (first, last)
+    # Measured -25.2 -> -7.2 nats per observation (the untrained decoder is far from the data); batch-to-batch
+    # noise of the last five iterations is about 2 nats.
+    assert last > first + 5.0, (first, last)
 
     torch.manual_seed(2)
     m2 = LatentSDE(1, latent_dim=2, context_dim=4, width=8).double()
     ck = tmp_path / "latent.pt"
     with pytest.raises(_Stop):
-        fit_latent_sde(m2, data, **kw, checkpoint=ck, callback=_interrupt_after(12))
+        fit_latent_sde(m2, data, **kw, checkpoint=ck, callback=_interrupt_after(8))
     torch.manual_seed(5)
     m3 = LatentSDE(1, latent_dim=2, context_dim=4, width=8).double()
     r3 = fit_latent_sde(m3, data, **kw, checkpoint=ck, resume=True)
-    assert len(r3.history) == 30
+    assert len(r3.history) == 20
     for a, b in zip(m1.parameters(), m3.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
