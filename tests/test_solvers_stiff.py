@@ -222,6 +222,32 @@ def test_bad_options_are_explained(option: str, value: float, match: str) -> Non
         _solver("kvaerno5", **{option: value})
 
 
+class _OldStyleCube(torch.autograd.Function):
+    """An autograd.Function without ``setup_context``: torch.func transforms refuse it."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx: object, g: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * g
+
+
+def test_jacobian_falls_back_when_torch_func_refuses_the_rhs() -> None:
+    from physnode.solvers.esdirk import jacobian
+
+    A = torch.tensor([[0.0, 1.0], [-2.0, -0.3]], dtype=F64)
+    y, t = torch.randn(3, 2, dtype=F64), torch.zeros(3, dtype=F64)
+    got = jacobian(lambda t, y: _OldStyleCube.apply(y) @ A.T, t, y)
+    expected = jacobian(lambda t, y: (y**3) @ A.T, t, y)  # torch.func path
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-14)
+    # and per trajectory: J_b = A diag(3 y_b^2)
+    torch.testing.assert_close(got[1], A * (3 * y[1] ** 2), rtol=1e-14, atol=1e-14)
+
+
 # ---------------------------------------------------------------------------------------------- gradients
 class Kinetics(nn.Module):
     """A stiff two-species reaction with learnable log-rates: y1' = -k1 y1 + k2 y2^2, y2' = k1 y1 - k2 y2^2 - k3 y2."""

@@ -331,37 +331,35 @@ class ESDIRK(Solver):
         """Simplified Newton for ``z = psi + hγ f(ti, z)`` (no graph). Returns ``(z, failed, eta, theta_max)``,
         the last three ``(B,)``."""
         kmax = self.newton_max_iter
-        tiny = torch.finfo(z.dtype).eps
         hgv = hg.unsqueeze(-1)
-        done = torch.zeros_like(eta, dtype=torch.bool)
-        failed = torch.zeros_like(done)
+        LU, piv = lu
+        moving = torch.ones_like(eta, dtype=torch.bool)  # neither converged nor failed yet
+        done = torch.zeros_like(moving)
         theta_max = torch.zeros_like(eta)
-        eta = eta.clamp(min=tiny).pow(0.8)
+        eta = eta.clamp(min=torch.finfo(z.dtype).eps).pow(0.8)
         prev = None
         sync = z.device.type == "cpu"
         for m in range(kmax):
-            g = z - psi - hgv * func(ti, z)
-            delta = -self._solve(lu, g)
+            g = torch.addcmul(z - psi, hgv, func(ti, z), value=-1)
+            delta = torch.linalg.lu_solve(LU, piv, g.unsqueeze(-1)).squeeze(-1).neg_()
             nd = _rms(delta / scale)
-            nd = torch.nan_to_num(nd, nan=math.inf)
+            hopeless = ~torch.isfinite(nd)
             if prev is not None:
-                theta = torch.where(prev > 0, nd / prev, torch.zeros_like(nd))
-                theta_max = torch.where(done | failed, theta_max, torch.maximum(theta_max, theta))
-                eta = torch.where(done | failed, eta, theta / (1 - theta).clamp(min=tiny))
-                hopeless = (theta >= 1) | (theta.pow(kmax - m) / (1 - theta).clamp(min=tiny) * nd > 1)
-            else:
-                hopeless = ~torch.isfinite(nd)
-            moving = ~(done | failed)
+                # Rows still moving have prev > 0 (a zero correction converges); other rows are masked below.
+                theta = nd / prev
+                theta_max = torch.where(moving, torch.maximum(theta_max, theta), theta_max)
+                eta = torch.where(moving, theta / (1 - theta), eta)
+                # θ >= 1 diverges; θ^(kmax-m) ‖Δ‖ / (1 - θ) > 1 cannot converge in the iterations left.
+                hopeless |= (theta >= 1) | (theta.pow(kmax - m) * nd > 1 - theta)
             self.counters["newton_iterations"] += 1
             z = torch.where(moving.unsqueeze(-1), z + delta, z)
             converged = moving & ((eta * nd <= 1) | (nd == 0))
-            failed = failed | (moving & ~converged & hopeless)
-            done = done | converged
+            done |= converged
+            moving &= ~(converged | hopeless)
             prev = nd
-            if sync and not bool((~(done | failed)).any()):
+            if sync and not bool(moving.any()):
                 break
-        failed = failed | ~done
-        return z, failed, eta, theta_max
+        return z, ~done, eta, theta_max
 
     def _stages(
         self, func: RHS, t: Tensor, h: Tensor, y: Tensor, k0: Tensor, J: Tensor, eta: Tensor
@@ -391,6 +389,9 @@ class ESDIRK(Solver):
             with torch.no_grad():
                 z0 = psi.detach() + hgv * ks[i - 1].detach()  # predictor: previous stage derivative
                 z_star, f_i, eta, th = self._newton(func, ti, hg, psi.detach(), z0, lu, scale, eta)
+                # A failed row continues from a finite value (its step is rejected), so that no NaN or
+                # overflow enters the later stages or, through a zero cotangent, the gradient.
+                z_star = torch.where(f_i.unsqueeze(-1), psi.detach(), z_star)
             failed, theta_max = failed | f_i, torch.maximum(theta_max, th)
             z = z_star
             if torch.is_grad_enabled():
