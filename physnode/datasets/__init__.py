@@ -25,18 +25,25 @@ from .generators import (
     pendulum,
     three_body,
 )
+from .networks import SPECS as _NETWORK_SPECS
+from .networks import glv, linear_sparse, spring_network
+
+SPECS.update(_NETWORK_SPECS)
 
 __all__ = [
     "DATASETS",
     "SPECS",
     "damped_oscillator",
     "double_pendulum",
+    "glv",
     "kepler",
+    "linear_sparse",
     "lotka_volterra",
     "make",
     "mass_spring_chain",
     "n_body",
     "pendulum",
+    "spring_network",
     "three_body",
 ]
 
@@ -50,6 +57,9 @@ DATASETS: dict[str, Callable[..., Trajectories]] = {
     "mass_spring_chain": mass_spring_chain,
     "damped_oscillator": damped_oscillator,
     "lotka_volterra": lotka_volterra,
+    "linear_sparse": linear_sparse,
+    "glv": glv,
+    "spring_network": spring_network,
 }
 
 

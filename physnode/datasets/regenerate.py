@@ -41,6 +41,9 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "mass_spring_chain": {"n_trajectories": 2, "n_times": 100, "irregular": True},
     "damped_oscillator": {"n_trajectories": 3, "n_times": 100, "irregular": True, "noise": 0.01, "missing": 0.3},
     "lotka_volterra": {"n_trajectories": 3, "n_times": 100},
+    "linear_sparse": {"n_trajectories": 4, "n_times": 60, "irregular": True, "noise": 0.01, "missing": 0.1},
+    "glv": {"n_trajectories": 4, "n_times": 60, "irregular": True, "noise": 0.01, "missing": 0.1},
+    "spring_network": {"n_trajectories": 4, "n_times": 60, "irregular": True, "noise": 0.01, "missing": 0.1},
 }
 
 SUMS_HEADER = (
