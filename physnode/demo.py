@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -14,18 +13,25 @@ from .datasets.generators import ACA_MASSES, ACA_R0, ACA_V0, K1, K2
 from .odeint import solve
 from .physics import NBodyGravity
 
-__all__ = ["main"]
+__all__ = ["MAX_T_END", "main"]
+
+#: Longest orbit the demo solves (nondimensional time; the ACA paper shows [0, 2]).
+MAX_T_END = 100.0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; writes ``orbit.png`` and ``summary.json`` into ``--out``."""
-    parser = argparse.ArgumentParser(prog="physnode demo", description=__doc__)
+    from .commands._cli import ArgumentParser, check_writable_folder
+
+    parser = ArgumentParser(prog="physnode demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder")
-    parser.add_argument("--t-end", type=float, default=2.0, help="end time (nondimensional units)")
+    parser.add_argument(
+        "--t-end", type=float, default=2.0, help=f"end time (nondimensional units, at most {MAX_T_END:g})"
+    )
     args = parser.parse_args(argv)
-    if not args.t_end > 0:
-        raise ValueError(f"--t-end must be positive, got {args.t_end}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not 0 < args.t_end <= MAX_T_END:
+        raise ValueError(f"--t-end must be positive and at most {MAX_T_END:g} (nondimensional units), got {args.t_end}")
+    check_writable_folder(args.out)
 
     dtype = torch.float64
     y0 = torch.tensor([[*sum(ACA_R0, ()), *sum(ACA_V0, ())]], dtype=dtype)
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
+    args.out.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out / "orbit.png", dpi=120)
     plt.close(fig)
     summary = {

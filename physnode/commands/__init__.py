@@ -4,6 +4,8 @@
   ``physnode fit CONFIG.toml`` (a user's own model and data);
 * :mod:`physnode.commands.forecast` — ``physnode forecast``: predictions of a fitted model to a ``.nc`` file.
 
-Each module has ``main(argv) -> int``; errors are raised as ``ValueError`` / ``OSError`` with a message that
-:mod:`physnode.cli` prints as one line.
+Each module has ``main(argv) -> int`` and raises on error: :class:`~physnode.commands._cli.UsageError` for bad
+arguments (exit code 2), ``ValueError`` / ``OSError`` / solver errors when the command cannot run (exit code 1);
+:mod:`physnode.cli` prints the message as one line. Sizes, devices and output folders are checked before any
+long computation.
 """

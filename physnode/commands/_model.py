@@ -16,6 +16,7 @@ __all__ = [
     "FIT_KEYS",
     "SOLVER_KEYS",
     "THREE_BODY",
+    "check_solver_table",
     "load_config",
     "load_params",
     "model_from_config",
@@ -27,7 +28,7 @@ __all__ = [
 THREE_BODY = "three-body"
 
 #: Keys of a config's ``[solver]`` table, passed to :func:`physnode.fit.fit`.
-SOLVER_KEYS = {"method": str, "grad": str, "rtol": float, "atol": float}
+SOLVER_KEYS = {"method": str, "grad": str, "rtol": float, "atol": float, "step_size": float}
 #: Keys of a config's ``[fit]`` table, passed to :func:`physnode.fit.fit`.
 FIT_KEYS = {
     "epochs": int,
@@ -110,7 +111,41 @@ def load_config(path: str | Path) -> dict[str, Any]:
                 raise ValueError(f"{path}: [{table}] {key} must be {want}, got {type(value).__name__} {value!r}.")
     if "file" not in cfg["data"] or not isinstance(cfg["data"]["file"], str):
         raise ValueError(f"{path}: [data] needs file = 'PATH.nc' (or .h5), relative to the config file.")
+    check_solver_table(cfg.get("solver", {}), str(path))
     return cfg
+
+
+def check_solver_table(
+    solver: Mapping[str, Any], source: str = "config", *, where: str = "[solver] ", step_name: str = "step_size"
+) -> None:
+    """Check a ``[solver]`` table: a known ``method``, and ``step_size`` exactly when the method takes fixed steps.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, ``step_size`` missing for a fixed-step method or given for an adaptive one, or not a
+        positive finite number.
+    """
+    from ..solvers import SOLVERS
+
+    method = solver.get("method", "dopri5")
+    if method not in SOLVERS:
+        raise ValueError(f"{source}: {where}method {method!r} is unknown; choose one of {', '.join(SOLVERS.names())}.")
+    adaptive = bool(SOLVERS.build(method, {}).adaptive)
+    step = solver.get("step_size")
+    fixed = [n for n in SOLVERS.names() if not SOLVERS.build(n, {}).adaptive]
+    if step is None and not adaptive:
+        raise ValueError(
+            f"{source}: {where}method {method!r} takes fixed steps and needs {step_name} (time units of the "
+            f"data), e.g. {step_name} 0.01; or choose an adaptive method such as 'dopri5'."
+        )
+    if step is not None and adaptive:
+        raise ValueError(
+            f"{source}: {where}{step_name} applies to fixed-step methods ({', '.join(fixed)}), not to the adaptive "
+            f"{method!r}, which chooses its steps from rtol and atol; remove {step_name}."
+        )
+    if step is not None and not (math.isfinite(step) and step > 0):
+        raise ValueError(f"{source}: {where}{step_name} must be a positive finite number (time units), got {step!r}.")
 
 
 def model_from_config(cfg: Mapping[str, Any], source: str = "config") -> nn.Module:

@@ -1,4 +1,10 @@
-"""The results folder of a fit: predictions (netCDF), JSON summary, plots; and the printed table."""
+"""The results folder of a fit: predictions (netCDF), JSON summary, plots; and the printed table.
+
+A results folder may be reused: before a run writes, :func:`prepare_results` removes the outputs of the previous
+run in it (the files its ``summary.json`` lists, among the names in :data:`OUTPUT_NAMES`), so a new summary never
+sits next to an old run's plots. Files physnode did not write (other names, or without a previous summary that
+lists them) are never removed.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,55 @@ from torch import nn
 from .._atomic import atomic_write_text
 from ..data.trajectories import Trajectories
 
-__all__ = ["forecast_error", "format_table", "predict", "write_json", "write_plots"]
+__all__ = ["OUTPUT_NAMES", "forecast_error", "format_table", "predict", "prepare_results", "write_json", "write_plots"]
+
+#: Every file a fit may write into its results folder.
+OUTPUT_NAMES = frozenset(
+    {
+        "config.toml",
+        "data.nc",
+        "predictions.nc",
+        "summary.json",
+        "fit.json",
+        "time_series.png",
+        "orbits.png",
+        "loss.png",
+        "parameters.png",
+    }
+)
+
+
+def prepare_results(out: Path) -> Path:
+    """Create the results folder ``out`` and remove the outputs of a previous run in it.
+
+    Only files listed in the previous ``summary.json`` under ``"files"`` *and* named in :data:`OUTPUT_NAMES`
+    are removed (plain files directly in ``out``; never links' targets, folders or other files).
+
+    Raises
+    ------
+    OSError
+        ``out`` is a file or cannot be created.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"--out {out} exists and is not a folder; choose another results folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = out / "summary.json"
+    if not summary.is_file() or summary.is_symlink():
+        return out
+    try:
+        previous = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return out
+    files = previous.get("files") if isinstance(previous, dict) else None
+    if not isinstance(files, list):
+        return out
+    for name in [f for f in files if isinstance(f, str) and f in OUTPUT_NAMES and f != "summary.json"]:
+        path = out / name
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+    summary.unlink(missing_ok=True)  # last: until then it still describes what is left
+    return out
 
 
 def _jsonable(x: Any) -> Any:
@@ -44,6 +98,7 @@ def predict(
     method: str,
     rtol: float,
     atol: float,
+    step_size: float | None = None,
     y0: torch.Tensor | None = None,
 ) -> Trajectories:
     """Predictions of ``model`` at the valid times of ``data``, as the data's channels.
@@ -55,7 +110,7 @@ def predict(
     from ..forecast import forecast
 
     with torch.no_grad():
-        pred = forecast(model, data, data.times, y0=y0, method=method, rtol=rtol, atol=atol)
+        pred = forecast(model, data, data.times, y0=y0, method=method, rtol=rtol, atol=atol, step_size=step_size)
     if list(pred.channels) == list(data.channels):
         out_values = pred.values
     elif all(c in pred.channels for c in data.channels):

@@ -26,10 +26,14 @@ import torch
 
 from .._atomic import atomic_write
 from ..data.trajectories import Trajectories
-from ._model import THREE_BODY, load_config, model_from_config, three_body_model
-from ._results import forecast_error, format_table, predict, write_json, write_plots
+from ._cli import ArgumentParser, check_device, check_writable_folder
+from ._model import THREE_BODY, check_solver_table, load_config, model_from_config, three_body_model
+from ._results import forecast_error, format_table, predict, prepare_results, write_json, write_plots
 
-__all__ = ["CONFIG_EXAMPLE", "main"]
+__all__ = ["CONFIG_EXAMPLE", "MAX_OBSERVATION_TIMES", "main"]
+
+#: Largest ``--n-obs x --n-trajectories`` of ``physnode fit three-body``.
+MAX_OBSERVATION_TIMES = 10**6
 
 #: An example CONFIG.toml (shown by ``physnode fit --help``; tested end to end).
 CONFIG_EXAMPLE = """\
@@ -49,7 +53,7 @@ observe = ["x", "v"]                     # state component of each data channel 
 t_split = 15.0                           # fit t <= t_split, forecast the rest (optional)
 
 [solver]
-method = "dopri5"
+method = "dopri5"                        # a fixed-step method (rk4, ...) needs step_size = ... instead
 grad = "aca"
 rtol = 1e-7
 atol = 1e-9
@@ -68,7 +72,7 @@ _T_SPLIT = 1.0
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="physnode fit",
         description=__doc__,
         epilog="Usage:\n  physnode fit three-body [options]   (physnode fit three-body --help)\n"
@@ -111,12 +115,17 @@ def _non_negative(s: str) -> float:
 
 
 def _three_body_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="physnode fit three-body",
         description="The ACA paper's three-body experiment: fit the three masses from the positions observed on "
         "[0, 1] (initial guess 1.0, 1.2, 0.8; truth 1.1, 1.1, 0.9), forecast (1, 2], write a results folder.",
     )
-    p.add_argument("--out", type=Path, default=Path("results/three-body"), help="results folder (created)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/three-body"),
+        help="results folder (created; the outputs of a previous run in it are replaced)",
+    )
     p.add_argument("--n-obs", type=_positive_int, default=100, help="observation times on [0, 1] (default 100)")
     p.add_argument("--noise", type=_non_negative, default=0.0, help="std of Gaussian noise on the positions")
     p.add_argument("--irregular", action="store_true", help="random observation times instead of a uniform grid")
@@ -131,6 +140,7 @@ def _three_body_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance of the solver")
     p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance of the solver")
+    p.add_argument("--step-size", type=float, default=None, help="step of a fixed-step --method (e.g. rk4)")
     p.add_argument("--optimizer", default="gauss-newton", help="gauss-newton (default), lbfgs or adam")
     p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default 8 gauss-newton, 300 else)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (adam, lbfgs)")
@@ -143,7 +153,7 @@ def _three_body_parser() -> argparse.ArgumentParser:
 
 
 def _config_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="physnode fit CONFIG.toml",
         description="Fit the model of a CONFIG.toml to its data file and write a results folder.",
         epilog="Example CONFIG.toml:\n\n" + CONFIG_EXAMPLE,
@@ -185,13 +195,6 @@ def _fit_record(result: Any) -> Mapping[str, Any]:
     if isinstance(doc, str):
         doc = json.loads(doc)
     return doc if isinstance(doc, Mapping) else {"fit": doc}
-
-
-def _prepare_out(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise OSError(f"--out {out} exists and is not a folder; choose another results folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _pairs(params: Mapping[str, Any], uncertainty: Mapping[str, Any], truth: Mapping[str, Any], start: Mapping):
@@ -289,10 +292,21 @@ def three_body(argv: Sequence[str]) -> int:
             "by double backward through grad=direct; use --optimizer adam or lbfgs to train with another gradient "
             "method."
         )
+    if args.n_obs * args.n_trajectories > MAX_OBSERVATION_TIMES:
+        raise ValueError(
+            f"--n-obs {args.n_obs} x --n-trajectories {args.n_trajectories} = {args.n_obs * args.n_trajectories:,} "
+            f"observation times, more than the limit of {MAX_OBSERVATION_TIMES:,}; use fewer."
+        )
     _check_names(args.method, args.grad, args.optimizer)  # fail before generating data
+    check_solver_table(
+        {"method": args.method, "step_size": args.step_size}, "--method", where="", step_name="--step-size"
+    )
+    check_device(args.device)
     launched, rc = _distributed(args.nproc, [THREE_BODY, *argv], args.n_trajectories)
     if launched:
         return rc
+    if _is_main_rank():
+        check_writable_folder(args.out)
     from ..datasets import three_body as make_three_body
 
     start = time.perf_counter()
@@ -319,12 +333,22 @@ def three_body(argv: Sequence[str]) -> int:
     if args.device is not None:
         options["device"] = args.device
     solver = {"method": args.method, "grad": args.grad, "rtol": args.rtol, "atol": args.atol}
+    if args.step_size is not None:
+        solver["step_size"] = args.step_size
     observe = list(range(9))  # the nine position components of the 18-dimensional state
     result = _fit_api()(model, train, **solver, observe=observe, progress=not args.quiet, **options)
     if not _is_main_rank():
         return 0
     fitted_model = result.model.to("cpu")
-    pred = predict(fitted_model, truth, observe, method=args.method, rtol=args.rtol, atol=args.atol)
+    pred = predict(
+        fitted_model,
+        truth,
+        observe,
+        method=args.method,
+        rtol=args.rtol,
+        atol=args.atol,
+        step_size=args.step_size,
+    )
     fc = forecast_error(pred, truth, _T_SPLIT)
     fit_err = forecast_error(pred, truth, -float("inf"))  # whole window, for reference
     params = {"masses": result.params["masses"]}
@@ -332,7 +356,7 @@ def three_body(argv: Sequence[str]) -> int:
     rows = _pairs(params, unc, true_params, {"masses": list(_THREE_BODY_GUESS)})
     wall = time.perf_counter() - start
 
-    out = _prepare_out(args.out)
+    out = prepare_results(args.out)
     data.save(out / "data.nc")
     pred.save(out / "predictions.nc")
     summary = {
@@ -431,17 +455,31 @@ def fit_config(argv: Sequence[str]) -> int:
     for key in ("epochs", "device", "seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    check_solver_table(solver, source)
+    check_device(options.get("device"), "[fit] device" if args.device is None else "--device")
     start_values = _learnable_values(model)
     if not start_values:
         raise ValueError(
             f"{source}: the model has no learnable parameter; mark one as a table, e.g. "
             "k = { value = 1.0, positive = true }."
         )
+    name = args.config.stem
+    out_dir = args.out or Path(cfg.get("output", {}).get("dir", f"results/{name}"))
+    if not out_dir.is_absolute() and args.out is None and "dir" in cfg.get("output", {}):
+        out_dir = args.config.parent / out_dir
+    check_writable_folder(out_dir, "--out" if args.out is not None else "[output] dir")
     result = _fit_api()(model, train, **solver, observe=obs_idx, progress=not args.quiet, **options)
     fitted_model = result.model.to("cpu")
     y0 = result.initial_states.detach().cpu() if options.get("learn_initial_state") else None
     pred = predict(
-        fitted_model, data, obs_idx, method=solver["method"], rtol=solver["rtol"], atol=solver["atol"], y0=y0
+        fitted_model,
+        data,
+        obs_idx,
+        method=solver["method"],
+        rtol=solver["rtol"],
+        atol=solver["atol"],
+        step_size=solver.get("step_size"),
+        y0=y0,
     )
     params = {k: v for k, v in result.params.items() if k in start_values}
     truth = _truth_from_metadata(data, list(params))
@@ -449,11 +487,7 @@ def fit_config(argv: Sequence[str]) -> int:
     fc = forecast_error(pred, data, float(t_split)) if t_split is not None else None
     wall = time.perf_counter() - start
 
-    name = args.config.stem
-    out_dir = args.out or Path(cfg.get("output", {}).get("dir", f"results/{name}"))
-    if not out_dir.is_absolute() and args.out is None and "dir" in cfg.get("output", {}):
-        out_dir = args.config.parent / out_dir
-    out = _prepare_out(out_dir)
+    out = prepare_results(out_dir)
     atomic_write(out / "config.toml", lambda tmp: shutil.copyfile(args.config, tmp))
     data.save(out / "data.nc")
     pred.save(out / "predictions.nc")

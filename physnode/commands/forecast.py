@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +25,17 @@ from typing import Any
 import torch
 
 from ..data.trajectories import Trajectories
+from ._cli import ArgumentParser, check_writable_file
 from ._model import THREE_BODY, load_config, load_params, model_from_config, set_params, three_body_model
 
-__all__ = ["main"]
+__all__ = ["MAX_TIMES", "main"]
+
+#: Largest ``--n-times``.
+MAX_TIMES = 10**6
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="physnode forecast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("model", help="a results folder of physnode fit, 'three-body', or a CONFIG.toml")
@@ -46,8 +51,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def inside(folder: Path, name: Any, what: str) -> Path:
+    """The file ``name`` of a results folder, refused unless it lies inside ``folder``.
+
+    ``name`` comes from the folder's own ``summary.json``, which may have been edited: absolute paths, ``..``
+    components and symbolic links that lead out of the folder are refused.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a relative file name inside ``folder``.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{folder}/summary.json: {what} must be a file name inside the results folder, got {name!r}.")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(
+            f"{folder}/summary.json: {what} {name!r} points outside the results folder; only files inside "
+            f"{folder} are read (e.g. 'config.toml')."
+        )
+    base = folder.resolve()
+    path = (folder / rel).resolve()
+    if not path.is_relative_to(base):
+        raise ValueError(
+            f"{folder}: {what} {name!r} is a symbolic link to {path}, outside the results folder; only files inside "
+            f"{folder} are read."
+        )
+    return folder / rel
+
+
 def _summary(folder: Path) -> dict[str, Any]:
-    path = folder / "summary.json"
+    path = inside(folder, "summary.json", "summary.json")
     if not path.is_file():
         raise OSError(f"{folder} is not a results folder of physnode fit: it has no summary.json.")
     try:
@@ -71,11 +105,12 @@ def _resolve(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any],
     if target.is_dir():
         summary = _summary(target)
         params = load_params(args.params if args.params is not None else target)
+        data_file = inside(target, "data.nc", "data file")
         if summary.get("model") == THREE_BODY:
-            return three_body_model(), params, target / "data.nc", summary
-        config = target / str(summary.get("config", "config.toml"))
+            return three_body_model(), params, data_file, summary
+        config = inside(target, summary.get("config", "config.toml"), "'config'")
         cfg = load_config(config)
-        return model_from_config(cfg, str(config)), params, target / "data.nc", summary
+        return model_from_config(cfg, str(config)), params, data_file, summary
     if target.suffix.lower() == ".toml" or target.is_file():
         cfg = load_config(target)
         if args.params is None:
@@ -88,6 +123,18 @@ def _resolve(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any],
     raise OSError(f"{target} is neither a results folder of physnode fit, 'three-body', nor a CONFIG.toml file.")
 
 
+def _solver_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """The fit's ``solver`` table of a summary, checked (a tampered summary gives a clear error)."""
+    solver = summary.get("solver") if isinstance(summary.get("solver"), dict) else {}
+    for key, kinds in (("method", str), ("rtol", (int, float)), ("atol", (int, float)), ("step_size", (int, float))):
+        v = solver.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kinds)):
+            raise ValueError(
+                f"summary.json: solver {key} must be {'a name' if kinds is str else 'a number'}, got {v!r}."
+            )
+    return solver
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``physnode forecast``; returns the exit code."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -95,10 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--out must end in .nc, .h5 or .hdf5, got {args.out.name!r}.")
     if args.out.exists() and not args.force:
         raise OSError(f"{args.out} exists; pass --force to overwrite it.")
-    if args.n_times < 2:
-        raise ValueError(f"--n-times must be at least 2, got {args.n_times}.")
+    if not 2 <= args.n_times <= MAX_TIMES:
+        raise ValueError(f"--n-times must be between 2 and {MAX_TIMES:,}, got {args.n_times}.")
+    if args.t_end is not None and not math.isfinite(args.t_end):
+        raise ValueError(f"--t-end must be a finite time, got {args.t_end}.")
+    check_writable_file(args.out)
     model, params, data_file, summary = _resolve(args)
-    solver = summary.get("solver") if isinstance(summary.get("solver"), dict) else {}
+    solver = _solver_of(summary)
     set_params(model, params, source=str(args.params or args.model))
     data_file = args.data or data_file
     if data_file is None or not Path(data_file).is_file():
@@ -120,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rtol": args.rtol if args.rtol is not None else float(solver.get("rtol", 1e-7)),
         "atol": args.atol if args.atol is not None else float(solver.get("atol", 1e-9)),
     }
+    if solver.get("step_size") is not None and args.method is None:
+        opts["step_size"] = float(solver["step_size"])
     y0 = None
     if summary.get("initial_states") is not None and args.data is None:
         y0 = torch.tensor(summary["initial_states"], dtype=data.values.dtype)  # learned by the fit

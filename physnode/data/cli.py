@@ -1,7 +1,8 @@
 """``physnode data ...``: list, generate and inspect trajectory datasets.
 
 ``main(argv)`` takes the arguments after ``data``: ``list``, ``make NAME OUT.nc [options]``, ``show FILE``.
-Errors print one line on stderr and return exit code 2.
+It raises on error; :func:`physnode.cli.main` prints one line on stderr (exit code 2 for bad arguments, 1 when
+the file cannot be made or read).
 """
 
 from __future__ import annotations
@@ -13,24 +14,31 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-class _UsageError(Exception):
-    pass
+#: Largest ``--n-trajectories x --n-times`` that ``physnode data make`` generates.
+MAX_MAKE_SIZE = 10**7
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit
-        raise _UsageError(f"{self.prog}: {message}")
+def _count(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="physnode data", description="Trajectory datasets: list, make, show.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from ..commands._cli import ArgumentParser
+
+    p = ArgumentParser(prog="physnode data", description="Trajectory datasets: list, make, show.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     sub.add_parser("list", help="list the datasets of the zoo")
     mk = sub.add_parser("make", help="generate a dataset and save it (.nc or .h5)")
     mk.add_argument("name")
     mk.add_argument("out", type=Path)
-    mk.add_argument("--n-trajectories", type=int, default=None)
-    mk.add_argument("--n-times", type=int, default=None)
+    mk.add_argument("--n-trajectories", type=_count, default=None)
+    mk.add_argument("--n-times", type=_count, default=None)
     mk.add_argument("--irregular", action="store_true", help="random observation times per trajectory")
     mk.add_argument("--noise", type=float, default=None, help="observation noise standard deviation")
     mk.add_argument("--missing", type=float, default=None, help="rate of missing channel values")
@@ -52,10 +60,20 @@ def _list() -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
+    from ..commands._cli import check_writable_file
     from ..datasets import make
 
     if args.out.exists() and not args.force:
-        raise _UsageError(f"{args.out} exists; pass --force to overwrite it.")
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it.")
+    if args.out.suffix.lower() not in (".nc", ".h5", ".hdf5"):
+        raise ValueError(f"unsupported file extension {args.out.suffix!r} for {args.out}; use .nc or .h5.")
+    check_writable_file(args.out, "OUT")
+    n = (args.n_trajectories or 1) * (args.n_times or 1)
+    if n > MAX_MAKE_SIZE:
+        raise ValueError(
+            f"--n-trajectories x --n-times = {n:,} observation times, more than the limit of {MAX_MAKE_SIZE:,} "
+            "(physnode.data.cli.MAX_MAKE_SIZE); generate a smaller dataset or several files."
+        )
     opts = {}
     for key in ("n_trajectories", "n_times", "noise", "missing", "seed"):
         v = getattr(args, key)
@@ -93,24 +111,24 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Run ``physnode data`` with ``argv`` (the arguments after ``data``); returns the exit code."""
-    try:
-        args = _parser().parse_args(list(argv))
-        if args.command == "list":
-            return _list()
-        if args.command == "make":
-            return _make(args)
-        return _show(args)
-    except SystemExit as exit_:  # --help
-        return exit_.code if isinstance(exit_.code, int) else 0
-    except _UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, OSError, KeyError) as err:
-        msg = " ".join(str(err).split())
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    """Run ``physnode data`` with ``argv`` (the arguments after ``data``); returns the exit code.
+
+    Raises
+    ------
+    physnode.commands._cli.UsageError
+        Bad arguments (exit code 2 through :func:`physnode.cli.main`).
+    ValueError, OSError, KeyError
+        The dataset cannot be made or the file cannot be read.
+    """
+    args = _parser().parse_args(list(argv))
+    if args.command == "list":
+        return _list()
+    if args.command == "make":
+        return _make(args)
+    return _show(args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    from ..cli import main as _physnode
+
+    raise SystemExit(_physnode(["data", *sys.argv[1:]]))

@@ -23,8 +23,11 @@ the destination folder, then :func:`os.replace`).
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +35,34 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write
-from .trajectories import Trajectories
+from .trajectories import RESERVED_NAMES, Trajectories
 
-__all__ = ["SCHEMA", "TrajectoryFileError", "from_xarray", "load", "save", "to_xarray"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_ELEMENTS",
+    "MAX_JSON_CHARS",
+    "MAX_JSON_DEPTH",
+    "SCHEMA",
+    "TrajectoryFileError",
+    "from_xarray",
+    "load",
+    "parse_json",
+    "save",
+    "to_xarray",
+]
 
 SCHEMA = "physnode.trajectories/1"
+
+#: Largest in-memory size (bytes) of the schema's variables that :func:`load` reads by default (2 GiB); the
+#: sizes are computed from the declared shapes and item sizes before any data is read.
+MAX_BYTES = 2 * 1024**3
+#: Largest number of values ``N x T x D`` that :func:`load` reads by default.
+MAX_ELEMENTS = 10**8
+#: Longest JSON text of one attribute (a trajectory's metadata, the global ``physnode_attrs``), in characters.
+MAX_JSON_CHARS = 16 * 1024**2
+#: Deepest nesting of JSON arrays/objects in an attribute.
+MAX_JSON_DEPTH = 64
+_MAX_CHANNELS = 100_000
 _NC_SUFFIXES = (".nc",)
 _H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -100,68 +126,196 @@ def _fail(source: str, message: str) -> TrajectoryFileError:
     return TrajectoryFileError(f"{source}: {message}")
 
 
-def _from_arrays(var: Mapping[str, tuple[tuple[str, ...], np.ndarray, Mapping[str, Any]]], attrs: Mapping, source: str):
-    """Validate the schema and build :class:`Trajectories` (shared by netCDF, HDF5 and xarray input)."""
-    if attrs.get("featureType") != "trajectory":
-        raise _fail(source, f"global attribute featureType is {attrs.get('featureType')!r}; expected 'trajectory'.")
+def parse_json(text: Any, what: str, *, max_chars: int = MAX_JSON_CHARS, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse the JSON text of an attribute with bounded size and nesting depth (never ``eval``, never unpickle).
 
-    def get(name: str, dims: tuple[str, ...]) -> tuple[np.ndarray, Mapping[str, Any]]:
-        if name not in var:
-            raise _fail(source, f"missing variable {name!r} required by the physnode trajectory schema.")
-        d, a, at = var[name]
-        if tuple(d) != dims:
-            raise _fail(source, f"variable {name!r} has dims {tuple(d)}; expected {dims}.")
-        if a.ndim != len(dims):
-            raise _fail(source, f"variable {name!r} has {a.ndim} axes but names dims {tuple(d)}.")
-        return a, at
+    Parameters
+    ----------
+    text
+        The attribute value (``str``, or UTF-8 ``bytes``).
+    what
+        Names the attribute in error messages (e.g. ``"metadata[3]"``).
+    max_chars, max_depth
+        Limits on the length of the text and on the nesting depth of its arrays and objects.
 
-    chan, _ = get("channel", ("channel",))
-    channels = [str(c) for c in chan.tolist()]
-    time, time_attrs = get("time", ("trajectory", "obs"))
-    if time.dtype.kind != "f":
-        raise _fail(source, f"variable 'time' must be floating point, got {time.dtype}.")
-    N, T = time.shape
-    D = len(channels)
-    cols = []
-    for c in channels:
-        a, _ = get(c, ("trajectory", "obs"))
-        if a.shape != (N, T):
-            raise _fail(source, f"variable {c!r} has shape {a.shape}; expected (trajectory, obs) = {(N, T)}.")
-        if a.dtype.kind != "f":
-            raise _fail(source, f"channel variable {c!r} must be floating point, got {a.dtype}.")
-        cols.append(a)
-    dtypes = {a.dtype for a in cols}
-    if len(dtypes) != 1:
-        raise _fail(source, f"channel variables have mixed dtypes {sorted(map(str, dtypes))}; expected one.")
-    mask, _ = get("mask", ("trajectory", "obs", "channel"))
-    if mask.shape != (N, T, D):
+    Raises
+    ------
+    ValueError
+        Not text, not UTF-8, too long, nested too deep, or not valid JSON (the message says which).
+    """
+    if isinstance(text, (bytes, np.bytes_)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{what} is not UTF-8 text ({err}).") from None
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a JSON string, got {type(text).__name__}.")
+    if len(text) > max_chars:
+        raise ValueError(f"{what} is {len(text):,} characters of JSON, more than the limit of {max_chars:,}.")
+    # Nesting depth outside string literals, measured before parsing (json.loads recurses once per level).
+    skeleton = _JSON_STRING.sub("", text)
+    if skeleton:
+        codes = np.frombuffer(skeleton.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        step = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE).astype(np.int64)
+        depth = int(np.cumsum(step).max(initial=0))
+        if depth > max_depth:
+            raise ValueError(
+                f"{what} nests JSON arrays/objects {depth} levels deep, more than the limit of {max_depth}; "
+                "metadata should be a flat object of numbers, strings and short lists."
+            )
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{what} is not valid JSON ({err}).") from None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+@dataclass
+class _Var:
+    """A variable of a file, described before it is read: dims, declared shape and item size, lazy access."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    itemsize: int
+    kind: str
+    read: Callable[[], np.ndarray]
+    attr: Callable[[str], Any]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+
+def _text(x: Any, what: str, source: str) -> str:
+    """A string value of a file (bytes are decoded as UTF-8) without NUL characters."""
+    if isinstance(x, (bytes, np.bytes_)):
+        try:
+            x = bytes(x).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail(source, f"{what} is not UTF-8 text: {bytes(x)[:40]!r}.") from None
+    if not isinstance(x, str):
+        raise _fail(source, f"{what} must be a string, got {type(x).__name__}.")
+    if "\x00" in x:
+        raise _fail(source, f"{what} contains a NUL character: {x[:40]!r}.")
+    return x
+
+
+def _check_sizes(vars_: Mapping[str, _Var], names: list[str], N: int, T: int, D: int, limits, source: str) -> None:
+    """Refuse files whose schema variables declare more than ``limits = (max_bytes, max_elements)``."""
+    max_bytes, max_elements = limits
+    elements = N * T * D
+    total = sum(vars_[n].nbytes for n in names) + elements * 9  # + the stacked values (float64) and bool mask
+    if elements > max_elements or total > max_bytes:
         raise _fail(
             source,
-            f"mask shape mismatch: 'mask' has shape {mask.shape} but the values have (trajectory, obs, channel) = "
+            f"the file declares {N:,} trajectories x {T:,} times x {D:,} channels = {elements:,} values "
+            f"(about {total / 2**30:.3g} GiB in memory), beyond the limit of {max_elements:,} values and "
+            f"{max_bytes / 2**30:.3g} GiB (physnode.data.io.MAX_ELEMENTS / MAX_BYTES). For a trusted file and enough "
+            "memory, pass larger max_elements= / max_bytes= to Trajectories.load.",
+        )
+
+
+def _from_vars(vars_: Mapping[str, _Var], gattr: Callable[[str], Any], source: str, limits) -> Trajectories:
+    """Validate the schema and sizes, then read only the schema's variables and build :class:`Trajectories`.
+
+    Shared by netCDF, HDF5 and xarray input. Declared shapes and item sizes are checked against ``limits``
+    (``max_bytes, max_elements``) before any array is read; variables the schema does not name are never read.
+    """
+    max_bytes, max_elements = limits
+    feature = gattr("featureType")
+    if isinstance(feature, (bytes, np.bytes_)):
+        feature = bytes(feature).decode("utf-8", "replace")
+    if feature != "trajectory":
+        raise _fail(source, f"global attribute featureType is {feature!r}; expected 'trajectory'.")
+
+    def get(name: str, dims: tuple[str, ...]) -> _Var:
+        if name not in vars_:
+            raise _fail(source, f"missing variable {name!r} required by the physnode trajectory schema.")
+        v = vars_[name]
+        if tuple(v.dims) != dims:
+            raise _fail(source, f"variable {name!r} has dims {tuple(v.dims)}; expected {dims}.")
+        if len(v.shape) != len(dims):
+            raise _fail(source, f"variable {name!r} has {len(v.shape)} axes but names dims {tuple(v.dims)}.")
+        return v
+
+    def read(name: str, v: _Var) -> np.ndarray:
+        try:
+            return np.asarray(v.read())
+        except MemoryError:
+            raise _fail(source, f"not enough memory to read variable {name!r} of shape {v.shape}.") from None
+
+    chan_v = get("channel", ("channel",))
+    (D,) = chan_v.shape
+    if D < 1 or D > min(max_elements, _MAX_CHANNELS) or chan_v.nbytes > max_bytes:
+        raise _fail(source, f"the file declares {D:,} channels; expected between 1 and {_MAX_CHANNELS:,}.")
+    if chan_v.kind not in "OSU":
+        raise _fail(
+            source, f"variable 'channel' must hold the channel names (strings), got dtype kind {chan_v.kind!r}."
+        )
+    channels = [_text(c, f"channel name {k}", source) for k, c in enumerate(read("channel", chan_v).tolist())]
+    time_v = get("time", ("trajectory", "obs"))
+    N, T = time_v.shape
+    if time_v.kind != "f":
+        raise _fail(source, f"variable 'time' must be floating point, got dtype kind {time_v.kind!r}.")
+    for c in channels:
+        if c in RESERVED_NAMES:
+            raise _fail(source, f"channel name {c!r} is a variable of the schema; rename the channel.")
+    col_vs = []
+    for c in channels:
+        v = get(c, ("trajectory", "obs"))
+        if v.shape != (N, T):
+            raise _fail(source, f"variable {c!r} has shape {v.shape}; expected (trajectory, obs) = {(N, T)}.")
+        if v.kind != "f":
+            raise _fail(source, f"channel variable {c!r} must be floating point, got dtype kind {v.kind!r}.")
+        col_vs.append(v)
+    if len({v.itemsize for v in col_vs}) != 1:
+        raise _fail(source, f"channel variables have mixed dtypes (item sizes {sorted({v.itemsize for v in col_vs})}).")
+    mask_v = get("mask", ("trajectory", "obs", "channel"))
+    if mask_v.shape != (N, T, D):
+        raise _fail(
+            source,
+            f"mask shape mismatch: 'mask' has shape {mask_v.shape} but the values have (trajectory, obs, channel) = "
             f"{(N, T, D)}.",
         )
-    if mask.dtype.kind not in "iub" or not np.isin(mask, (0, 1)).all():
+    if mask_v.kind not in "iub":
         raise _fail(source, "variable 'mask' must hold only the flags 0 (missing) and 1 (observed).")
-    ids, _ = get("trajectory_id", ("trajectory",))
-    meta, _ = get("metadata", ("trajectory",))
-    for name, a in (("trajectory_id", ids), ("metadata", meta)):
-        if a.shape != (N,):
-            raise _fail(source, f"variable {name!r} has shape {a.shape}; expected (trajectory,) = ({N},).")
+    ids_v = get("trajectory_id", ("trajectory",))
+    meta_v = get("metadata", ("trajectory",))
+    for name, v in (("trajectory_id", ids_v), ("metadata", meta_v)):
+        if v.shape != (N,):
+            raise _fail(source, f"variable {name!r} has shape {v.shape}; expected (trajectory,) = ({N},).")
+    _check_sizes(vars_, ["time", *channels, "mask", "trajectory_id", "metadata"], N, T, D, limits, source)
+
+    # Sizes are within the limits: read the schema's variables (and nothing else).
+    time = read("time", time_v)
+    cols = [_fill_nan(read(c, v), v) for c, v in zip(channels, col_vs, strict=True)]
+    time = _fill_nan(time, time_v)
+    mask = read("mask", mask_v)
+    if not np.isin(mask, (0, 1)).all():
+        raise _fail(source, "variable 'mask' must hold only the flags 0 (missing) and 1 (observed).")
+    ids = [_text(s, f"trajectory_id[{i}]", source) for i, s in enumerate(read("trajectory_id", ids_v).tolist())]
     metadata = []
-    for i, s in enumerate(meta.tolist()):
+    for i, s in enumerate(read("metadata", meta_v).tolist()):
         try:
-            m = json.loads(s)
-        except (TypeError, ValueError) as err:
-            raise _fail(source, f"metadata[{i}] is not valid JSON ({err}).") from None
+            m = parse_json(s, f"metadata[{i}]")
+        except ValueError as err:
+            raise _fail(source, str(err)) from None
         if not isinstance(m, dict):
             raise _fail(source, f"metadata[{i}] must be a JSON object, got {type(m).__name__}.")
         metadata.append(m)
+    raw_attrs = gattr("physnode_attrs")
     try:
-        gattrs = json.loads(attrs.get("physnode_attrs", "{}"))
-    except (TypeError, ValueError) as err:
-        raise _fail(source, f"global attribute physnode_attrs is not valid JSON ({err}).") from None
+        gattrs = parse_json("{}" if raw_attrs is None else raw_attrs, "global attribute physnode_attrs")
+    except ValueError as err:
+        raise _fail(source, str(err)) from None
     if not isinstance(gattrs, dict):
         raise _fail(source, "global attribute physnode_attrs must be a JSON object.")
+    units = [_text(vars_[c].attr("units") or "1", f"units of channel {c!r}", source) for c in channels]
+    time_units = _text(time_v.attr("units") or "1", "units of 'time'", source)
     values = np.stack(cols, axis=-1)
     mask_b = mask.astype(bool)
     nan_v = np.isnan(values) & mask_b
@@ -177,14 +331,26 @@ def _from_arrays(var: Mapping[str, tuple[tuple[str, ...], np.ndarray, Mapping[st
             torch.from_numpy(values),
             torch.from_numpy(mask_b),
             channels=channels,
-            units=[str(var[c][2].get("units", "1")) for c in channels],
-            time_units=str(time_attrs.get("units", "1")),
+            units=units,
+            time_units=time_units,
             metadata=metadata,
             attrs=gattrs,
-            ids=[str(s) for s in ids.tolist()],
+            ids=ids,
         )
     except (ValueError, TypeError) as err:
         raise _fail(source, f"invalid trajectory data: {err}") from None
+
+
+def _fill_nan(a: np.ndarray, v: _Var) -> np.ndarray:
+    """Floating array with its ``_FillValue`` / ``missing_value`` entries (when not NaN already) set to NaN."""
+    for key in ("_FillValue", "missing_value"):
+        fv = v.attr(key)
+        if fv is None:
+            continue
+        fv = np.asarray(fv).reshape(-1)
+        if fv.size == 1 and fv.dtype.kind == "f" and not np.isnan(fv[0]):
+            a = np.where(a == fv[0], np.nan, a)
+    return a
 
 
 # ---------------------------------------------------------------------------------------------- xarray
@@ -198,20 +364,44 @@ def to_xarray(traj: Trajectories):
     return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
 
 
-def from_xarray(ds, *, source: str = "dataset") -> Trajectories:
+def from_xarray(
+    ds, *, source: str = "dataset", max_bytes: int = MAX_BYTES, max_elements: int = MAX_ELEMENTS
+) -> Trajectories:
     """Validate an :class:`xarray.Dataset` in the physnode CF trajectory layout and build :class:`Trajectories`.
+
+    Only the schema's variables are read (a lazily opened dataset loads nothing else), after their declared
+    sizes are checked against ``max_bytes`` / ``max_elements`` (see :func:`load`).
 
     Raises
     ------
     TrajectoryFileError
-        Missing variables, wrong dimensions, NaN or non-increasing times, mask/value mismatches, bad JSON.
+        Missing variables, wrong dimensions, sizes beyond the limits, NaN or non-increasing times, mask/value
+        mismatches, bad JSON.
     """
     import xarray as xr
 
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"from_xarray expects an xarray.Dataset, got {type(ds).__name__}.")
-    var = {str(k): (tuple(map(str, v.dims)), np.asarray(v.values), dict(v.attrs)) for k, v in ds.variables.items()}
-    return _from_arrays(var, dict(ds.attrs), source)
+
+    def describe(v) -> _Var:
+        return _Var(
+            dims=tuple(map(str, v.dims)),
+            shape=tuple(int(n) for n in v.shape),
+            itemsize=max(int(v.dtype.itemsize), 1),
+            kind=v.dtype.kind,
+            read=lambda: np.asarray(v.values),
+            attr=lambda key: v.attrs.get(key),
+        )
+
+    vars_ = {str(k): describe(v) for k, v in ds.variables.items()}
+    return _from_vars(vars_, lambda key: ds.attrs.get(key), source, _limits(max_bytes, max_elements))
+
+
+def _limits(max_bytes: int, max_elements: int) -> tuple[int, int]:
+    for name, v in (("max_bytes", max_bytes), ("max_elements", max_elements)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+    return max_bytes, max_elements
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -246,36 +436,66 @@ def _write_h5(traj: Trajectories, tmp: str) -> None:
                 ds.attrs[k] = v
 
 
-def _read_h5(path: Path) -> Trajectories:
+def _h5_attr(obj, key: str) -> Any:
+    """Attribute ``key`` of an h5py object (``None`` when absent); strings decoded later by the schema checks."""
+    try:
+        return obj.attrs[key] if key in obj.attrs else None
+    except (OSError, TypeError, KeyError) as err:
+        raise ValueError(f"attribute {key!r} cannot be read ({err})") from None
+
+
+def _read_h5(path: Path, limits: tuple[int, int]) -> Trajectories:
     import h5py
 
     source = str(path)
-    var = {}
     with h5py.File(path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        for name, ds in f.items():
-            if not isinstance(ds, h5py.Dataset):
+        vars_ = {}
+        for name in f:
+            obj = f.get(name, getlink=False)
+            if not isinstance(obj, h5py.Dataset):
                 continue
-            dims = ds.attrs.get("dimensions")
-            if dims is None:
-                raise _fail(source, f"variable {name!r} has no 'dimensions' attribute naming its dims.")
-            if isinstance(dims, bytes):
-                dims = dims.decode()
-            a = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
-            a = np.asarray(a, dtype=object) if h5py.check_string_dtype(ds.dtype) else np.asarray(a)
-            at = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in ds.attrs.items() if k != "dimensions"}
-            var[name] = (tuple(str(dims).split()), a, at)
-    return _from_arrays(var, attrs, source)
+            dims = _h5_attr(obj, "dimensions")
+            dims = _text(dims, f"the 'dimensions' attribute of {name!r}", source) if dims is not None else None
+            if obj.shape is None:  # an empty (null) dataspace
+                shape: tuple[int, ...] = ()
+            else:
+                shape = tuple(int(n) for n in obj.shape)
+
+            def read(ds=obj) -> np.ndarray:
+                if h5py.check_string_dtype(ds.dtype) is not None:
+                    return np.asarray(ds[()], dtype=object)
+                return np.asarray(ds[()])
+
+            kind = "O" if h5py.check_string_dtype(obj.dtype) is not None else obj.dtype.kind
+            vars_[name] = _Var(
+                dims=tuple(dims.split()) if dims is not None else ("<no 'dimensions' attribute>",),
+                shape=shape,
+                itemsize=max(int(obj.dtype.itemsize), 1),
+                kind=kind,
+                read=read,
+                attr=lambda key, ds=obj: _h5_attr(ds, key),
+            )
+        return _from_vars(vars_, lambda key: _h5_attr(f, key), source, limits)
 
 
-def _read_nc(path: Path) -> Trajectories:
-    import xarray as xr
+def _read_nc(path: Path, limits: tuple[int, int]) -> Trajectories:
+    """netCDF4 through h5netcdf, opened lazily: only the schema's variables are read, after the size checks."""
+    import h5netcdf
 
-    with xr.open_dataset(
-        path, engine="h5netcdf", decode_times=False, decode_timedelta=False, mask_and_scale=True
-    ) as ds:
-        ds.load()
-        return from_xarray(ds, source=str(path))
+    source = str(path)
+    with h5netcdf.File(path, "r") as f:
+        vars_ = {}
+        for name, v in f.variables.items():
+            kind = "O" if v.dtype == object or v.dtype.kind in "SU" else v.dtype.kind
+            vars_[str(name)] = _Var(
+                dims=tuple(map(str, v.dimensions)),
+                shape=tuple(int(n) for n in v.shape),
+                itemsize=max(int(getattr(v.dtype, "itemsize", 8) or 8), 1),
+                kind=kind,
+                read=lambda v=v: np.asarray(v[...]),
+                attr=lambda key, v=v: v.attrs.get(key),
+            )
+        return _from_vars(vars_, lambda key: f.attrs.get(key), source, limits)
 
 
 def save(traj: Trajectories, path: str | os.PathLike) -> None:
@@ -290,28 +510,45 @@ def save(traj: Trajectories, path: str | os.PathLike) -> None:
         _atomic_write(path, lambda tmp: _write_h5(traj, tmp))
 
 
-def load(path: str | os.PathLike) -> Trajectories:
+def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, max_elements: int = MAX_ELEMENTS) -> Trajectories:
     """Read and validate a trajectory file written by :func:`save`.
+
+    The schema and the declared sizes (shape x item size, from the file's metadata) are checked before any data
+    is read, and only the variables the schema names are read: a small file that declares a huge (e.g.
+    compressed) array is refused rather than decompressed.
+
+    Parameters
+    ----------
+    path
+        A ``.nc`` (netCDF4) or ``.h5`` / ``.hdf5`` file.
+    max_bytes
+        Largest in-memory size of the schema's variables, in bytes (default :data:`MAX_BYTES`, 2 GiB).
+    max_elements
+        Largest number of values ``N x T x D`` (default :data:`MAX_ELEMENTS`, 1e8).
 
     Raises
     ------
     FileNotFoundError
         No such file.
     TrajectoryFileError
-        The file is truncated, corrupt, not HDF5/netCDF4, or does not follow the schema (the message says which
-        variable or check failed).
+        The file is truncated, corrupt, not HDF5/netCDF4, declares sizes beyond the limits, or does not follow
+        the schema (the message says which variable or check failed).
     """
+    limits = _limits(max_bytes, max_elements)
     path = Path(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trajectory file at {path}.")
     reader = _read_nc if suffix in _NC_SUFFIXES else _read_h5
     try:
-        return reader(path)
+        return reader(path, limits)
     except TrajectoryFileError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+    except MemoryError:
+        raise TrajectoryFileError(f"{path}: not enough memory to read the file.") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError, AttributeError) as err:
+        msg = " ".join(str(err).split())
         raise TrajectoryFileError(
             f"{path}: cannot read the file as {'netCDF4' if suffix == '.nc' else 'HDF5'} (truncated, corrupt or not "
-            f"a physnode trajectory file): {type(err).__name__}: {err}"
+            f"a physnode trajectory file): {type(err).__name__}: {msg}"
         ) from None

@@ -29,12 +29,30 @@ def _canonical_json(obj: Any, what: str) -> Any:
     """Round-trip ``obj`` through JSON so that in-memory metadata equals what a file gives back."""
     try:
         text = json.dumps(obj, sort_keys=True, allow_nan=True)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be stored as JSON; flatten it.") from None
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"{what} must be JSON-serialisable (dicts with str keys, lists, str, int, float, bool, None); "
             f"{err}. Convert tensors with .tolist()."
         ) from None
     return json.loads(text)
+
+
+#: Longest unit string or trajectory id (characters).
+_MAX_TEXT = 1000
+
+
+def _check_text(s: str, what: str) -> None:
+    """Unit strings and ids are stored as file attributes and strings: short, valid text, no NUL or surrogates."""
+    if len(s) > _MAX_TEXT:
+        raise ValueError(f"{what} is {len(s)} characters long; at most {_MAX_TEXT} are allowed.")
+    if "\x00" in s:
+        raise ValueError(f"{what} = {s!r} contains a NUL character, which files cannot store; remove it.")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} = {s!r} is not valid Unicode text (it holds a lone surrogate).") from None
 
 
 def solver_ready_times(times: Tensor, lengths: Tensor) -> Tensor:
@@ -246,9 +264,14 @@ class Trajectories:
             raise ValueError(f"units must be {D} strings (one per channel), got {units!r}.")
         if not isinstance(time_units, str):
             raise TypeError(f"time_units must be a string such as 's' or '1', got {type(time_units).__name__}.")
+        for j, u in enumerate(units):
+            _check_text(u, f"units[{j}] (channel {channels[j]!r})")
+        _check_text(time_units, "time_units")
         ids = [str(i) for i in range(N)] if ids is None else list(ids)
         if len(ids) != N or not all(isinstance(s, str) for s in ids):
             raise ValueError(f"ids must be {N} strings (one per trajectory), got {len(ids)} entries.")
+        for i, s in enumerate(ids):
+            _check_text(s, f"ids[{i}]")
         if len(set(ids)) != N:
             raise ValueError("trajectory ids must be unique.")
         metadata = [{} for _ in range(N)] if metadata is None else list(metadata)
@@ -574,8 +597,17 @@ class Trajectories:
         save(self, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> Trajectories:
-        """Read and validate a file written by :meth:`save`."""
-        from .io import load
+    def load(cls, path: str | Path, *, max_bytes: int | None = None, max_elements: int | None = None) -> Trajectories:
+        """Read and validate a file written by :meth:`save`.
 
-        return load(path)
+        ``max_bytes`` / ``max_elements`` bound the declared sizes read (default
+        :data:`physnode.data.io.MAX_BYTES` / :data:`~physnode.data.io.MAX_ELEMENTS`); see
+        :func:`physnode.data.io.load`.
+        """
+        from . import io
+
+        return io.load(
+            path,
+            max_bytes=io.MAX_BYTES if max_bytes is None else max_bytes,
+            max_elements=io.MAX_ELEMENTS if max_elements is None else max_elements,
+        )

@@ -5,7 +5,7 @@
 * :mod:`.shooting` — multiple shooting (:class:`MultipleShooting`);
 * :mod:`.steer` — STEER random end times;
 * :mod:`.uncertainty` — exact residual Jacobians, Gauss–Newton standard errors;
-* :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints (:class:`Checkpoint`);
+* :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints that refuse to resume another run (:class:`Checkpoint`);
 * :mod:`.distributed` — data-parallel fitting with ``torch.distributed`` / torchrun.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from . import distributed
 from .api import OPTIMIZERS, FitResult, fit
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .loss import LOSSES, TIME_WEIGHTS
 from .shooting import MultipleShooting
 
@@ -22,6 +22,7 @@ __all__ = [
     "OPTIMIZERS",
     "TIME_WEIGHTS",
     "Checkpoint",
+    "CheckpointError",
     "FitResult",
     "MultipleShooting",
     "distributed",

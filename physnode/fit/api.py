@@ -13,10 +13,18 @@ from torch import Tensor, nn
 from tqdm import tqdm  # the text bar: works in terminals and notebooks without ipywidgets
 
 from ..data.trajectories import Trajectories
+from ..errors import SolverError
 from ..gradients import GRADIENTS
 from ..solvers import SOLVERS
 from . import distributed as D
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    check_resume,
+    load_checkpoint,
+    resolve_checkpoint,
+    run_identity,
+    save_checkpoint,
+)
 from .loss import LOSSES
 from .observe import resolve_observe
 from .problem import FitProblem
@@ -115,6 +123,14 @@ def _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, gr
         )
     if not isinstance(model, nn.Module) or not callable(model):
         raise TypeError(f"model must be an nn.Module with forward(t, y) -> dy/dt, got {type(model).__name__}.")
+    if not bool(data.mask.any()):
+        raise ValueError(
+            f"every observation of the data is masked (data.mask has no True entry in {data.n_trajectories} "
+            f"trajectories x {data.n_times} times x {data.n_channels} channels): there is nothing to fit. Check the "
+            "mask, or the time window (t_split) that selected the data."
+        )
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a name, one of {', '.join(map(repr, LOSSES))}; got {type(loss).__name__}.")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(map(repr, LOSSES))}.")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
@@ -231,7 +247,9 @@ def fit(
         Move the model and the data there (e.g. ``"cuda"``).
     checkpoint, resume
         A path, ``{"path": ..., "every": n}`` or :class:`~physnode.fit.Checkpoint`; with ``resume=True`` an
-        existing checkpoint is loaded and the fit continues from it (the result equals an uninterrupted run).
+        existing checkpoint is loaded and the fit continues from it (the result equals an uninterrupted run). A
+        checkpoint records its run (optimizer, data digest, fitted tensor names and shapes, total epochs, solver
+        and gradient method); resuming with any of these changed is refused.
     progress
         Show a tqdm progress bar with the loss and parameters (rank 0 only).
     seed
@@ -250,7 +268,13 @@ def fit(
     Raises
     ------
     TypeError, ValueError
-        Bad arguments (the message says what was expected).
+        Bad arguments (the message says what was expected), e.g. data whose every observation is masked, or a
+        device this machine does not have.
+    physnode.errors.SolverError
+        A solve failed (e.g. the optimiser drove a rate to a huge value and the problem became stiff): the same
+        subclass as the solver raised, its message extended with the epoch and the current parameter values.
+    physnode.fit.CheckpointError
+        ``resume=True`` with a checkpoint that cannot be read or belongs to another run.
     """
     opt_name = _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, grad)
     if after_step is not None and not callable(after_step):
@@ -265,7 +289,7 @@ def fit(
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from).")
 
     if device is not None:
-        device = torch.device(device)
+        device = _check_device(device)
         model.to(device)
         data = data.to(device)
     S, state_names = _state_dim(model, data)
@@ -311,20 +335,38 @@ def fit(
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    run = None
+    if ckpt is not None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"learnables.{k}": v for k, v in problem.learnables().items()})
+        run = run_identity(
+            optimizer=opt_name,
+            data_digest=data.digest(),
+            tensors=tensors,
+            epochs=epochs,
+            method=_name(method),
+            grad=_name(fit_grad),
+        )
     if resume and ckpt.path.exists():
         state = load_checkpoint(ckpt.path, map_location=data.device)
-        model.load_state_dict(state["model"])
-        with torch.no_grad():
-            for k, p in problem.learnables().items():
-                p.copy_(state["learnables"][k])
-        if opt is not None:
-            opt.load_state_dict(state["optimizer"])
-        else:
-            lm.update(state["optimizer"])
-        gen.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch = check_resume(state, run, ckpt.path)
+        try:
+            model.load_state_dict(state["model"])
+            with torch.no_grad():
+                for k, p in problem.learnables().items():
+                    p.copy_(state["learnables"][k])
+            if opt is not None:
+                opt.load_state_dict(state["optimizer"])
+            else:
+                lm.update(state["optimizer"])
+            gen.set_state(state["rng"]["generator"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(
+                f"fit checkpoint {str(ckpt.path)!r} does not fit this run ({type(err).__name__}: "
+                f"{' '.join(str(err).split())[:300]}); delete it or pass another checkpoint path."
+            ) from None
         history = list(state["history"])
-        start_epoch = int(state["epoch"])
 
     def snapshot(epoch: int) -> dict[str, Any]:
         return {
@@ -334,6 +376,7 @@ def fit(
             "optimizer": opt.state_dict() if opt is not None else dict(lm),
             "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
             "history": history,
+            "run": run,
         }
 
     def params_now() -> dict[str, Any]:
@@ -355,7 +398,12 @@ def fit(
         t_end = sample_end_time(steer_b, problem.t_hi, gen) if steer_b is not None else None
         nfe = 0
         if opt_name == "gauss-newton":
-            loss_val, nfe = _gauss_newton_step(problem, theta, all_idx, t_end, lm, rank, world_size)
+            loss_val, nfe = _in_fit(
+                lambda t_end=t_end: _gauss_newton_step(problem, theta, all_idx, t_end, lm, rank, world_size),
+                f"epoch {epoch + 1} of {epochs}",
+                params_now,
+                "",
+            )
             if after_step is not None:
                 with torch.no_grad():
                     after_step(model)
@@ -384,7 +432,12 @@ def fit(
                     D.all_reduce_([out])
                     return out
 
-                step_loss = opt.step(closure)
+                step_loss = _in_fit(
+                    lambda closure=closure: opt.step(closure),
+                    f"epoch {epoch + 1} of {epochs}",
+                    params_now,
+                    f"lower lr (now {opt.param_groups[0].get('lr')}), ",
+                )
                 if after_step is not None:
                     with torch.no_grad():
                         after_step(model)
@@ -413,10 +466,24 @@ def fit(
         local = D.shard(all_idx, rank, world_size)
         final = torch.zeros((), dtype=data.values.dtype, device=data.device)
         if local.numel():
-            final = problem.loss(problem.evaluate(local, None), n_all, problem.N)
+            final = _in_fit(
+                lambda: problem.loss(problem.evaluate(local, None), n_all, problem.N),
+                f"the final evaluation after {len(history)} epochs",
+                params_now,
+                "",
+            )
         final = final.clone()
         D.all_reduce_([final])
-    se = _uncertainty(problem, quantities, all_idx, rank, world_size) if uncertainty else {}
+    se = (
+        _in_fit(
+            lambda: _uncertainty(problem, quantities, all_idx, rank, world_size),
+            "the standard errors after the fit",
+            params_now,
+            "",
+        )
+        if uncertainty
+        else {}
+    )
     noise = None
     if problem.log_sigma is not None:
         sig = torch.exp(problem.log_sigma.detach()).cpu().tolist()
@@ -435,6 +502,44 @@ def fit(
         converged=bool(lm["converged"]),
         epochs=len(history),
     )
+
+
+def _check_device(device: torch.device | str) -> torch.device:
+    """``torch.device(device)``, refused up front when this machine does not have it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use device='cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return dev
+
+
+def _in_fit(step: Callable[[], Any], when: str, params_now: Callable[[], dict[str, Any]], hint: str) -> Any:
+    """Run ``step()``; a :class:`~physnode.errors.SolverError` is re-raised as the same type with the fit's context.
+
+    The message adds when it happened (``when``, e.g. the epoch) and the current values of the learnable
+    parameters, which usually explain the failure (an optimiser step drove a rate to a huge value).
+    """
+    try:
+        return step()
+    except SolverError as err:
+        try:
+            params = params_now()
+        except Exception:  # the context must not hide the solver's own error
+            params = "unavailable"
+        msg = (
+            f"{' '.join(str(err).split())} [during the fit, {when}; learnable parameters now {params}. The optimiser "
+            f"moved the parameters to values where the solve fails: {hint}bound the parameters (Param(bounds=...)) or "
+            "start closer to the data.]"
+        )
+        new = err.__class__.__new__(err.__class__, msg)
+        new.__dict__.update(err.__dict__)
+        new.args = (msg,)
+        raise new from err
 
 
 def _short(v: Any) -> str:
@@ -495,9 +600,12 @@ def _gauss_newton_step(problem: FitProblem, theta, all_idx, t_end, lm, rank, wor
         with torch.no_grad():
             trial = torch.zeros((), dtype=dtype, device=device)
             if local.numel():
-                ev = problem.evaluate(local, t_end)
-                trial = problem.residuals(ev, n_obs, N).square().sum()
-                nfe += ev.stats.nfe
+                try:
+                    ev = problem.evaluate(local, t_end)
+                    trial = problem.residuals(ev, n_obs, N).square().sum()
+                    nfe += ev.stats.nfe
+                except SolverError:  # the trial step went where the solve fails: a rejected trial
+                    trial = torch.full((), math.inf, dtype=dtype, device=device)
             D.all_reduce_([trial])
         trial = float(trial)
         if math.isfinite(trial) and trial <= rss:
