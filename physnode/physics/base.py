@@ -128,8 +128,28 @@ class PhysicsModel(nn.Module):
                 f"{type(self).__name__} expects a state y of shape (..., {self.state_dim}) with components "
                 f"{self.state_names}, got {tuple(y.shape)}."
             )
+        if not y.is_floating_point():
+            raise TypeError(
+                f"{type(self).__name__} expects a real floating-point state y (float32 or float64), got {y.dtype}; "
+                "convert it, e.g. y.double()."
+            )
         if not isinstance(t, Tensor):
+            if isinstance(t, bool) or not isinstance(t, (int, float)):
+                raise TypeError(
+                    f"t must be a tensor of shape {tuple(y.shape[:-1])} (or broadcastable to it) or a number, got "
+                    f"{type(t).__name__}."
+                )
             t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+        elif t.ndim and t.shape != y.shape[:-1]:
+            try:
+                ok = torch.broadcast_shapes(t.shape, y.shape[:-1]) == y.shape[:-1]
+            except RuntimeError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"t of shape {tuple(t.shape)} does not broadcast to the batch shape {tuple(y.shape[:-1])} of y "
+                    f"{tuple(y.shape)}; give one time per trajectory (shape y.shape[:-1]) or a scalar."
+                )
         return t
 
     def extra_repr(self) -> str:

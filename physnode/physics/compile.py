@@ -193,6 +193,11 @@ def check_supported(expr: sp.Basic, where: str) -> None:
             )
         if sub.is_Number and not sub.is_finite:
             raise ValueError(f"{where} contains the non-finite number {sub}.")
+        if sub is sp.zoo:
+            raise ValueError(
+                f"{where} ({short_text(expr)}) contains zoo, SymPy's complex infinity: a division by zero or log(0) "
+                "among the constants; check the expression."
+            )
         if sub.is_number and sub.is_real is False:
             raise ValueError(f"{where} contains the complex number {sub}; physnode compiles real expressions only.")
         if isinstance(sub, sp.Expr) and sub.is_number:

@@ -41,6 +41,18 @@ class Hamiltonian(PhysicsModel):
     time
         Name of the time variable (default ``"t"``).
 
+    Raises
+    ------
+    TypeError
+        For inputs of the wrong kind (a single string where a list of names is expected, ``None``, booleans or
+        relations as expressions).
+    ValueError
+        For text outside the parser's whitelist or budget (see :func:`~physnode.physics.parse_expression`),
+        duplicate names (also after Unicode NFKC normalisation), names that shadow built-in functions,
+        undeclared symbols, constants outside the float64 range and functions that cannot be compiled.
+        Also when Hamilton's equations exceed
+        :data:`~physnode.physics.base.MAX_DERIVED_NODES` nodes.
+
     Attributes
     ----------
     separable

@@ -71,13 +71,17 @@ class Hybrid(PhysicsModel):
                 idx = list(range(D // 2)) if on == "positions" else list(range(D // 2, D))
             else:
                 raise ValueError(f"on must be 'all', 'positions', 'velocities' or a list of indices, got {on!r}.")
-        else:
+        elif isinstance(on, Sequence):
             idx = list(on)
             for i in idx:
                 if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < D:
                     raise ValueError(f"on indices must be integers in [0, {D}), got {i!r} in {list(on)}.")
             if len(set(idx)) != len(idx) or not idx:
                 raise ValueError(f"on indices must be distinct and non-empty, got {idx}.")
+        else:
+            raise TypeError(
+                f"on must be 'all', 'positions', 'velocities' or a list of indices, got {type(on).__name__} {on!r}."
+            )
         self.physics = physics
         self.correction = correction
         self.register_buffer("on_index", torch.tensor(idx, dtype=torch.long), persistent=False)

@@ -45,6 +45,19 @@ class Lagrangian(PhysicsModel):
     time
         Name of the time variable (default ``"t"``).
 
+    Raises
+    ------
+    TypeError
+        For inputs of the wrong kind (a single string where a list of names is expected, ``None``, booleans or
+        relations as expressions).
+    ValueError
+        For text outside the parser's whitelist or budget (see :func:`~physnode.physics.parse_expression`),
+        duplicate names (also after Unicode NFKC normalisation), names that shadow built-in functions,
+        undeclared symbols, constants outside the float64 range and functions that cannot be compiled.
+        Also for a degenerate Lagrangian (a velocity without kinetic term, a mass
+        matrix singular at generic states) and when the equations exceed
+        :data:`~physnode.physics.base.MAX_DERIVED_NODES` nodes.
+
     Attributes
     ----------
     separable

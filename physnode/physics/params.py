@@ -124,6 +124,8 @@ class Param(nn.Module):
     @staticmethod
     def _as_tensor(value: Any) -> Tensor:
         if isinstance(value, Tensor):
+            if value.is_complex():
+                raise TypeError(f"Param value must be real, got a complex tensor ({value.dtype}).")
             v = value.detach().clone()
             if not v.is_floating_point():
                 v = v.to(torch.get_default_dtype())
@@ -174,6 +176,14 @@ class Param(nn.Module):
         v = self._as_tensor(value).to(self.raw)
         if v.shape != self.raw.shape:
             raise ValueError(f"Param.set_ got shape {tuple(v.shape)}, expected {tuple(self.raw.shape)}.")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"Param.set_ needs a finite value, got {v.tolist()}.")
+        if self.positive and not bool((v > 0).all()):
+            raise ValueError(f"Param.set_ on a positive Param needs a value > 0, got {v.tolist()}.")
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if not bool(((v >= lo) & (v <= hi)).all()):
+                raise ValueError(f"Param.set_ needs a value inside the bounds ({lo}, {hi}), got {v.tolist()}.")
         self.raw.copy_(self._to_raw(v) if self.learnable else v)
         return self
 

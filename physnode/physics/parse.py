@@ -148,6 +148,12 @@ class _Builder:
             f"{', '.join(sorted(FUNCTIONS))}, + - * / ** and unary minus."
         )
 
+    def too_large(self, node: ast.AST, exponent: sp.Expr) -> ValueError:
+        return ValueError(
+            f"cannot parse expression {self.text[:80]!r}: it contains {_exponent_message(exponent)} (at column "
+            f"{getattr(node, 'col_offset', '?')})."
+        )
+
     def _chain(self, node: ast.BinOp, family: tuple[type, ...]) -> tuple[ast.AST, list[tuple[ast.operator, ast.AST]]]:
         """The left-deep chain ``a op b op c ...`` of one operator family, as its first operand and the rest."""
         rest: list[tuple[ast.operator, ast.AST]] = []
@@ -206,10 +212,10 @@ class _Builder:
                 if left.is_number and right.is_number:
                     _check_numeric_power(self, node, left, right)
                 elif _exponent_too_large(right):
-                    raise self.fail(node, _exponent_message(right))
+                    raise self.too_large(node, right)
                 result = left**right
                 if isinstance(result, sp.Pow) and not result.is_number and _exponent_too_large(result.exp):
-                    raise self.fail(node, _exponent_message(result.exp))  # (x**30)**50 combines to x**1500
+                    raise self.too_large(node, result.exp)  # (x**30)**50 combines to x**1500
                 return result
             raise self.fail(node, f"the operator {type(node.op).__name__}")
         if isinstance(node, ast.Call):

@@ -57,6 +57,16 @@ class SymbolicODE(PhysicsModel):
     time
         Name of the time variable in the expressions (default ``"t"``).
 
+    Raises
+    ------
+    TypeError
+        For inputs of the wrong kind (a single string where a list of names is expected, ``None``, booleans or
+        relations as expressions).
+    ValueError
+        For text outside the parser's whitelist or budget (see :func:`~physnode.physics.parse_expression`),
+        duplicate names (also after Unicode NFKC normalisation), names that shadow built-in functions,
+        undeclared symbols, constants outside the float64 range and functions that cannot be compiled.
+
     Examples
     --------
     Lotka–Volterra with learnable rates:

@@ -53,8 +53,8 @@ def test_differentiator_equals_sympy_diff() -> None:
 
     point = {x: 0.37, y: 0.61, k: 0.23}
     compared = 0
-    for _ in range(150):
-        e = draw(4)
+    for _ in range(60):
+        e = draw(3)
         d = Differentiator(e)
         for s in (x, y):
             ours, theirs = d(s).evalf(subs=point), sp.diff(e, s).evalf(subs=point)
@@ -62,7 +62,7 @@ def test_differentiator_equals_sympy_diff() -> None:
                 continue
             assert abs(complex(ours) - complex(theirs)) <= 1e-9 * (1 + abs(complex(theirs))), (e, s)
             compared += 1
-    assert compared > 200
+    assert compared > 80
 
 
 def test_atan2_with_a_number_argument_compiles() -> None:
