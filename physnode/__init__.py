@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError
+from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError, StiffnessError
 
 # ``physnode.fit`` is the function; the package that holds it stays importable as ``physnode.fit.<module>``
 # through ``from physnode.fit import ...`` (the import system resolves it in ``sys.modules``).
@@ -30,7 +30,7 @@ from .solvers import SOLVERS, Solver, Tableau
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench", "plot", "nn"}
+_LAZY_MODULES = {"physics", "data", "datasets", "sde", "bench", "plot", "nn", "causal"}
 _LAZY_ATTRS = {"sdeint": ("physnode.sde", "sdeint")}
 
 
@@ -58,6 +58,7 @@ __all__ = [
     "Stats",
     "Status",
     "StepSizeUnderflowError",
+    "StiffnessError",
     "Tableau",
     "__version__",
     "fit",

@@ -7,9 +7,16 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry"]
+import numpy as np
+
+__all__ = ["OptionTypeError", "Registry"]
 
 T = TypeVar("T")
+
+
+class OptionTypeError(TypeError, ValueError):
+    """An option value of the wrong type (``options={"adaptive": "no"}``). Also a ``ValueError``: the
+    constructors' own range checks raise that, and callers may catch either (like NumPy's ``AxisError``)."""
 
 
 class Registry(Generic[T]):
@@ -48,18 +55,42 @@ class Registry(Generic[T]):
         try:
             return self._classes[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), self._classes, n=1)
+            lower = {n.lower(): n for n in self._classes}
+            key = str(name).lower().replace("-", "_").replace(" ", "_")
+            close = [lower[key]] if key in lower else difflib.get_close_matches(key, lower, n=1)
+            close = [lower.get(c, c) for c in close]
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
                 f"unknown {self.kind}={name!r}; choose one of {', '.join(map(repr, self._classes))}.{hint}"
             ) from None
 
+    def _keywords(self, name: str) -> dict[str, inspect.Parameter]:
+        # Named keyword parameters only: a class without its own __init__ reports object's (*args, **kwargs),
+        # which are no options.
+        sig = inspect.signature(self.cls(name).__init__)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind in kinds}
+
     def accepted_options(self, name_or_obj: object) -> set[str]:
         """Constructor keyword arguments of the named class (empty for an instance)."""
         if not isinstance(name_or_obj, str):
             return set()
-        sig = inspect.signature(self.cls(name_or_obj).__init__)
-        return {p for p in sig.parameters if p != "self"}
+        return set(self._keywords(name_or_obj))
+
+    def _check_value(self, name: str, key: str, value: object, annotation: object) -> None:
+        """Check a switch: an option annotated ``bool`` (or ``bool | None``) takes ``True``/``False`` only, since
+        ``bool("no")`` is true. Numeric options are checked by the constructors themselves (range and type)."""
+        if not isinstance(annotation, str):
+            annotation = getattr(annotation, "__name__", str(annotation))
+        allowed = {part.strip() for part in annotation.split("|")}
+        if "bool" not in allowed or not allowed <= {"bool", "None"}:
+            return
+        ok = isinstance(value, (bool, np.bool_)) or (value is None and "None" in allowed)
+        if not ok:
+            expected = "True/False or None" if "None" in allowed else "True or False"
+            raise OptionTypeError(
+                f"option {key!r} of {self.kind}={name!r} must be {expected}, got {value!r} ({type(value).__name__})."
+            )
 
     def build(self, name_or_obj: object, options: Mapping[str, Any] | None = None) -> Any:
         """Return an instance from a registered name (with ``options`` as constructor arguments) or pass an
@@ -76,4 +107,8 @@ class Registry(Generic[T]):
                 f"{self.kind} must be a name ({', '.join(map(repr, self._classes))}) or a "
                 f"{self.base.__name__} instance, got {type(name_or_obj).__name__}."
             )
+        keywords = self._keywords(name_or_obj)
+        for key, value in (options or {}).items():
+            if key in keywords:
+                self._check_value(name_or_obj, key, value, keywords[key].annotation)
         return self.cls(name_or_obj)(**(options or {}))

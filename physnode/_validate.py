@@ -3,16 +3,101 @@ what was expected and how to fix it."""
 
 from __future__ import annotations
 
+import math
+import numbers
+
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_times", "check_y0"]
+__all__ = ["check_int", "check_real", "check_times", "check_tolerance", "check_y0", "describe"]
+
+
+def describe(value: object) -> str:
+    """``repr`` of a received value with its type, for error messages: ``True (bool)``, ``'1e-3' (str)``."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def check_real(name: str, value: object, what: str) -> float:
+    """Return ``value`` as a Python float when it is a real number: ``int``, ``float``, NumPy scalars and 0-d
+    real tensors qualify; ``bool`` does not (``True`` is no tolerance). ``what`` completes "must be ..."."""
+    if isinstance(value, Tensor) and value.ndim == 0 and not value.is_complex() and value.dtype != torch.bool:
+        if value.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (shape only, no value); pass a number.")
+        return float(value.detach())
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}, got {describe(value)}.")
+    return float(value)
+
+
+def check_int(name: str, value: object, what: str) -> int:
+    """Return ``value`` as an ``int`` when it is an integer (Python or NumPy, not ``bool``, not a float)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}, got {describe(value)}.")
+    return int(value)
+
+
+def check_tolerance(name: str, value: object, y0: Tensor) -> float | Tensor:
+    """Validate ``rtol`` or ``atol`` for a state like ``y0`` ``(..., D)``.
+
+    A tolerance is a non-negative finite real number, or a real tensor of shape ``()`` or ``(D,)`` (one value per
+    state component), returned on ``y0``'s device and dtype. ``rtol`` must not be below the unit roundoff of
+    ``y0``'s dtype: no solver can meet a relative error smaller than the rounding of one operation on the state,
+    and asking for it only multiplies the steps (a float32 solve at ``rtol=1e-12`` took 53,636 steps).
+    """
+    D = y0.shape[-1]
+    what = "a non-negative float (or a tensor of shape (D,) with one value per state component)"
+    if isinstance(value, Tensor) and value.ndim > 0:
+        if value.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (shape only, no values); pass real values.")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be {what}, got a tensor of dtype {value.dtype}.")
+        if value.ndim != 1 or value.shape[0] not in (1, D):
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} does not fit the state of dimension D = {D}: pass a float or "
+                f"a tensor of shape ({D},), one value per state component."
+            )
+        v = value.detach().to(device=y0.device, dtype=y0.dtype)
+        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+            raise ValueError(f"{name} must be non-negative and finite in every component, got {value.tolist()}.")
+        low = float(v.min())
+    else:
+        v = check_real(name, value, what)
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a non-negative finite number, got {describe(value)}.")
+        low = v
+    finfo = torch.finfo(y0.dtype)
+    if name == "rtol" and 0 < low < finfo.eps / 2:
+        raise ValueError(
+            f"rtol = {low:.3g} is below the resolution of {y0.dtype} (unit roundoff {finfo.eps / 2:.1e}): no solver "
+            f"can meet it, it only takes ever smaller steps. Use rtol >= {10 * finfo.eps:.1e} (10·eps, the smallest "
+            f"sensible for {y0.dtype}), or solve in float64 (y0.double(), t.double())."
+        )
+    if name == "atol" and 0 < low < finfo.tiny:
+        raise ValueError(
+            f"atol = {low:.3g} is below the smallest normal {y0.dtype} ({finfo.tiny:.1e}); the scaled error "
+            "overflows near 0. Choose atol around rtol times the typical size of the state components (or 0 for a "
+            "purely relative tolerance)."
+        )
+    return v
 
 
 def check_y0(y0: object) -> Tensor:
     """Validate an initial state: a finite float32/float64 tensor of shape ``(D,)`` or ``(B, D)``."""
     if not isinstance(y0, Tensor):
         raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}.")
+    if y0.device.type == "meta":
+        raise ValueError(
+            "y0 is a meta tensor (shape only, no values) and cannot be integrated; create it on 'cpu' or 'cuda'."
+        )
+    if y0.is_complex():
+        raise TypeError(
+            f"y0 must be real (float32 or float64), got {y0.dtype}: physnode integrates real states. Stack the real "
+            "and imaginary parts, torch.cat([y0.real, y0.imag], -1), and write func for that state."
+        )
     if y0.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"y0 must be float32 or float64, got {y0.dtype}. Convert it with y0.double().")
     if y0.ndim not in (1, 2) or y0.shape[-1] == 0 or (y0.ndim == 2 and y0.shape[0] == 0):
@@ -46,13 +131,19 @@ def check_times(t: object, y0: Tensor, *, min_times: int = 1, forward_only: str 
             f"t is on {t.device} but y0 is on {y0.device}; move both to the same device (t.to(y0.device))."
         )
     if t.ndim not in (1, 2) or t.shape[-1] < min_times:
-        extra = f" with T >= {min_times} (the initial time and at least one observation)" if min_times > 1 else ""
+        extra = (
+            f" with T >= {min_times} (the initial time and at least one observation)"
+            if min_times > 1
+            else " with T >= 1 (t[..., 0] is the initial time)"
+        )
         raise ValueError(f"t must have shape (T,) or (B, T){extra}, got {tuple(t.shape)}.")
     if t.ndim == 2 and (y0.ndim != 2 or t.shape[0] != y0.shape[0]):
         raise ValueError(
             f"per-trajectory times t of shape {tuple(t.shape)} need y0 of shape (B, D) with B = {t.shape[0]}; "
             f"got y0 of shape {tuple(y0.shape)}."
         )
+    if t.ndim == 2 and t.shape[0] == 0:
+        raise ValueError(f"t must have shape (T,) or (B, T) with B >= 1, got {tuple(t.shape)}.")
     t = t.detach()
     if not bool(torch.isfinite(t).all()):
         bad = torch.nonzero(~torch.isfinite(t))[0].tolist()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MaxStepsError", "NonFiniteError", "SolverError", "StepSizeUnderflowError"]
+__all__ = ["MaxStepsError", "NonFiniteError", "SolverError", "StepSizeUnderflowError", "StiffnessError"]
 
 
 class SolverError(RuntimeError):
@@ -35,3 +35,12 @@ class StepSizeUnderflowError(SolverError):
 
 class NonFiniteError(SolverError, FloatingPointError):
     """The state or its derivative became NaN or Inf."""
+
+
+class StiffnessError(SolverError):
+    """The problem is stiff for the explicit method: its step size is pinned at the stability limit, so
+    finishing the solve would take more than ``max_steps`` steps.
+
+    Raised early (after a few dozen steps) instead of a :class:`MaxStepsError` after a long run. Turn the check
+    off with ``options={"stiffness_check": False}``.
+    """

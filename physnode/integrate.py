@@ -3,10 +3,16 @@
 Each trajectory of the batch has its own current time, its own step size, its own accept/reject decision
 and error norm, and its own next observation time, on which its steps land exactly. Trajectories that have
 reached their last observation (or failed) take zero-length steps and their state and statistics are
-frozen. Step-size control is cheap bookkeeping on ``(B,)`` vectors: it runs on the host in NumPy, in the dtype of
-the solve, while states stay on their device. Each step moves the error norms ``(B,)`` to the host (the one
-synchronisation per step, never one per stage) and sends the next times, steps, accept mask and output slots
-back in two small transfers.
+frozen. Step-size control is cheap bookkeeping on ``(B,)`` vectors: it runs on the host in
+NumPy, in float64 whatever the dtype of the state (a float32 time variable drifts by ~1e-4 over 10^4 steps),
+while states stay on their device; times and steps go to the device in the state's dtype. Each step moves the
+error norms ``(B,)`` to the host (the one synchronisation per step, never one per stage) and sends the next
+times, steps, accept mask and output slots back in two small transfers.
+
+Adaptive explicit Runge–Kutta solves also watch for stiffness (Hairer & Wanner, *Solving ODEs II*, IV.2): an
+estimate of ``h |lambda|`` from two stages rides along with the error norm in the same transfer, and a
+trajectory whose accepted steps are pinned at the stability limit for :data:`STIFF_STEPS` steps in a row, with
+more steps still needed than ``max_steps`` allows, fails early with :class:`~physnode.errors.StiffnessError`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError
+from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError, StiffnessError
 from .solution import Stats, Status
 from .solvers.base import Solver, State
 from .solvers.controller import StepController
@@ -46,8 +52,20 @@ class CountingRHS:
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         self.nfe += 1
         if self.unbatched:
-            return self.func(t[0], y[0]).unsqueeze(0)
-        return self.func(t, y)
+            return self._checked(self.func(t[0], y[0]), y[0]).unsqueeze(0)
+        return self._checked(self.func(t, y), y)
+
+    def _checked(self, out: object, y: Tensor) -> Tensor:
+        # Shapes and dtypes are host-side metadata: checking them on every call costs no synchronisation, and a
+        # right-hand side that changes its output shape would otherwise be broadcast into wrong finite results.
+        if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != y.dtype:
+            got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"func(t, y) must return dy/dt with the shape and dtype of y, {tuple(y.shape)} {y.dtype}, on every "
+                f"call; evaluation {self.nfe} returned {got}. Make the output shape independent of the call "
+                "(e.g. no state kept between calls)."
+            )
+        return out
 
 
 @dataclass
@@ -78,6 +96,8 @@ class Problem:
     max_steps: int
     params: tuple[Tensor, ...] = ()
     raise_on_failure: bool = True
+    #: Fail early with :class:`~physnode.errors.StiffnessError` when the solve is stiff for the method.
+    stiffness_check: bool = True
 
 
 @dataclass
@@ -221,22 +241,87 @@ def _where_state(accept: Tensor, new: State, old: State) -> State:
     return tuple(out)
 
 
-def _raise(status: np.ndarray, failed: np.ndarray, tc: np.ndarray) -> None:
+def _raise(
+    status: np.ndarray, failed: np.ndarray, tc: np.ndarray, detail: Callable[[int, Status], str] | None = None
+) -> None:
     idx = int(np.flatnonzero(failed)[0])
     code = Status(int(status[idx]))
     when = float(tc[idx])
     n_failed = int(failed.sum())
     others = f" ({n_failed - 1} other trajectories failed too)" if n_failed > 1 else ""
+    extra = detail(idx, code) if detail is not None else ""
+    # A diagnosed cause of a non-finite failure replaces the generic advice (which blames the right-hand side).
+    if code == Status.NON_FINITE and extra:
+        what = f"{extra.strip()}{others}"
+    else:
+        what = f"{code.message}{others}.{extra}"
     msg = (
-        f"solve failed for trajectory {idx} at t = {when:.10g}: {code.message}{others}. "
+        f"solve failed for trajectory {idx} at t = {when:.10g}: {what} "
         "Pass raise_on_failure=False to physnode.solve to get the per-trajectory status instead."
     )
     cls: type[SolverError] = {
         Status.MAX_STEPS: MaxStepsError,
         Status.STEP_UNDERFLOW: StepSizeUnderflowError,
         Status.NON_FINITE: NonFiniteError,
+        Status.STIFF: StiffnessError,
     }[code]
     raise cls(msg, trajectory=idx, time=when, status=int(code))
+
+
+def _nonfinite_cause(problem: Problem, idx: int, trial: Tensor | None, err: Tensor | None) -> str:
+    """Why trajectory ``idx`` went non-finite, as a sentence (or ``""``): run only when a solve fails.
+
+    Checks, in order, the parameters of ``func`` (named for an ``nn.Module``), the first evaluation
+    ``func(t0, y0)``, and an error norm that overflowed although the trial state was finite (a tolerance too
+    small for the dtype).
+    """
+    with torch.no_grad():
+        user = problem.func.func
+        named: list[tuple[str, Tensor]] = []
+        if isinstance(user, torch.nn.Module):
+            named += [(f"parameter {n!r}", p) for n, p in user.named_parameters()]
+            named += [(f"buffer {n!r}", b) for n, b in user.named_buffers() if b.is_floating_point()]
+        named += [(f"params[{i}]", p) for i, p in enumerate(problem.params) if not any(p is q for _, q in named)]
+        for name, p in named:
+            if p.is_floating_point() or p.is_complex():
+                if not bool(torch.isfinite(p.detach()).all()):
+                    return (
+                        f" the {name} of func contains NaN or Inf (y0 is finite): fix the parameter (or the "
+                        "optimiser step that produced it) first."
+                    )
+        f0 = problem.func(problem.t[:, 0], problem.y0.detach())
+        if not bool(torch.isfinite(f0[idx]).all()):
+            return (
+                " func(t0, y0) is already NaN or Inf at the first evaluation although y0 is finite: the right-hand "
+                "side is undefined at the initial state (e.g. sqrt or log of a negative parameter, a division by "
+                "zero); check the parameter values and their domains."
+            )
+        if trial is not None and err is not None:
+            finite_trial = bool(torch.isfinite(trial[idx]).all()) and bool(torch.isfinite(err[idx]).all())
+            if finite_trial:
+                ctrl = problem.controller
+                atol = getattr(ctrl, "atol", None)
+                atol_f = float(atol.min()) if isinstance(atol, Tensor) else atol
+                finfo = torch.finfo(problem.y0.dtype)
+                return (
+                    f" the state stayed finite but the scaled error norm overflowed {problem.y0.dtype}, not the "
+                    f"right-hand side: atol = {atol_f!r} is too small for {problem.y0.dtype} (components near 0 are "
+                    f"divided by it; the largest {problem.y0.dtype} is {finfo.max:.1e}). Choose atol around rtol "
+                    "times the typical size of the state components."
+                )
+    return ""
+
+
+#: Stiffness check: a trajectory is pinned at the stability limit when an accepted step has
+#: ``h |lambda| >= STIFF_FRACTION * stability_boundary`` (Hairer's DOPRI5 uses 3.25 of 3.31, i.e. 0.98; the
+#: two-stage estimate of ``|lambda|`` is rough, so a little lower). Accepted non-stiff steps are dominated by
+#: accuracy and sit far below the limit.
+STIFF_FRACTION = 0.9
+#: ... for this many accepted steps in a row (15 in Hairer's DOPRI5 and scipy).
+STIFF_STEPS = 15
+#: The estimate costs a few small device operations: it is taken every STIFF_EVERY iterations, and on every
+#: iteration once a pinned step was seen (so a run of STIFF_STEPS is counted exactly).
+STIFF_EVERY = 16
 
 
 #: How far beyond the controller's proposal an adaptive step may be stretched so that an observation interval
@@ -278,14 +363,17 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     dev = y0.device
     nfe0 = func.nfe
 
-    th = t.detach().cpu().numpy()  # (B, T) host copy of the observation times, in the solve's dtype
-    ftype = th.dtype.type
+    # Host bookkeeping of times and steps in float64 whatever the state's dtype; the device gets them in the
+    # state's dtype (``sdtype``), and the records keep exactly what the device got (replays are exact).
+    t_host = t.detach().cpu().numpy()
+    sdtype = t_host.dtype
+    th = t_host.astype(np.float64)  # (B, T) host copy of the observation times
     rows = np.arange(B)
     span_dev = t[:, -1] - t[:, 0]
-    direction = np.where(th[:, -1] < th[:, 0], -1.0, 1.0).astype(th.dtype)
-    eps = np.finfo(th.dtype).eps
-    slack = ftype(64 * eps)
-    tiny = 4 * eps  # a step below tiny * max(|t|, 1) cannot advance the time variable: underflow
+    direction = np.where(th[:, -1] < th[:, 0], -1.0, 1.0)
+    eps = np.finfo(np.float64).eps
+    slack = 64 * eps
+    tiny = 4 * eps  # a step below tiny * max(|t|, 1) cannot advance the (float64) time variable: underflow
 
     out = torch.full((B, T + 1, D), float("nan"), dtype=y0.dtype, device=dev)
     out[:, 0] = y0
@@ -293,7 +381,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     n_acc = np.zeros(B, dtype=np.int64)
     n_rej = np.zeros(B, dtype=np.int64)
     tc = th[:, 0].copy()
-    records = Trace(B, th.dtype, dev, keep_states=record == "states")
+    records = Trace(B, sdtype, dev, keep_states=record == "states")
 
     def stats() -> Stats:
         return Stats(
@@ -301,7 +389,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             torch.from_numpy(n_acc).to(dev),
             torch.from_numpy(n_rej).to(dev),
             torch.from_numpy(status).to(dev),
-            torch.from_numpy(tc).to(dev),
+            torch.from_numpy(tc).to(device=dev, dtype=y0.dtype),
         )
 
     if T == 1:
@@ -320,7 +408,10 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 init_func = _Reuse(func, t0_dev, y0, f0)
         else:
             h_dev = ctrl.initial_step(func, t0_dev, y0, y0, span_dev, solver.error_order - 1)
-        h = h_dev.detach().cpu().numpy().astype(th.dtype)
+        h = h_dev.detach().cpu().numpy().astype(np.float64)
+        step_size = getattr(ctrl, "step_size", None)
+        if not ctrl.adaptive and isinstance(step_size, float):
+            h = direction * step_size  # the fixed step exactly, not rounded to the state's dtype
         active = finite0.cpu().numpy()
     state = solver.init(init_func, t0_dev, y0, h_dev) if state0 is None else state0
     landed_states = None
@@ -329,17 +420,47 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         for buf, x in zip(landed_states, state, strict=True):
             buf[:, 0] = x
 
+    new_state: State | None = None
+    err: Tensor | None = None
+
+    def detail(idx: int, code: Status) -> str:
+        """What the generic status message cannot know: numbers and the likely cause (failure path only)."""
+        if code == Status.NON_FINITE:
+            trial = None if new_state is None else new_state[0].detach()
+            return _nonfinite_cause(problem, idx, trial, None if err is None else err.detach())
+        if code == Status.MAX_STEPS:
+            return (
+                f" (max_steps = {problem.max_steps} accepted plus rejected steps for {T - 1} observation "
+                f"interval{'s' * (T > 2)}; {int(n_acc[idx])} accepted, {int(n_rej[idx])} rejected)"
+            )
+        if code == Status.STIFF:
+            lam = hrho[idx] / max(abs(h_eff[idx]), np.finfo(np.float64).tiny)
+            return (
+                f" Estimated h·|λ| = {hrho[idx]:.3g} on each of the last {STIFF_STEPS} accepted steps, at the "
+                f"stability limit of {solver.name} (≈ {boundary or float('nan'):.3g}), with |λ| ≈ {lam:.3g}; at "
+                "that step size "
+                f"the remaining {abs(th[idx, -1] - tc[idx]):.4g} time units need ≈ {need[idx]:.3g} more steps, "
+                f"max_steps = {problem.max_steps}."
+            )
+        return ""
+
     status[~active] = int(Status.NON_FINITE)
     if not active.all() and problem.raise_on_failure:
-        _raise(status, ~active, tc)
+        _raise(status, ~active, tc, detail)
     j = np.ones(B, dtype=np.int64)
     t_next = th[:, 1].copy()
-    prev_err = np.ones(B, dtype=th.dtype)
+    prev_err = np.ones(B)
     last_nonfinite = np.zeros(B, dtype=bool)
     retry = np.zeros(B, dtype=bool)  # the row's last step was rejected
-    zero = ftype(0)
+    boundary = solver.stability_boundary if ctrl.adaptive and problem.stiffness_check else None
+    stiff_run = np.zeros(B, dtype=np.int64)  # accepted steps in a row at the stability limit
+    hrho = np.zeros(B)
+    need = np.zeros(B)
+    h_eff = np.zeros(B)
+    iteration = -1
 
     while True:
+        iteration += 1
         dt_rem = t_next - tc
         # Land on the next observation when it is within the step, or beyond it only by accumulated
         # round-off of the time variable (which would otherwise leave a step of a few ulps).
@@ -353,11 +474,11 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 stretch_ok = ~retry & (dt_rem / n_less <= STRETCH * h * (1 + slack))
             n_left = np.where(stretch_ok, n_less, n_full)
             land = active & (n_left <= 1)
-            h_eff = np.where(active, np.where(land, dt_rem, dt_rem / n_left), zero).astype(th.dtype, copy=False)
+            h_eff = np.where(active, np.where(land, dt_rem, dt_rem / n_left), 0.0)
         else:
             land = active & (direction * (dt_rem - h) <= slack * (np.abs(t_next) + np.abs(h)))
-            h_eff = np.where(active, np.where(land, dt_rem, h), zero)
-        packed = np.empty((2, B), dtype=th.dtype)
+            h_eff = np.where(active, np.where(land, dt_rem, h), 0.0)
+        packed = np.empty((2, B), dtype=sdtype)
         packed[0], packed[1] = tc, h_eff
         th_dev = _to_device(packed, dev)
         tc_dev, h_eff_dev = th_dev[0], th_dev[1]
@@ -371,7 +492,15 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 en_dev = ctrl.error_norm(err.detach(), state[0].detach(), y_new)
             else:
                 en_dev = torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf)
-            en = en_dev.cpu().numpy()  # the one host synchronisation of the step
+            # Probe for stiffness every STIFF_EVERY iterations, and on every one while a run of pinned steps goes on.
+            probe = boundary is not None and (iteration % STIFF_EVERY == 0 or bool(stiff_run.any()))
+            terms = solver.stiffness_terms() if probe else None
+            if terms is None:
+                en = en_dev.cpu().numpy().astype(np.float64)  # the one host synchronisation of the step
+            else:  # the stiffness terms ride along in the same transfer
+                host = torch.cat((en_dev.unsqueeze(0), terms)).cpu().numpy().astype(np.float64)
+                en = host[0]
+                hrho = np.abs(h_eff) * host[1] / np.maximum(host[2], 1e-300)  # NaN for a non-finite trial
         nonfinite = active & ~np.isfinite(en)
         accept = active & (en <= 1.0)
         landed = accept & land
@@ -389,7 +518,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                     index = slot_dev.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
                     buf.scatter_(1, index, x.detach().unsqueeze(1))
         if record is not None:
-            records.append(tc, h_eff, accept, slot, state_before)
+            records.append(packed[0], packed[1], accept, slot, state_before)
 
         tc = np.where(accept, np.where(land, t_next, tc + h_eff), tc)
         j = j + landed
@@ -398,27 +527,40 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         n_acc += accept
         n_rej += active & ~accept
         retry = active & ~accept
+        stiff = np.zeros(B, dtype=bool)
         if ctrl.adaptive:
             h_new = ctrl.adapt(h_eff, en, prev_err, accept, solver.error_order)
             # After landing on an observation the clipped step says little about the next one.
             keep = landed & (np.abs(h_new) < np.abs(h))
-            h = np.where(keep, h, h_new).astype(th.dtype, copy=False)
-            prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err).astype(th.dtype, copy=False)
+            h = np.where(keep, h, h_new)
+            prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err)
             last_nonfinite = np.where(active, nonfinite, last_nonfinite)
             underflow = active & ~finished & (np.abs(h) <= tiny * np.maximum(np.abs(tc), 1.0))
+            if terms is not None and boundary is not None:
+                pinned = hrho >= STIFF_FRACTION * boundary
+                stiff_run = np.where(accept, np.where(pinned, stiff_run + 1, 0), stiff_run)
+                suspect = active & ~finished & (stiff_run >= STIFF_STEPS)
+                if suspect.any():
+                    # Steps needed to finish at the stability limit, from |lambda| = hrho / |h|.
+                    need = np.abs(th[:, -1] - tc) * hrho / np.maximum(np.abs(h_eff), 1e-300) / boundary
+                    stiff = suspect & (need > problem.max_steps - (n_acc + n_rej))
         else:
             underflow = nonfinite
         maxed = active & ~finished & ((n_acc + n_rej) >= problem.max_steps)
-        failed = underflow | maxed
+        failed = underflow | maxed | stiff
         active = active & ~(finished | failed)
         if failed.any():
             if ctrl.adaptive:
                 code = np.where(last_nonfinite, int(Status.NON_FINITE), int(Status.STEP_UNDERFLOW))
             else:
                 code = np.full(B, int(Status.NON_FINITE))
-            status = np.where(underflow, code, np.where(maxed, int(Status.MAX_STEPS), status))
+            status = np.where(
+                underflow,
+                code,
+                np.where(stiff, int(Status.STIFF), np.where(maxed, int(Status.MAX_STEPS), status)),
+            )
             if problem.raise_on_failure:
-                _raise(status, failed, tc)
+                _raise(status, failed, tc, detail)
         if not active.any():
             break
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_times, check_y0
+from ._validate import check_int, check_real, check_times, check_tolerance, check_y0, describe
 from .gradients import GRADIENTS, GradientMethod
 from .integrate import CountingRHS, Problem
 from .solution import Solution
@@ -19,6 +19,15 @@ __all__ = ["odeint", "solve"]
 
 DEFAULT_MAX_STEPS = 100_000
 
+#: Options of the integration loop itself, accepted with every method: name -> (default, description).
+LOOP_OPTIONS: dict[str, tuple[object, str]] = {
+    "stiffness_check": (
+        True,
+        "fail early with StiffnessError when an adaptive Runge–Kutta solve is pinned at its stability limit and "
+        "would exceed max_steps (bool)",
+    ),
+}
+
 
 def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
     found: list[Tensor] = []
@@ -27,6 +36,11 @@ def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Te
     if params is not None:
         if isinstance(params, Tensor):
             params = (params,)
+        if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
+            raise TypeError(
+                f"params must be a list of the tensors func closes over (or one tensor), got {describe(params)}."
+            )
+        params = list(params)
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"params[{i}] must be a tensor, got {type(p).__name__}.")
@@ -35,24 +49,32 @@ def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Te
     return tuple(found)
 
 
-def _split_options(method: object, grad: object, options: Mapping[str, Any] | None):
+def _split_options(
+    method: object, grad: object, options: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Route ``options`` to the solver, the gradient method and the loop (:data:`LOOP_OPTIONS`)."""
+    loop_opts: dict[str, Any] = {k: default for k, (default, _) in LOOP_OPTIONS.items()}
     if options is None:
-        return {}, {}
+        return {}, {}, loop_opts
     if not isinstance(options, Mapping):
-        raise TypeError(f"options must be a dict of solver or gradient-method options, got {type(options)}.")
+        raise TypeError(f"options must be a dict of solver or gradient-method options, got {describe(options)}.")
     m_keys, g_keys = SOLVERS.accepted_options(method), GRADIENTS.accepted_options(grad)
     m_opts, g_opts = {}, {}
     for k, v in options.items():
-        if k in m_keys:
+        if k in LOOP_OPTIONS:
+            if not isinstance(v, bool):
+                raise TypeError(f"option {k!r} must be True or False, got {describe(v)}.")
+            loop_opts[k] = v
+        elif k in m_keys:
             m_opts[k] = v
         elif k in g_keys:
             g_opts[k] = v
         else:
+            accepted = sorted(m_keys | g_keys | set(LOOP_OPTIONS))
             raise ValueError(
-                f"unknown option {k!r} for method={method!r}, grad={grad!r}; accepted: "
-                f"{sorted(m_keys | g_keys) or 'none'}."
+                f"unknown option {k!r} for method={method!r}, grad={grad!r}; accepted: {', '.join(accepted)}."
             )
-    return m_opts, g_opts
+    return m_opts, g_opts, loop_opts
 
 
 def _build_problem(
@@ -61,22 +83,27 @@ def _build_problem(
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}.")
     check_y0(y0)
+    if isinstance(t, Tensor) and t.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"t requires grad, but gradients with respect to observation times are not supported yet (grad="
+            f"{grad if isinstance(grad, str) else type(grad).__name__!r}); the times would be silently treated as "
+            "constants. Pass t.detach()."
+        )
     tt = check_times(t, y0)
-    m_opts, g_opts = _split_options(method, grad, options)
+    if not isinstance(raise_on_failure, bool):
+        raise TypeError(f"raise_on_failure must be True or False, got {describe(raise_on_failure)}.")
+    m_opts, g_opts, loop_opts = _split_options(method, grad, options)
     solver: Solver = SOLVERS.build(method, m_opts)
     gm: GradientMethod = GRADIENTS.build(grad, g_opts)
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        if isinstance(v, Tensor):
-            if not bool((v >= 0).all()):
-                raise ValueError(f"{name} must be non-negative.")
-        elif not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} must be a non-negative finite number, got {v!r}.")
-    if not isinstance(rtol, Tensor) and not isinstance(atol, Tensor) and rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol cannot both be zero.")
-    if step_size is not None and not (
-        isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0
-    ):
-        raise ValueError(f"step_size must be a positive finite number (time units), got {step_size!r}.")
+    rtol = check_tolerance("rtol", rtol, y0)
+    atol = check_tolerance("atol", atol, y0)
+    lows = [float(v.min()) if isinstance(v, Tensor) else v for v in (rtol, atol)]
+    if lows == [0.0, 0.0]:
+        raise ValueError("rtol and atol cannot both be zero: at least one must be positive (e.g. rtol=1e-7).")
+    if step_size is not None:
+        step_size = check_real("step_size", step_size, "a positive float (time units) or None")
+        if not (math.isfinite(step_size) and step_size > 0):
+            raise ValueError(f"step_size must be a positive finite number (time units), got {step_size!r}.")
     if solver.adaptive:
         controller = PIController(rtol=rtol, atol=atol, first_step=step_size)
     else:
@@ -88,11 +115,15 @@ def _build_problem(
         controller = FixedController(step_size=float(step_size))
     if max_steps is None:
         max_steps = DEFAULT_MAX_STEPS
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+    max_steps = check_int("max_steps", max_steps, "a positive integer or None (default 100 000)")
+    if max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
-    if isinstance(atol, Tensor):
-        atol = atol.to(device=y0.device, dtype=y0.dtype)
-        controller.atol = atol
+    n_intervals = tt.shape[-1] - 1
+    if n_intervals > max_steps:
+        raise ValueError(
+            f"max_steps = {max_steps} cannot cover the {n_intervals} observation intervals of t: every interval "
+            f"takes at least one step. Raise max_steps to at least {n_intervals} (better a few times more)."
+        )
     solver.check_compatible(func)
     unbatched = y0.ndim == 1
     y0b = y0.unsqueeze(0) if unbatched else y0
@@ -102,10 +133,10 @@ def _build_problem(
     # Methods with their own backward pass (gm.needs_params) find tensors that func uses but that are not in
     # all_params themselves, when they solve (physnode.gradients._guards): a plain function needs no params=.
     rhs = CountingRHS(func, unbatched)
-    with torch.no_grad():
-        f_try = rhs(tb[:, 0], y0b.detach())
-    rhs.nfe = 0
-    if not isinstance(f_try, Tensor) or f_try.shape != y0b.shape:
+    with torch.no_grad():  # the check's evaluation is counted in stats.nfe like every other
+        f_try = func(tt[0], y0.detach()) if unbatched else func(tb[:, 0], y0b.detach())
+    rhs.nfe = 1
+    if not isinstance(f_try, Tensor) or f_try.shape != y0.shape:
         got = tuple(f_try.shape) if isinstance(f_try, Tensor) else type(f_try).__name__
         raise ValueError(
             f"func(t, y) must return dy/dt with the shape of y, {tuple(y0.shape)}; got {got}. "
@@ -113,7 +144,17 @@ def _build_problem(
         )
     if f_try.dtype != y0.dtype:
         raise TypeError(f"func returned {f_try.dtype} for y of dtype {y0.dtype}; keep them equal.")
-    problem = Problem(rhs, y0b, tb, solver, controller, max_steps, all_params, raise_on_failure)
+    problem = Problem(
+        rhs,
+        y0b,
+        tb,
+        solver,
+        controller,
+        max_steps,
+        all_params,
+        raise_on_failure,
+        stiffness_check=loop_opts["stiffness_check"],
+    )
     gm.check(problem)
     return problem, gm, unbatched
 
@@ -140,13 +181,16 @@ def solve(
     func
         Right-hand side ``func(t, y) -> dy/dt``. It receives ``t`` of shape ``y.shape[:-1]`` (the current
         time of each trajectory) and ``y`` of shape ``(B, D)`` (or a 0-d ``t`` and ``(D,)`` for an unbatched
-        ``y0``).
+        ``y0``); ``t`` comes in the state's dtype, while the solver keeps its own clock (times and step sizes)
+        in float64 whatever that dtype, so float32 solves land on their observation times. It must return a
+        tensor of ``y``'s shape and dtype on every call.
     y0
         Initial state ``(D,)`` or batch of initial states ``(B, D)``; float32 or float64.
     t
         Observation times ``(T,)`` shared by the batch, or ``(B, T)`` with each trajectory its own times;
         strictly monotonic along the last axis (decreasing integrates backwards); ``t[..., 0]`` is the
-        initial time. Converted to ``y0``'s dtype.
+        initial time. Converted to ``y0``'s dtype. Gradients with respect to ``t`` are not supported yet: a
+        ``t`` that requires grad raises (pass ``t.detach()``).
     method
         Solver name or a :class:`~physnode.solvers.Solver`. Adaptive Runge–Kutta: ``"dopri5"``, ``"tsit5"``,
         ``"dopri8"``, ``"bosh3"``, ``"heun_euler"``; fixed-step Runge–Kutta: ``"euler"``, ``"midpoint"``,
@@ -161,16 +205,24 @@ def solve(
         ``adjoint_rtol``/``adjoint_atol``; the only inexact one), ``"mali"`` (with ``method="alf"``),
         ``"reversible_heun"`` (with ``method="reversible_heun"``).
     rtol, atol
-        Relative and absolute tolerances of the adaptive methods (per trajectory, RMS norm).
+        Relative and absolute tolerances of the adaptive methods (per trajectory, RMS norm): non-negative
+        floats, not both zero, or tensors of shape ``(D,)`` (one per state component). ``rtol`` below the unit
+        roundoff of the dtype raises; about ``10 * eps`` (1.2e-6 in float32, 2.2e-15 in float64) is the
+        smallest sensible value.
     step_size
         Step of the fixed-step methods (required there); initial step for adaptive methods.
     max_steps
-        Limit on accepted plus rejected steps per trajectory (default 100 000).
+        Limit on accepted plus rejected steps per trajectory (default 100 000); at least the number of
+        observation intervals.
     params
         Extra tensors to differentiate that ``func`` closes over (for gradient methods with their own
         backward pass).
     options
         Keyword options of the chosen solver or gradient method (e.g. ``{"eta": 0.9}``); unknown keys raise.
+        Every method also takes ``"stiffness_check"`` (default ``True``): adaptive Runge–Kutta solves estimate
+        ``h |lambda|`` from two stages of each step and, when the steps stay pinned at the method's stability
+        limit and finishing would exceed ``max_steps``, fail after a few dozen steps with
+        :class:`~physnode.errors.StiffnessError` instead of running into :class:`~physnode.errors.MaxStepsError`.
     raise_on_failure
         Raise a :class:`~physnode.errors.SolverError` when a trajectory fails (default). With ``False`` the
         per-trajectory status is returned in ``Solution.stats.status`` and failed entries of ``ys`` are NaN.
@@ -184,13 +236,15 @@ def solve(
     ------
     ValueError, TypeError
         Bad shapes, dtypes, devices, times or options.
-    MaxStepsError, StepSizeUnderflowError, NonFiniteError
-        A trajectory failed during the solve (the message names the trajectory and the time).
+    MaxStepsError, StepSizeUnderflowError, NonFiniteError, StiffnessError
+        A trajectory failed during the solve (the message names the trajectory, the time and the likely
+        cause).
     """
     problem, gm, unbatched = _build_problem(
         func, y0, t, method, grad, rtol, atol, step_size, max_steps, params, options, raise_on_failure
     )
     result = gm.solve(problem)
+    result.stats.nfe += 1  # the evaluation that checked func's output shape and dtype
     ys = result.ys.squeeze(0) if unbatched else result.ys
     return Solution(ts=t, ys=ys, stats=result.stats)
 

@@ -18,11 +18,33 @@ class Status(enum.IntEnum):
     MAX_STEPS = 1
     STEP_UNDERFLOW = 2
     NON_FINITE = 3
+    STIFF = 4
 
     @property
     def message(self) -> str:
         """A sentence describing the status and what to change."""
-        return _MESSAGES[self]
+        return stiff_advice() if self is Status.STIFF else _MESSAGES[self]
+
+
+def stiff_advice() -> str:
+    """What to do about a stiff problem: the one place that words it. Names the registered implicit methods
+    (solver classes with ``implicit = True``) or, when there are none, scipy's."""
+    from .solvers import SOLVERS  # late: the registry imports the solvers, which import this module's users
+
+    implicit = [n for n in SOLVERS.names() if getattr(SOLVERS.cls(n), "implicit", False)]
+    if implicit:
+        use = "solve it with an implicit method: " + " or ".join(f"method={n!r}" for n in implicit)
+    else:
+        use = (
+            "physnode has no implicit solver yet: solve it with an implicit method such as "
+            "scipy.integrate.solve_ivp(method='Radau' or 'BDF')"
+        )
+    return (
+        "this looks stiff: the step size is held at the stability limit of the explicit method, so finishing "
+        f"would take more than max_steps steps; {use}, or rescale the fast dynamics (e.g. replace a fast "
+        "relaxation by its equilibrium). To keep going anyway, raise max_steps or pass "
+        "options={'stiffness_check': False}"
+    )
 
 
 _MESSAGES = {

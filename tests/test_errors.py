@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import physnode
-from physnode import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError
+from physnode import MaxStepsError, NonFiniteError, Status, StepSizeUnderflowError, StiffnessError
 
 F64 = torch.float64
 
@@ -143,3 +143,117 @@ def test_single_time_returns_initial_state() -> None:
     ys = physnode.odeint(decay, y0, torch.zeros(1, dtype=F64))
     assert ys.shape == (2, 1, 3)
     torch.testing.assert_close(ys[:, 0], y0)
+
+
+def _fast_relaxation(t, y):
+    return -1e6 * (y - torch.cos(t))
+
+
+def test_stiffness_fails_fast_with_the_estimate() -> None:
+    # dy/dt = -1e6 (y - cos t) on [0, 10]: dopri5 is held at h|lambda| ~ 3.3, i.e. ~3e6 steps; without the check
+    # this ran ~30 s into MaxStepsError. The check stops after a few dozen steps.
+    y0, t = torch.zeros(1, dtype=F64), torch.tensor([0.0, 10.0], dtype=F64)
+    with pytest.raises(
+        StiffnessError, match=r"at t = .*this looks stiff.*implicit.*h·\|λ\| = 3\.\d.*max_steps = 100000"
+    ) as info:
+        physnode.odeint(_fast_relaxation, y0, t)
+    assert info.value.status == Status.STIFF
+    assert info.value.time < 1e-3
+    sol = physnode.solve(_fast_relaxation, y0, t, raise_on_failure=False)
+    assert int(sol.status[0]) == Status.STIFF
+    steps = int(sol.stats.n_accepted[0] + sol.stats.n_rejected[0])
+    assert steps < 300, f"stiffness detected only after {steps} steps"
+
+
+@pytest.mark.parametrize("method", ["tsit5", "bosh3", "dopri8"])
+def test_stiffness_check_works_for_other_tableaux(method: str) -> None:
+    y0, t = torch.zeros(1, dtype=F64), torch.tensor([0.0, 10.0], dtype=F64)
+    sol = physnode.solve(_fast_relaxation, y0, t, method=method, raise_on_failure=False)
+    assert int(sol.status[0]) == Status.STIFF
+    assert int(sol.stats.n_accepted[0] + sol.stats.n_rejected[0]) < 1000
+
+
+def test_stiffness_check_can_be_turned_off_and_respects_max_steps() -> None:
+    y0, t = torch.zeros(1, dtype=F64), torch.tensor([0.0, 10.0], dtype=F64)
+    with pytest.raises(MaxStepsError):
+        physnode.odeint(_fast_relaxation, y0, t, max_steps=400, options={"stiffness_check": False})
+    # A short stiff span that fits in max_steps is solved, not refused: the check only fires when finishing at
+    # the stability limit would exceed max_steps.
+    short = torch.tensor([0.0, 1e-3], dtype=F64)
+    ys = physnode.odeint(_fast_relaxation, y0, short, rtol=1e-6, atol=1e-9)
+    assert abs(float(ys[-1, 0]) - 1.0) < 1e-5  # y has relaxed onto cos(t) ~ 1 (within 1e-6 of it)
+    with pytest.raises(TypeError, match="option 'stiffness_check' must be True or False, got 'no'"):
+        physnode.odeint(_fast_relaxation, y0, short, options={"stiffness_check": "no"})
+
+
+def test_mildly_stiff_van_der_pol_is_not_flagged() -> None:
+    def vdp(t, y):
+        return torch.stack([y[..., 1], 10.0 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)
+
+    sol = physnode.solve(vdp, torch.tensor([2.0, 0.0], dtype=F64), torch.linspace(0, 30, 4, dtype=F64), rtol=1e-4)
+    assert sol.stats.success
+
+
+def test_rhs_that_changes_its_output_shape_is_caught() -> None:
+    calls = [0]
+
+    def f(t, y):
+        calls[0] += 1
+        return -y if calls[0] < 4 else -y[:, :1]  # broadcastable: would give finite wrong results
+
+    y0, t = y0_t()
+    with pytest.raises(ValueError, match=r"shape and dtype of y, \(2, 3\).*evaluation 4 returned \(2, 1\)"):
+        physnode.odeint(f, y0, t)
+
+
+def test_times_that_require_grad_raise() -> None:
+    y0, t = y0_t()
+    for grad in ("direct", "aca"):
+        with pytest.raises(ValueError, match=r"gradients with respect to observation times.*t\.detach\(\)"):
+            physnode.odeint(decay, y0, t.clone().requires_grad_(), grad=grad)
+    with torch.no_grad():  # no graph is built: nothing would be lost
+        physnode.odeint(decay, y0, t.clone().requires_grad_())
+
+
+def test_tolerances_are_checked_against_types_and_dtype() -> None:
+    y0, t = y0_t()
+    with pytest.raises(TypeError, match=r"rtol must be a non-negative float.*got True \(bool\)"):
+        physnode.odeint(decay, y0, t, rtol=True)
+    with pytest.raises(ValueError, match=r"rtol = 1e-12 is below the resolution of torch.float32.*rtol >= 1.2e-06"):
+        physnode.odeint(decay, y0.float(), t.float(), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"atol of shape \(2,\) does not fit the state of dimension D = 3"):
+        physnode.odeint(decay, y0, t, atol=torch.tensor([1e-9, 1e-9], dtype=F64))
+    # Per-component atol of the right length, NumPy and 0-d tensor tolerances are fine.
+    physnode.odeint(decay, y0, t, atol=torch.tensor([1e-9, 1e-8, 1e-7], dtype=F64), rtol=torch.tensor(1e-6))
+
+
+def test_max_steps_below_number_of_intervals_says_how_many() -> None:
+    y0 = torch.ones(2, dtype=F64)
+    with pytest.raises(ValueError, match=r"max_steps = 5 cannot cover the 9 observation intervals.*at least 9"):
+        physnode.odeint(decay, y0, torch.linspace(0, 1, 10, dtype=F64), max_steps=5)
+
+
+def test_non_finite_failures_name_their_cause() -> None:
+    y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    k = torch.tensor(-1.0, dtype=F64)
+    with pytest.raises(NonFiniteError, match=r"func\(t0, y0\) is already NaN or Inf at the first evaluation"):
+        physnode.odeint(lambda t, y: -torch.sqrt(k) * y, y0, t)
+
+    class Decay(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rate = torch.nn.Parameter(torch.tensor([1.0, float("nan")], dtype=F64))
+
+        def forward(self, t, y):
+            return -self.rate * y
+
+    with pytest.raises(NonFiniteError, match=r"the parameter 'rate' of func contains NaN or Inf"):
+        physnode.odeint(Decay(), y0, t)
+
+
+def test_pure_relative_tolerance_with_a_zero_component() -> None:
+    # atol = 0 and a component that stays exactly 0 used to give a 0/0 error norm (a NonFiniteError).
+    ys = physnode.odeint(
+        lambda t, y: torch.stack([0 * y[0], -y[1]]), torch.tensor([0.0, 1.0], dtype=F64), y0_t()[1], atol=0.0
+    )
+    torch.testing.assert_close(ys[-1], torch.tensor([0.0, torch.e**-1], dtype=F64), rtol=1e-6, atol=0)

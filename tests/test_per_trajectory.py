@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -116,5 +118,52 @@ def test_stats_count_evaluations() -> None:
         step_size=0.1,
     )
     assert int(sol.stats.n_accepted[0]) == 10
-    assert sol.stats.nfe == 40
+    assert sol.stats.nfe == 41  # 10 steps of 4 stages plus the evaluation that checks func's output
     assert sol.stats.success
+
+
+def _fast_oscillator(omega: float):
+    def f(t, y):
+        return torch.stack([omega * y[..., 1], -omega * y[..., 0]], -1)
+
+    return f
+
+
+def test_float32_keeps_a_float64_clock() -> None:
+    # Late start (t0 = 1000, float32 spacing 6e-5) with steps ~1e-3: a float32 time variable loses up to 5 % of
+    # every step and ended at the wrong phase (x = -0.75 instead of -0.02). With the clock in float64 the float32
+    # solve agrees with the exact solution to the accuracy float32 allows over ~1000 steps (rtol 1e-5 per step).
+    omega = 300.0
+    y0 = torch.tensor([1.0, 0.0])
+    t = torch.tensor([1000.0, 1001.0])
+    ys = physnode.odeint(_fast_oscillator(omega), y0, t, rtol=1e-5, atol=1e-6)
+    exact = torch.tensor([math.cos(omega), -math.sin(omega)])
+    torch.testing.assert_close(ys[-1], exact, rtol=0, atol=1e-3)
+
+
+def test_float32_steps_below_float32_time_resolution_do_not_underflow() -> None:
+    # At t ~ 1000 the float32 spacing is 6e-5 and the old underflow limit 4 eps32 |t| = 4.8e-4; this oscillator
+    # needs steps of ~3e-4. The limit now follows the float64 clock, so the solve finishes.
+    omega = 2000.0
+    t = torch.tensor([1000.0, 1000.1])
+    sol = physnode.solve(_fast_oscillator(omega), torch.tensor([1.0, 0.0]), t, rtol=1e-5, atol=1e-6)
+    assert sol.stats.success
+    span = float(t[1]) - float(t[0])  # 0.09997...: the float32 times are what is integrated
+    exact = torch.tensor([math.cos(span * omega), -math.sin(span * omega)])
+    torch.testing.assert_close(sol.ys[-1], exact, rtol=0, atol=1e-3)
+
+
+def test_float32_fixed_steps_see_exact_times() -> None:
+    # 7000 Euler steps of 1e-3 in float32: the times func receives are float32 roundings of k * 1e-3, not a float32
+    # running sum (which drifted by ~1e-4 over 26,000 steps). One float32 ulp at 7 is 4.8e-7.
+    seen = []
+
+    def f(t, y):
+        seen.append(t)
+        return torch.zeros_like(y)
+
+    physnode.odeint(f, torch.zeros(1), torch.tensor([0.0, 7.0]), method="euler", step_size=1e-3)
+    times = torch.stack(seen[1:]).double()  # seen[0] is the input check's call at t0
+    k = torch.arange(len(times), dtype=torch.float64)
+    assert len(times) == 7000
+    torch.testing.assert_close(times, k * 1e-3, rtol=0, atol=5e-7)

@@ -75,6 +75,18 @@ class Solver(ABC):
             fixed-step methods). The loop decides per trajectory whether to accept it.
         """
 
+    #: Length of the stability interval on the negative real axis (``h |lambda|`` beyond which a step is
+    #: unstable on ``y' = lambda y``), for methods that can estimate ``h |lambda|``; ``None`` otherwise.
+    stability_boundary: float | None = None
+
+    def stiffness_terms(self) -> Tensor | None:
+        """``(2, B)`` norms ``||f(t', Y_j) - f(t', Y_i)||`` and ``||Y_j - Y_i||`` of two states the step just
+        taken evaluated at (about) the same time ``t'``: their ratio estimates ``|lambda|``, the dominant
+        eigenvalue of the Jacobian along the step, so ``|h|`` times it is ``h |lambda|``. Computed without
+        gradient and without a host synchronisation (the loop moves it with the error norms); ``None`` when the
+        method has no estimate (the default). The loop compares ``h |lambda|`` with :attr:`stability_boundary`."""
+        return None
+
     def check_compatible(self, func: object) -> None:  # noqa: B027 - optional hook
         """Raise a ``ValueError`` when this solver cannot integrate ``func`` (default: any ``func`` works)."""
 

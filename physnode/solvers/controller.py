@@ -79,6 +79,9 @@ class PIController(StepController):
 
     def error_norm(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
         scale = torch.maximum(y.abs(), y_new.abs()).mul_(self.rtol).add_(self.atol)
+        # A component that is exactly 0 under atol = 0 would give 0 / 0: the smallest normal number as floor
+        # makes a zero error count as zero (and a nonzero one as far too large).
+        scale.clamp_min_(torch.finfo(scale.dtype).tiny)
         # NaN (a non-finite trial state) propagates and is treated as a failed step by the loop.
         return torch.linalg.vector_norm(err.div(scale), dim=-1).mul_(err.shape[-1] ** -0.5)
 

@@ -49,6 +49,10 @@ class ExplicitRK(Solver):
         self.adaptive = tab.adaptive if adaptive is None else bool(adaptive)
         low = tab.order if tab.embedded_order is None else min(tab.order, tab.embedded_order)
         self.error_order = low + 1
+        self._pair = tab.stiffness_pair if self.adaptive else None
+        self.stability_boundary = tab.real_stability_boundary if self._pair is not None else None
+        #: ``(k_i, k_j, Y_i, Y_j)`` of the last step for :meth:`stiffness_terms` (references, no copies).
+        self._probe: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -59,28 +63,49 @@ class ExplicitRK(Solver):
             return (y0, func(t0, y0))
         return (y0,)
 
-    def stages(self, func: RHS, t: Tensor, h: Tensor, y: Tensor, k1: Tensor | None = None) -> list[Tensor]:
-        """Evaluate all stage derivatives ``k_i`` of one step (``k1`` reused when given)."""
+    def stages(
+        self, func: RHS, t: Tensor, h: Tensor, y: Tensor, k1: Tensor | None = None, keep: dict | None = None
+    ) -> list[Tensor]:
+        """Evaluate all stage derivatives ``k_i`` of one step (``k1`` reused when given); the stage inputs
+        ``Y_i`` whose indices are keys of ``keep`` are stored there."""
         tab = self.tableau
         hh = h.unsqueeze(-1)
         ks = [func(t, y) if k1 is None else k1]
+        if keep is not None and 0 in keep:
+            keep[0] = y
         for i in range(1, tab.stages):
             dy = linear_combination(tab.a[i], ks)
             yi = y if dy is None else torch.addcmul(y, hh, dy)
+            if keep is not None and i in keep:
+                keep[i] = yi
             ks.append(func(torch.add(t, h, alpha=tab.c[i]), yi))
         return ks
 
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         tab = self.tableau
         y = state[0]
-        ks = self.stages(func, t, h, y, state[1] if tab.fsal else None)
+        keep = None if self._pair is None else dict.fromkeys(self._pair[:2])
+        ks = self.stages(func, t, h, y, state[1] if tab.fsal else None, keep)
         hh = h.unsqueeze(-1)
         y_new = torch.addcmul(y, hh, linear_combination(tab.b, ks))
         err = None
         if self.adaptive:
             err = hh * linear_combination(tab.b_err, ks)
         new_state = (y_new, ks[-1]) if tab.fsal else (y_new,)
+        if keep is not None:
+            i, j = self._pair[:2]  # type: ignore[index]
+            self._probe = (ks[i], ks[j], keep[i], keep[j])  # kept until the next step (references only)
         return new_state, err
+
+    def stiffness_terms(self) -> Tensor | None:
+        """``(2, B)``: ``||k_j - k_i||`` and ``||Y_j - Y_i||`` of the last step, two of its stages (see
+        :attr:`Tableau.stiffness_pair`); their ratio times ``|h|`` estimates ``h |lambda|``. ``None`` before the
+        first adaptive step."""
+        if self._probe is None:
+            return None
+        ki, kj, yi, yj = self._probe
+        with torch.no_grad():
+            return torch.linalg.vector_norm(torch.stack((kj, yj)) - torch.stack((ki, yi)), dim=-1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(adaptive={self.adaptive})"
