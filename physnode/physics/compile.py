@@ -340,7 +340,7 @@ class _LinearPlan:
         self.offset = offset
         self.offset_static = static
         self.sparse = shape[0] * shape[1] > _DENSE_LIMIT and 16 * len(rows) < shape[0] * shape[1]
-        self._cache: dict[tuple[torch.dtype, torch.device], tuple[Tensor, ...]] = {}
+        self._cache: dict[tuple, tuple[Tensor, ...]] = {}
 
     @classmethod
     def build(
@@ -412,11 +412,20 @@ class _LinearPlan:
             nonzero = const
         if self.sparse:
             out = y.new_zeros((*y.shape[:-1], self.shape[0])).index_add(-1, rows, y[..., cols] * nonzero)
+        elif self.entries is None:  # a constant matrix: built once per dtype and device
+            key = ("dense", y.dtype, y.device)
+            if key not in self._cache:
+                a = const.new_zeros(self.shape[0] * self.shape[1]).index_put((flat,), const)
+                self._cache[key] = (a.view(self.shape).T.contiguous(),)
+            out = y @ self._cache[key][0]
         else:
             a = nonzero.new_zeros(self.shape[0] * self.shape[1]).index_put((flat,), nonzero)
             out = y @ a.view(self.shape).T
         if isinstance(self.offset, list):
-            out = out + torch.tensor(self.offset, dtype=y.dtype, device=y.device)
+            key = ("offset", y.dtype, y.device)
+            if key not in self._cache:
+                self._cache[key] = (torch.tensor(self.offset, dtype=y.dtype, device=y.device),)
+            out = out + self._cache[key][0]
         elif self.offset is not None:
             c = self.offset(t if not self.offset_static else const.new_zeros(()), *params)
             out = out + CompiledComponents._stack(list(c), out).to(y.dtype)
