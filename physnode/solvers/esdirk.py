@@ -59,8 +59,10 @@ as one without) and whose derivative is the implicit-function-theorem derivative
 ``dz_i = M_i^{-1}(dψ_i + h γ ∂f/∂θ dθ)`` of the converged stage equation; the Newton iterations themselves
 are never differentiated. This costs, per implicit stage and only when a graph is built, one evaluation of
 ``f`` with a graph, one Jacobian and one factorisation. ``grad="direct"`` backpropagates through it and
-``grad="aca"`` replays the same step function, so the two agree to round-off. Second derivatives are not
-exact (``M_i`` is detached).
+``grad="aca"`` replays the same step function, so the two agree to round-off; ACA's records then include
+the Jacobian in the state, ``O(N·B·D²)`` for ``N`` iterations. Second derivatives are not exact (``M_i`` is
+detached). The continuous adjoint (``grad="adjoint"``) reuses an explicit tableau backward in time and refuses
+these methods.
 """
 
 from __future__ import annotations
