@@ -208,6 +208,16 @@ def test_large_state_is_refused_with_advice() -> None:
                         method="kvaerno3", options={"max_dense_dim": 32})  # fmt: skip
 
 
+def test_newton_tolerances_follow_the_solve_unless_given() -> None:
+    from physnode.solvers.esdirk import NEWTON_KAPPA
+
+    auto, fixed = _solver("kvaerno5"), _solver("kvaerno5", newton_rtol=1e-5, newton_atol=1e-6)
+    for s in (auto, fixed):
+        s.set_tolerances(1e-4, 1e-7)
+    assert (auto.newton_rtol, auto.newton_atol) == (NEWTON_KAPPA * 1e-4, NEWTON_KAPPA * 1e-7)
+    assert (fixed.newton_rtol, fixed.newton_atol) == (1e-5, 1e-6)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "match"),
     [

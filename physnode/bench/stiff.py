@@ -193,7 +193,8 @@ def solve_physnode(
 
     Returns the final state ``(D,)`` and the counts ``nfe``, ``njev``, ``nlu``, ``steps``.
     """
-    solver = physnode.solvers.SOLVERS.build(method, {"newton_rtol": 0.01 * rtol, "newton_atol": 0.01 * p.atol})
+    solver = physnode.solvers.SOLVERS.build(method)
+    solver.set_tolerances(rtol, p.atol)  # Newton tolerances NEWTON_KAPPA = 0.01 times the solve's
     t = torch.tensor([0.0, t_end], dtype=torch.float64, device=device)
     with torch.no_grad():
         sol = physnode.solve(p.func, p.y0_tensor(device=device), t, method=solver, rtol=rtol, atol=p.atol)

@@ -77,9 +77,12 @@ from torch import Tensor
 
 from .base import RHS, Solver, State
 
-__all__ = ["ESDIRK", "ImplicitTableau", "jacobian"]
+__all__ = ["ESDIRK", "NEWTON_KAPPA", "ImplicitTableau", "jacobian"]
 
 _TOL = 1e-12
+#: Newton tolerances relative to the solve's (Hairer & Wanner's ``κ``, IV.8, suggested in [0.01, 0.1]): the
+#: Newton error stays well below the local error the step-size controller accepts.
+NEWTON_KAPPA = 0.01
 
 
 @dataclass(frozen=True)
@@ -221,8 +224,10 @@ class ESDIRK(Solver):
     newton_rtol, newton_atol
         Tolerances of the Newton iterations: a stage has converged when its predicted remaining error, in the
         RMS norm scaled by ``newton_atol + newton_rtol |y|``, is at most 1. Keep them 10–100 times below the
-        solve's ``rtol``/``atol`` (the defaults suit the default ``rtol=1e-7``, ``atol=1e-9`` of
-        :func:`physnode.solve`). ``newton_rtol`` is raised to at least ``50 ε`` of the dtype.
+        solve's ``rtol``/``atol``. ``None`` (default): :data:`NEWTON_KAPPA` times the solve's tolerances when
+        the caller hands them over with :meth:`set_tolerances`, otherwise ``1e-9`` and ``1e-11`` (0.01 times
+        the default ``rtol=1e-7``, ``atol=1e-9`` of :func:`physnode.solve`). ``newton_rtol`` is raised to at
+        least ``50 ε`` of the dtype (below that the iteration stalls on round-off).
     newton_max_iter
         Maximum Newton iterations per stage; a trajectory that has not converged by then rejects its step.
     jacobian_rate
@@ -250,8 +255,8 @@ class ESDIRK(Solver):
 
     def __init__(
         self,
-        newton_rtol: float = 1e-9,
-        newton_atol: float = 1e-11,
+        newton_rtol: float | None = None,
+        newton_atol: float | None = None,
         newton_max_iter: int = 7,
         jacobian_rate: float = 0.1,
         filter_error: bool = False,
@@ -259,8 +264,8 @@ class ESDIRK(Solver):
         adaptive: bool | None = None,
     ) -> None:
         for label, v in (("newton_rtol", newton_rtol), ("newton_atol", newton_atol)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{label} must be a non-negative finite number, got {v!r}.")
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{label} must be a non-negative finite number or None, got {v!r}.")
         if newton_rtol == 0 and newton_atol == 0:
             raise ValueError("newton_rtol and newton_atol cannot both be zero.")
         if not (isinstance(newton_max_iter, int) and newton_max_iter >= 1):
@@ -268,7 +273,9 @@ class ESDIRK(Solver):
         if not (isinstance(jacobian_rate, (int, float)) and 0 <= jacobian_rate < 1):
             raise ValueError(f"jacobian_rate must be in [0, 1), got {jacobian_rate!r}.")
         tab = self.tableau
-        self.newton_rtol, self.newton_atol = float(newton_rtol), float(newton_atol)
+        self._auto_rtol, self._auto_atol = newton_rtol is None, newton_atol is None
+        self.newton_rtol: float = 1e-9 if newton_rtol is None else float(newton_rtol)
+        self.newton_atol: float | Tensor = 1e-11 if newton_atol is None else float(newton_atol)
         self.newton_max_iter, self.jacobian_rate = newton_max_iter, float(jacobian_rate)
         self.filter_error, self.max_dense_dim = bool(filter_error), int(max_dense_dim)
         self.order = tab.order
@@ -279,6 +286,18 @@ class ESDIRK(Solver):
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.tableau.name
+
+    def set_tolerances(self, rtol: float, atol: float | Tensor) -> None:
+        """Derive the Newton tolerances not given explicitly from the solve's: ``NEWTON_KAPPA * rtol`` and
+        ``NEWTON_KAPPA * atol`` (``atol`` may be a tensor broadcastable to ``(D,)``).
+
+        Call it with the step-size controller's tolerances before a solve; explicit ``newton_rtol`` /
+        ``newton_atol`` are left alone.
+        """
+        if self._auto_rtol:
+            self.newton_rtol = NEWTON_KAPPA * float(rtol)
+        if self._auto_atol:
+            self.newton_atol = NEWTON_KAPPA * atol
 
     def __repr__(self) -> str:
         return (
@@ -376,7 +395,12 @@ class ESDIRK(Solver):
         with torch.no_grad():
             lu = self._factor(J, hg)
             rtol = max(self.newton_rtol, 50 * torch.finfo(y.dtype).eps)
-            scale = y.detach().abs().mul(rtol).add_(self.newton_atol)
+            atol = self.newton_atol
+            if isinstance(atol, Tensor):
+                atol = atol.to(dtype=y.dtype, device=y.device)
+            scale = y.detach().abs().mul(rtol).add_(atol)
+            if not isinstance(atol, Tensor) and atol == 0:
+                scale.clamp_(min=torch.finfo(y.dtype).tiny)
         zs, ks = [y], [k0]
         failed = torch.zeros_like(eta, dtype=torch.bool)
         theta_max = torch.zeros_like(eta)
