@@ -87,8 +87,9 @@ def undeclared_message(name: str, leaves: Sequence[Tensor], where: str = "func")
         f"grad={name!r} builds the gradient in its own backward pass and returns it only for y0 and the declared "
         f"parameters, but {where} uses {n} other tensor{'s' if n > 1 else ''} that require{'' if n > 1 else 's'} "
         f"grad ({describe(leaves)}); {'they' if n > 1 else 'it'} would silently get no gradient. Register "
-        f"{'them' if n > 1 else 'it'} as an nn.Parameter (or buffer) of the module, or pass params=[...] "
-        "listing every tensor to differentiate; grad='direct' differentiates any tensor."
+        f"{'them' if n > 1 else 'it'} as an nn.Parameter of the module or pass params=[...] listing every tensor "
+        f"to differentiate; if {'they' if n > 1 else 'it'} should stay constant, detach {'them' if n > 1 else 'it'} "
+        "(or register a buffer without grad). grad='direct' differentiates any tensor."
     )
 
 

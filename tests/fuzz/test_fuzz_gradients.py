@@ -26,6 +26,8 @@ from physnode.errors import NonFiniteError
 from physnode.gradients.aca import ACA
 from physnode.gradients.adjoint import ContinuousAdjoint
 from physnode.sde import ScalarDiffusion, fit_sde, sdeint
+from physnode.solvers.rk import ExplicitRK
+from physnode.solvers.tableau import Tableau
 
 F64 = torch.float64
 T01 = torch.tensor([0.0, 1.0], dtype=F64)
@@ -383,6 +385,26 @@ def _no_grad(grad: str) -> tuple[Tensor, Tensor]:
     return got, ref.detach()
 
 
+class _ZeroWeightStage(ExplicitRK):
+    """A user tableau with ``b_2 = 0`` and ``a_32 != 0``: its symplectic partner has no row 2 (rescaled form)."""
+
+    name = "zero-weight-stage"
+    tableau = Tableau(
+        name="zero-weight-stage", c=(0.0, 0.5, 1.0), a=((), (0.5,), (0.0, 1.0)), b=(0.5, 0.0, 0.5), order=1
+    )
+
+
+def _custom_tableau(grad: str) -> Tensor:
+    torch.manual_seed(0)
+    f = nn.Sequential(nn.Linear(2, 2), nn.Tanh()).to(F64)
+    rhs = lambda t, y: f(y)  # noqa: E731
+    start = y0(True)
+    ys = physnode.odeint(
+        rhs, start, T01, method=_ZeroWeightStage(), grad=grad, step_size=0.1, params=list(f.parameters())
+    )
+    return torch.cat([g.flatten() for g in torch.autograd.grad(ys.square().sum(), [start, *f.parameters()])])
+
+
 @dataclass(frozen=True)
 class Right:
     id: str
@@ -451,6 +473,12 @@ RIGHT: list[Right] = [
         )
         for g in ("aca", "symplectic", "adjoint")
     ],
+    Right(
+        "symplectic-user-tableau-zero-weight-stage",
+        lambda: (_custom_tableau("symplectic"), _custom_tableau("direct")),
+        1e-12,
+        "exact gradient of the same 10-step solve; the b_i = 0 stage is propagated in rescaled form",
+    ),
     Right(
         "aca-declared-non-leaf-equals-direct",
         _declared_non_leaf,
