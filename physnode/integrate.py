@@ -454,6 +454,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     retry = np.zeros(B, dtype=bool)  # the row's last step was rejected
     boundary = solver.stability_boundary if ctrl.adaptive and problem.stiffness_check else None
     stiff_run = np.zeros(B, dtype=np.int64)  # accepted steps in a row at the stability limit
+    in_run = False  # whether any trajectory is in such a run (then every iteration is probed)
     hrho = np.zeros(B)
     need = np.zeros(B)
     h_eff = np.zeros(B)
@@ -493,12 +494,12 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             else:
                 en_dev = torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf)
             # Probe for stiffness every STIFF_EVERY iterations, and on every one while a run of pinned steps goes on.
-            probe = boundary is not None and (iteration % STIFF_EVERY == 0 or bool(stiff_run.any()))
+            probe = boundary is not None and (in_run or iteration % STIFF_EVERY == 0)
             terms = solver.stiffness_terms() if probe else None
             if terms is None:
-                en = en_dev.cpu().numpy().astype(np.float64)  # the one host synchronisation of the step
+                en = en_dev.cpu().numpy().astype(np.float64, copy=False)  # the one host synchronisation of the step
             else:  # the stiffness terms ride along in the same transfer
-                host = torch.cat((en_dev.unsqueeze(0), terms)).cpu().numpy().astype(np.float64)
+                host = torch.cat((en_dev.unsqueeze(0), terms)).cpu().numpy().astype(np.float64, copy=False)
                 en = host[0]
                 hrho = np.abs(h_eff) * host[1] / np.maximum(host[2], 1e-300)  # NaN for a non-finite trial
         nonfinite = active & ~np.isfinite(en)
@@ -527,7 +528,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         n_acc += accept
         n_rej += active & ~accept
         retry = active & ~accept
-        stiff = np.zeros(B, dtype=bool)
+        stiff = None
         if ctrl.adaptive:
             h_new = ctrl.adapt(h_eff, en, prev_err, accept, solver.error_order)
             # After landing on an observation the clipped step says little about the next one.
@@ -539,6 +540,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             if terms is not None and boundary is not None:
                 pinned = hrho >= STIFF_FRACTION * boundary
                 stiff_run = np.where(accept, np.where(pinned, stiff_run + 1, 0), stiff_run)
+                in_run = bool(stiff_run.any())
                 suspect = active & ~finished & (stiff_run >= STIFF_STEPS)
                 if suspect.any():
                     # Steps needed to finish at the stability limit, from |lambda| = hrho / |h|.
@@ -547,7 +549,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         else:
             underflow = nonfinite
         maxed = active & ~finished & ((n_acc + n_rej) >= problem.max_steps)
-        failed = underflow | maxed | stiff
+        failed = underflow | maxed if stiff is None else underflow | maxed | stiff
         active = active & ~(finished | failed)
         if failed.any():
             if ctrl.adaptive:
@@ -557,7 +559,11 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             status = np.where(
                 underflow,
                 code,
-                np.where(stiff, int(Status.STIFF), np.where(maxed, int(Status.MAX_STEPS), status)),
+                np.where(
+                    False if stiff is None else stiff,
+                    int(Status.STIFF),
+                    np.where(maxed, int(Status.MAX_STEPS), status),
+                ),
             )
             if problem.raise_on_failure:
                 _raise(status, failed, tc, detail)

@@ -77,11 +77,17 @@ class PIController(StepController):
     first_step: float | None = None
     adaptive: bool = True
 
+    def __post_init__(self) -> None:
+        # Whether some component has atol = 0 (validated tolerances: one host check per solve, not per step).
+        atol = self.atol
+        self._zero_atol = bool((atol == 0).any()) if isinstance(atol, Tensor) else atol == 0
+
     def error_norm(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
         scale = torch.maximum(y.abs(), y_new.abs()).mul_(self.rtol).add_(self.atol)
-        # A component that is exactly 0 under atol = 0 would give 0 / 0: the smallest normal number as floor
-        # makes a zero error count as zero (and a nonzero one as far too large).
-        scale.clamp_min_(torch.finfo(scale.dtype).tiny)
+        if self._zero_atol:
+            # A component that is exactly 0 under atol = 0 would give 0 / 0: the smallest normal number as floor
+            # makes a zero error count as zero (and a nonzero one as far too large).
+            scale.clamp_min_(torch.finfo(scale.dtype).tiny)
         # NaN (a non-finite trial state) propagates and is treated as a failed step by the loop.
         return torch.linalg.vector_norm(err.div(scale), dim=-1).mul_(err.shape[-1] ** -0.5)
 
