@@ -72,6 +72,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "stiff problems (Robertson, Van der Pol mu=1000, HIRES, OREGO): Kvaerno ESDIRK vs scipy Radau/BDF/LSODA",
         ),
         Benchmark(
+            "causal",
+            "physnode.bench.causal",
+            "causal graph recovery (AUROC, AUPRC, SHD) and forecasts under unseen interventions vs baselines",
+        ),
+        Benchmark(
             "augmentation",
             "physnode.bench.augmentation",
             "annuli / nested spheres: accuracy, NFE and time of plain, Galerkin, augmented and data-controlled ODEs",
