@@ -402,6 +402,10 @@ class ESDIRK(Solver):
             if not isinstance(atol, Tensor) and atol == 0:
                 scale.clamp_(min=torch.finfo(y.dtype).tiny)
         zs, ks = [y], [k0]
+        # A graph is built only when the step's inputs carry one: y, or the FSAL derivative k0 (which depends on
+        # the parameters whenever f does, since init evaluates it with grad). A plain solve in grad mode with
+        # nothing to differentiate thus pays no extra evaluation.
+        graph = torch.is_grad_enabled() and (y.requires_grad or k0.requires_grad)
         failed = torch.zeros_like(eta, dtype=torch.bool)
         theta_max = torch.zeros_like(eta)
         for i in range(1, tab.stages):
@@ -420,7 +424,7 @@ class ESDIRK(Solver):
                 z_star = torch.where(f_i.unsqueeze(-1), psi.detach(), z_star)
             failed, theta_max = failed | f_i, torch.maximum(theta_max, th)
             z = z_star
-            if torch.is_grad_enabled():
+            if graph:
                 g = z_star - psi - hgv * func(ti, z_star)
                 if g.requires_grad:
                     with torch.no_grad():
