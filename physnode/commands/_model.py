@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ __all__ = [
     "load_config",
     "load_params",
     "model_from_config",
+    "read_json",
     "set_params",
     "three_body_model",
 ]
@@ -165,14 +165,27 @@ def load_params(path: str | Path) -> dict[str, Any]:
         path = path / "summary.json"
     if not path.is_file():
         raise OSError(f"parameters file {path} does not exist; give a results folder of physnode fit or its JSON.")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}.") from None
+    doc = read_json(path)
     params = doc.get("params") if isinstance(doc, Mapping) else None
     if not isinstance(params, Mapping):
         raise ValueError(f"{path} has no 'params' table of fitted values (name -> number or list).")
     return dict(params)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file of a results folder with bounded size and nesting (see :func:`physnode.data.io.parse_json`).
+
+    Raises
+    ------
+    ValueError
+        Larger than :data:`~physnode.data.io.MAX_JSON_CHARS` characters, nested too deep, not UTF-8 or not JSON.
+    """
+    from ..data.io import MAX_JSON_CHARS, parse_json
+
+    size = path.stat().st_size
+    if size > 4 * MAX_JSON_CHARS:
+        raise ValueError(f"{path} is {size:,} bytes, too large for a JSON file of physnode fit.")
+    return parse_json(path.read_bytes(), str(path))
 
 
 def set_params(model: nn.Module, params: Mapping[str, Any], source: str = "parameters") -> list[str]:

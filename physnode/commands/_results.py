@@ -56,8 +56,10 @@ def prepare_results(out: Path) -> Path:
     summary = out / "summary.json"
     if not summary.is_file() or summary.is_symlink():
         return out
+    from ._model import read_json
+
     try:
-        previous = json.loads(summary.read_text(encoding="utf-8"))
+        previous = read_json(summary)
     except (OSError, ValueError):
         return out
     files = previous.get("files") if isinstance(previous, dict) else None

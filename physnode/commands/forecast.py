@@ -15,7 +15,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -26,7 +25,15 @@ import torch
 
 from ..data.trajectories import Trajectories
 from ._cli import ArgumentParser, check_writable_file
-from ._model import THREE_BODY, load_config, load_params, model_from_config, set_params, three_body_model
+from ._model import (
+    THREE_BODY,
+    load_config,
+    load_params,
+    model_from_config,
+    read_json,
+    set_params,
+    three_body_model,
+)
 
 __all__ = ["MAX_TIMES", "main"]
 
@@ -84,10 +91,7 @@ def _summary(folder: Path) -> dict[str, Any]:
     path = inside(folder, "summary.json", "summary.json")
     if not path.is_file():
         raise OSError(f"{folder} is not a results folder of physnode fit: it has no summary.json.")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}.") from None
+    doc = read_json(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path} must hold a JSON object.")
     return doc

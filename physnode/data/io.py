@@ -22,10 +22,12 @@ the destination folder, then :func:`os.replace`).
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,12 +480,37 @@ def _read_h5(path: Path, limits: tuple[int, int]) -> Trajectories:
         return _from_vars(vars_, lambda key: _h5_attr(f, key), source, limits)
 
 
-def _read_nc(path: Path, limits: tuple[int, int]) -> Trajectories:
-    """netCDF4 through h5netcdf, opened lazily: only the schema's variables are read, after the size checks."""
+def _open_h5netcdf(path: Path):
+    """``h5netcdf.File(path, "r")``; on a corrupt file, a :class:`TrajectoryFileError` without the noise that the
+    half-built ``File``'s ``__del__`` would print on stderr (an ignored ``AttributeError``)."""
     import h5netcdf
 
+    previous = sys.unraisablehook
+
+    def quiet(info) -> None:
+        where = str(getattr(getattr(info, "object", None), "__module__", ""))
+        if not (isinstance(info.exc_value, AttributeError) and where.startswith("h5netcdf")):
+            previous(info)
+
+    failure = None
+    sys.unraisablehook = quiet
+    try:
+        try:
+            return h5netcdf.File(path, "r")
+        except Exception as err:  # h5py / h5netcdf raise OSError, KeyError, RuntimeError, ValueError, ...
+            failure = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        gc.collect()  # the half-built File is released here, quietly
+    finally:
+        sys.unraisablehook = previous
+    raise TrajectoryFileError(
+        f"{path}: cannot read the file as netCDF4 (truncated, corrupt or not a physnode trajectory file): {failure}"
+    )
+
+
+def _read_nc(path: Path, limits: tuple[int, int]) -> Trajectories:
+    """netCDF4 through h5netcdf, opened lazily: only the schema's variables are read, after the size checks."""
     source = str(path)
-    with h5netcdf.File(path, "r") as f:
+    with _open_h5netcdf(path) as f:
         vars_ = {}
         for name, v in f.variables.items():
             kind = "O" if v.dtype == object or v.dtype.kind in "SU" else v.dtype.kind

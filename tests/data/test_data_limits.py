@@ -89,3 +89,32 @@ def test_unnamed_extra_datasets_need_no_dimensions_attribute(tmp_path):
     with h5py.File(path, "a") as f:
         f.create_dataset("notes", data=np.arange(3))
     assert Trajectories.load(path).n_trajectories == 2
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".nc"])
+def test_corrupted_files_give_one_clear_error_and_no_stderr_noise(tmp_path, suffix):
+    """Random byte flips: always a TrajectoryFileError, never another exception or an ignored one in a __del__."""
+    import gc
+    import random
+    import sys
+
+    base = _small(tmp_path / f"b{suffix}").read_bytes()
+    rng = random.Random(0)
+    ignored = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = ignored.append
+    try:
+        for _ in range(30):
+            data = bytearray(base)
+            for _ in range(rng.choice([1, 4, 16])):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            path = tmp_path / f"m{suffix}"
+            path.write_bytes(bytes(data))
+            try:
+                Trajectories.load(path)
+            except TrajectoryFileError:
+                pass
+            gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert not ignored, [repr(u.exc_value) for u in ignored[:3]]

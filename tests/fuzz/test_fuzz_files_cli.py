@@ -593,6 +593,36 @@ CASES: list[Case] = [
         r"'config' must be a file name",
     ),
     Case(
+        "cli-forecast-data-symlink-out",
+        lambda tmp: (
+            (
+                (results_folder(tmp) / "data.nc").unlink(),
+                (tmp / "res" / "data.nc").symlink_to("/etc/passwd"),
+            )
+            and cli("forecast", "{tmp}/res", "--out", "{tmp}/p.nc")(tmp)
+        ),
+        1,
+        r"'data.nc' is a symbolic link to /etc/passwd",
+    ),
+    Case(
+        "cli-forecast-summary-not-json",
+        lambda tmp: (
+            (results_folder(tmp) / "summary.json").write_text("{'model': 1}")
+            and cli("forecast", "{tmp}/res", "--out", "{tmp}/p.nc")(tmp)
+        ),
+        1,
+        r"summary.json is not valid JSON",
+    ),
+    Case(
+        "cli-forecast-params-nested-3000",
+        lambda tmp: (
+            (tmp / "x.json").write_text(deep(3000))
+            and cli("forecast", "three-body", "--out", "p.nc", "--params", "x.json")(tmp)
+        ),
+        1,
+        r"x.json nests JSON arrays/objects 3000 levels deep",
+    ),
+    Case(
         "cli-forecast-n-times-huge",
         cli("forecast", "three-body", "--out", "p.nc", "--n-times", "1000000000"),
         1,
