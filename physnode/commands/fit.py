@@ -7,7 +7,9 @@ perturbed guess ``(1.0, 1.2, 0.8)`` (truth ``(1.1, 1.1, 0.9)``), the orbit forec
 ``physnode fit CONFIG.toml`` fits a model of your own, described in a TOML file, to a ``.nc`` / ``.h5`` file of
 :class:`physnode.data.Trajectories`. Both write a results folder: ``summary.json`` (fitted values, standard
 errors, truth when known, forecast error), ``fit.json`` (the full fit record with its per-epoch history),
-``data.nc`` and ``predictions.nc`` (observed and predicted channels), and PNG plots.
+``data.nc`` and ``predictions.nc`` (observed and predicted channels), and PNG plots. A results folder may be
+reused: the files a previous run wrote there (those its ``summary.json`` lists) are removed first, other files
+are kept. Sizes, the device and the writability of the folder are checked before the fit starts.
 """
 
 from __future__ import annotations
@@ -160,7 +162,12 @@ def _config_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", type=Path, help="the CONFIG.toml file")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default [output] dir or results/NAME)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default [output] dir or results/NAME; the outputs of a previous run in it are replaced)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=None, help="override [fit] epochs")
     p.add_argument("--device", default=None, help="override [fit] device")
     p.add_argument("--seed", type=int, default=None, help="override [fit] seed")

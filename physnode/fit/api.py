@@ -281,8 +281,14 @@ def fit(
         raise TypeError(f"after_step must be a callable after_step(model) or None, got {type(after_step).__name__}.")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}.")
-    if not isinstance(learn_initial_state, bool):
-        raise TypeError(f"learn_initial_state must be True or False, got {learn_initial_state!r}.")
+    for flag, value in (
+        ("learn_initial_state", learn_initial_state),
+        ("resume", resume),
+        ("progress", progress),
+        ("uncertainty", uncertainty),
+    ):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}.")
     shooting = resolve_shooting(multiple_shooting)
     ckpt = resolve_checkpoint(checkpoint)
     if resume and ckpt is None:

@@ -506,6 +506,9 @@ CASES: list[Case] = [
         r"CUDA is not available on this machine",
         skip=None if no_cuda() else "this machine has CUDA",
     ),
+    Case(
+        "fit-resume-a-tensor", lambda tmp: fit_quick(resume=torch.zeros(2)), TypeError, r"resume must be True or False"
+    ),
     Case("fit-device-nonsense", lambda tmp: fit_quick(device="gpu0"), ValueError, r"not a torch device"),
     # ---- checkpoints
     Case(
