@@ -2,7 +2,8 @@
 
 The data are smoothed by local polynomials (:func:`~physnode.causal.smoothed_derivatives`), giving states
 ``y_m`` and derivatives ``ẏ_m`` at every valid time; the network's field is then fitted to them,
-``min Σ_m ||f(y_m) − ẏ_m||² / (M d)`` (for ``order=2`` the accelerations only), by Adam with the group-lasso
+``min Σ_m ||f(y_m) − ẏ_m||² / (M d s²)`` with ``s²`` the mean variance of the targets (for ``order=2`` the
+accelerations only) — the normalisation makes the loss, and so ``λ``, dimensionless — by Adam with the group-lasso
 proximal step (in Adam's metric, see :class:`~physnode.causal.GroupLassoProx`) after every step. No ODE is solved,
 so thousands of steps take seconds; the result starts :func:`physnode.fit` (which matches the trajectories
 themselves) close to a good solution.
@@ -41,7 +42,8 @@ def fit_collocation(
         Trajectories (irregular times and missing values are fine: each channel is smoothed on its own
         observations).
     lam
-        Group-lasso weight of the proximal step (in units of this loss, squared derivative units).
+        Group-lasso weight of the proximal step, in units of the normalised loss (dimensionless; the same value
+        suits systems whose derivatives have different scales).
     lr, epochs
         Adam step size and number of full-batch steps.
     window, smooth_degree
@@ -63,12 +65,13 @@ def fit_collocation(
     p = net.W_in
     X = torch.as_tensor(x, dtype=p.dtype, device=p.device)
     Y: Tensor = torch.as_tensor(dx, dtype=p.dtype, device=p.device)[:, n_in - net.d :]
+    inv_var = 1.0 / float(Y.var(0).mean().clamp_min(torch.finfo(Y.dtype).tiny))
     prox = GroupLassoProx(lam, lr)
     opt = prox.adam([q for q in net.parameters() if q.requires_grad])
     losses = []
     for _step in range(epochs):
         opt.zero_grad()
-        loss = (net.field(X) - Y).square().mean()
+        loss = ((net.field(X) - Y).square() * inv_var).mean()
         loss.backward()
         opt.step()
         prox(net)
