@@ -26,9 +26,9 @@ stage has converged when ``η_m ‖Δ^(m)‖ <= 1`` with ``η_m = θ_m / (1 - θ
 carried over from the previous stage or step as ``max(η, ε)^0.8``). It has failed when ``θ_m >= 1``, when
 ``θ_m^(m_max - m) / (1 - θ_m) ‖Δ^(m)‖ > 1`` (it cannot converge within the remaining iterations), or
 after ``newton_max_iter`` iterations. Every quantity is a ``(B,)`` tensor: each trajectory converges (and
-stops moving) on its own. A trajectory whose Newton iteration failed keeps ``y`` and reports a large finite
-error estimate (``1e3 (|y| + 1)``, at least 1e3 times its tolerance), so the loop rejects the step and
-shrinks it by the controller's smallest factor; an infinite or NaN estimate is avoided so that a failed
+stops moving) on its own. A trajectory whose Newton iteration failed keeps ``y`` and reports a huge but
+finite error estimate (``(|y| + 1) finfo.max^(1/4)``), so the loop rejects the step and shrinks it by the
+controller's smallest factor; an infinite or NaN estimate is avoided so that a failed
 Newton iteration is not reported as a non-finite solution.
 
 **Host synchronisation.** On CPU the Newton loop stops as soon as every trajectory has converged or failed
@@ -459,7 +459,6 @@ class ESDIRK(Solver):
                 eta_new = torch.where(retry, eta2, eta_new)
                 theta_max = torch.where(retry, theta2, theta_max)
                 lu = (torch.where(r.unsqueeze(-1), lu2[0], lu[0]), torch.where(r, lu2[1], lu[1]))
-                fresh = fresh | retry
         failed = failed & (h != 0)
         self.counters["newton_failures"] += int(failed.sum()) if y.device.type == "cpu" else 0
         y_new = zs[-1]
@@ -482,7 +481,9 @@ class ESDIRK(Solver):
         if self.filter_error:
             err = self._solve(lu, err)
         with torch.no_grad():
-            big = (y.detach().abs() + 1).mul_(1e3)
+            # Far beyond any tolerance (finfo.max^(1/4): 1e77 in float64, 4e9 in float32) yet finite after the
+            # controller divides it by rtol |y| + atol, so the loop rejects the step with its smallest factor.
+            big = (y.detach().abs() + 1).mul_(torch.finfo(y.dtype).max ** 0.25)
         y_new = torch.where(fv, y, y_new)
         k_last = torch.where(fv, k0, k_last)
         err = torch.where(fv, big, err)
