@@ -231,7 +231,7 @@ def _from_vars(vars_: Mapping[str, _Var], gattr: Callable[[str], Any], source: s
     feature = gattr("featureType")
     if isinstance(feature, (bytes, np.bytes_)):
         feature = bytes(feature).decode("utf-8", "replace")
-    if feature != "trajectory":
+    if not isinstance(feature, str) or feature != "trajectory":
         raise _fail(source, f"global attribute featureType is {feature!r}; expected 'trajectory'.")
 
     def get(name: str, dims: tuple[str, ...]) -> _Var:
@@ -316,8 +316,8 @@ def _from_vars(vars_: Mapping[str, _Var], gattr: Callable[[str], Any], source: s
         raise _fail(source, str(err)) from None
     if not isinstance(gattrs, dict):
         raise _fail(source, "global attribute physnode_attrs must be a JSON object.")
-    units = [_text(vars_[c].attr("units") or "1", f"units of channel {c!r}", source) for c in channels]
-    time_units = _text(time_v.attr("units") or "1", "units of 'time'", source)
+    units = [_units(vars_[c], f"units of channel {c!r}", source) for c in channels]
+    time_units = _units(time_v, "units of 'time'", source)
     values = np.stack(cols, axis=-1)
     mask_b = mask.astype(bool)
     nan_v = np.isnan(values) & mask_b
@@ -341,6 +341,12 @@ def _from_vars(vars_: Mapping[str, _Var], gattr: Callable[[str], Any], source: s
         )
     except (ValueError, TypeError) as err:
         raise _fail(source, f"invalid trajectory data: {err}") from None
+
+
+def _units(v: _Var, what: str, source: str) -> str:
+    """The ``units`` attribute of a variable (``"1"`` when absent), as checked text."""
+    u = v.attr("units")
+    return "1" if u is None else _text(u, what, source)
 
 
 def _fill_nan(a: np.ndarray, v: _Var) -> np.ndarray:

@@ -381,6 +381,18 @@ CASES: list[Case] = [
         E,
         r"featureType is 'timeSeries'",
     ),
+    Case(
+        "h5-units-an-array",
+        lambda tmp: LOAD(h5(tmp, lambda f: f["x"].attrs.__setitem__("units", np.array([1, 2])))),
+        E,
+        r"units of channel 'x' must be a string, got ndarray",
+    ),
+    Case(
+        "h5-featureType-an-array",
+        lambda tmp: LOAD(h5(tmp, lambda f: f.attrs.__setitem__("featureType", np.array([1, 2])))),
+        E,
+        r"featureType is array",
+    ),
     # ---- data files: schema
     Case("h5-missing-time", lambda tmp: LOAD(h5(tmp, lambda f: f.__delitem__("time"))), E, r"missing variable 'time'"),
     Case(
