@@ -42,8 +42,23 @@ def test_list_names_every_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_benchmark_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["solverz"]) == 2
-    assert "unknown benchmark 'solverz'" in capsys.readouterr().err
+    from physnode.cli import main as cli_main
+
+    assert cli_main(["bench", "solverz"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("physnode bench: error: unknown benchmark 'solverz'")
+
+
+def test_python_m_physnode_bench_follows_the_cli_convention() -> None:
+    """``python -m physnode.bench`` reports errors like ``physnode bench``: one line, exit status 2."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "physnode.bench", "solverz"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown benchmark 'solverz'" in proc.stderr
 
 
 def test_help_of_a_benchmark_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 2 for a usage error, otherwise the first non-zero status of a benchmark.
+        Exit status: 0 on success, 2 without a benchmark name, otherwise the first non-zero status of a benchmark.
+
+    Raises
+    ------
+    physnode.commands._cli.UsageError
+        For an unknown benchmark name (reported by :mod:`physnode.cli` as one line, exit status 2).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -139,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             status = status or code
         return status
     if name not in BENCHMARKS:
-        print(f"unknown benchmark {name!r}; choose one of: list, all, {', '.join(BENCHMARKS)}.", file=sys.stderr)
-        return 2
+        from ..commands._cli import UsageError
+
+        raise UsageError(f"unknown benchmark {name!r}; choose one of: list, all, {', '.join(BENCHMARKS)}.")
     return BENCHMARKS[name].run(rest)
