@@ -19,6 +19,14 @@ class OptionTypeError(TypeError, ValueError):
     constructors' own range checks raise that, and callers may catch either (like NumPy's ``AxisError``)."""
 
 
+def _constructor_keywords(cls: type) -> dict[str, inspect.Parameter]:
+    """Named keyword parameters of ``cls.__init__`` (a class without its own ``__init__`` reports ``object``'s
+    ``(*args, **kwargs)``, which are no options)."""
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind in kinds}
+
+
 class Registry(Generic[T]):
     """Maps names to classes; :meth:`build` turns a name (or an instance) plus options into an object.
 
@@ -65,14 +73,13 @@ class Registry(Generic[T]):
             ) from None
 
     def _keywords(self, name: str) -> dict[str, inspect.Parameter]:
-        # Named keyword parameters only: a class without its own __init__ reports object's (*args, **kwargs),
-        # which are no options.
-        sig = inspect.signature(self.cls(name).__init__)
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind in kinds}
+        return _constructor_keywords(self.cls(name))
 
     def accepted_options(self, name_or_obj: object) -> set[str]:
-        """Constructor keyword arguments of the named class (empty for an instance)."""
+        """Constructor keyword arguments of the named class, or of an instance's class (so that options meant for
+        an already built object reach :meth:`build`, which says to set them on the object); empty otherwise."""
+        if isinstance(name_or_obj, self.base):
+            return set(_constructor_keywords(type(name_or_obj)))
         if not isinstance(name_or_obj, str):
             return set()
         return set(self._keywords(name_or_obj))

@@ -323,6 +323,12 @@ BAD: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
         NonFiniteError,
         r"already NaN or Inf at the first evaluation",
     ),
+    (
+        "options-for-a-built-grad-object",
+        lambda: ode(grad=physnode.GRADIENTS.build("adjoint"), options={"adjoint_rtol": 1e-6}),
+        ValueError,
+        r"cannot be applied to an already built grad object .*set them on the object instead",
+    ),
 ]
 
 
