@@ -7,6 +7,7 @@ import pytest
 from physnode.cli import main as physnode_main
 from physnode.data import Trajectories
 from physnode.datasets import DATASETS, make
+from physnode.datasets.regenerate import differences
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +43,8 @@ def test_make_and_show(tmp_path, capsys, suffix):
     assert main(argv) == 0
     tr = Trajectories.load(out)
     ref = make("pendulum", n_trajectories=3, n_times=20, irregular=True, noise=0.01, missing=0.3, seed=4)
-    assert tr.identical(ref)
+    # The command and the library run the same generation: equal up to round-off (see FRESH_RTOL)
+    assert differences(tr, ref) == []
     capsys.readouterr()
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
