@@ -57,8 +57,9 @@ being built, each converged stage ``z_i*`` is followed by one differentiable cor
 whose value is exactly ``z_i*`` (``x - x = 0`` in floating point, so a solve with a graph takes the same steps
 as one without) and whose derivative is the implicit-function-theorem derivative
 ``dz_i = M_i^{-1}(dψ_i + h γ ∂f/∂θ dθ)`` of the converged stage equation; the Newton iterations themselves
-are never differentiated. This costs, per implicit stage and only when a graph is built, one evaluation of
-``f`` with a graph, one Jacobian and one factorisation. ``grad="direct"`` backpropagates through it and
+are never differentiated. This costs, per implicit stage and only when a graph is built (grad mode on and
+``y`` or the cached ``f(t, y)`` of the state carrying a graph), one evaluation of ``f`` with a graph, one
+Jacobian and one factorisation. ``grad="direct"`` backpropagates through it and
 ``grad="aca"`` replays the same step function, so the two agree to round-off; ACA's records then include
 the Jacobian in the state, ``O(N·B·D²)`` for ``N`` iterations. Second derivatives are not exact (``M_i`` is
 detached). The continuous adjoint (``grad="adjoint"``) reuses an explicit tableau backward in time and refuses
