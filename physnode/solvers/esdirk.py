@@ -247,7 +247,8 @@ class ESDIRK(Solver):
     ----------
     counters
         Work done since construction: ``"jacobians"`` (batched Jacobian evaluations), ``"factorizations"``
-        (batched LU factorisations), ``"newton_iterations"`` and ``"newton_failures"`` (trajectory-steps).
+        (batched LU factorisations), ``"newton_iterations"`` (batched) and ``"newton_failures"`` (trajectory-steps;
+        counted on CPU only, where reading it costs no device synchronisation).
     """
 
     tableau: ClassVar[ImplicitTableau]
