@@ -27,9 +27,9 @@ def _delegate(module: str, attr: str = "main") -> Callable[[list[str]], int]:
 
 # name -> (help, handler taking the remaining argv)
 _DELEGATED: dict[str, tuple[str, Callable[[list[str]], int]]] = {
-    "demo": ("solve and plot the three-body orbit of the ACA paper", _delegate("physnode.demo")),
-    "bench": ("run a benchmark against the peer libraries (physnode bench list)", _delegate("physnode.bench")),
-    "data": ("list, make and inspect trajectory datasets", _delegate("physnode.data.cli")),
+    "demo": ("solve and plot the three-body orbit of the ACA paper", _delegate("physnode.commands.demo")),
+    "bench": ("run a benchmark against the peer libraries (physnode bench list)", _delegate("physnode.commands.bench")),
+    "data": ("list, make and inspect trajectory datasets", _delegate("physnode.commands.data")),
     "fit": ("fit parameters: 'three-body' (ACA paper) or CONFIG.toml", _delegate("physnode.commands.fit")),
     "forecast": ("predict with a fitted model (results folder)", _delegate("physnode.commands.forecast")),
 }

@@ -13,7 +13,6 @@ Peers are optional: a missing one prints a "not installed" row. Install them wit
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 
 __all__ = ["BENCHMARKS", "Benchmark", "main"]
@@ -89,62 +88,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     )
 }
 
-_USAGE = """usage: physnode bench {list,all,NAME} [options]
-
-Benchmarks of physnode against torchdiffeq, torchode, TorchDiffEqPack and torchsde.
-
-  list             list the benchmarks
-  all [options]    run every benchmark with the same options
-  NAME [options]   run one benchmark; NAME --help shows its options
-"""
-
-
-def _list() -> str:
-    width = max(len(n) for n in BENCHMARKS)
-    return "\n".join(f"  {b.name.ljust(width)}  {b.description}" for b in BENCHMARKS.values())
-
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m physnode.bench`` and ``physnode bench``.
+    """``physnode bench`` in-process: the same as :func:`physnode.commands.bench.main` (see there)."""
+    from ..commands.bench import main as bench_main
 
-    Parameters
-    ----------
-    argv
-        ``[NAME, *options]`` with NAME a benchmark, ``list`` or ``all``; ``sys.argv[1:]`` when ``None``.
-
-    Returns
-    -------
-    int
-        Exit status: 0 on success, 2 without a benchmark name, otherwise the first non-zero status of a benchmark.
-
-    Raises
-    ------
-    physnode.commands._cli.UsageError
-        For an unknown benchmark name (reported by :mod:`physnode.cli` as one line, exit status 2).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE + "\nbenchmarks:\n" + _list())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name == "list":
-        print(_list())
-        return 0
-    if name == "all":
-        status = 0
-        for bench in BENCHMARKS.values():
-            print(f"\n##### physnode bench {bench.name} {' '.join(rest)}".rstrip(), flush=True)
-            try:
-                code = bench.run(rest)
-            except ImportError as exc:
-                print(f"benchmark {bench.name!r} is not available: {exc}")
-                code = 1
-            except SystemExit as exc:  # argparse errors of one benchmark do not stop the others
-                code = exc.code if isinstance(exc.code, int) else 1
-            status = status or code
-        return status
-    if name not in BENCHMARKS:
-        from ..commands._cli import UsageError
-
-        raise UsageError(f"unknown benchmark {name!r}; choose one of: list, all, {', '.join(BENCHMARKS)}.")
-    return BENCHMARKS[name].run(rest)
+    return bench_main(argv)

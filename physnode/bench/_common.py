@@ -14,8 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..datasets._systems import K1, K2, ThreeBody, three_body_y0
+
 __all__ = [
+    "K1",
+    "K2",
+    "Counted",
     "Table",
+    "ThreeBody",
     "error_cell",
     "fmt_float",
     "fmt_seconds",
@@ -25,6 +31,7 @@ __all__ = [
     "rel_error",
     "resolve_device",
     "setup",
+    "three_body_y0",
     "time_median",
 ]
 
@@ -230,50 +237,6 @@ def error_cell(exc: BaseException, width: int = 70) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Test systems shared by the benchmarks (written here so that the benchmarks never import the tests).
 # ---------------------------------------------------------------------------------------------------------
-
-# The three-body problem of the ACA paper (Zhuang et al. 2020), nondimensionalised: masses in solar masses,
-# lengths in units of R_ND, velocities in units of V_ND, time in units of T_ND.
-G = 6.67408e-11  # m^3 kg^-1 s^-2
-M_ND, R_ND, V_ND = 1.989e30, 5.326e12, 3e4  # kg, m, m/s
-T_ND = 79.91 * 365 * 24 * 3600 * 0.51  # s
-K1 = G * T_ND * M_ND / (R_ND**2 * V_ND)
-K2 = V_ND * T_ND / R_ND
-
-
-class ThreeBody(torch.nn.Module):
-    """Newtonian three-body problem ``dr_i/dt = K2 v_i``, ``dv_i/dt = K1 Σ_j m_j (r_j − r_i) / |r_j − r_i|³``.
-
-    State ``(..., 18)`` = positions ``r`` (9) then velocities ``v`` (9); masses ``(3,)`` in solar masses,
-    learnable when ``learnable`` (else a buffer).
-    """
-
-    def __init__(
-        self,
-        masses: tuple[float, float, float] = (1.1, 1.1, 0.9),
-        dtype: torch.dtype = torch.float64,
-        learnable: bool = True,
-    ) -> None:
-        super().__init__()
-        m = torch.tensor(masses, dtype=dtype)
-        if learnable:
-            self.masses = torch.nn.Parameter(m)
-        else:
-            self.register_buffer("masses", m)
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        r = y[..., :9].unflatten(-1, (3, 3))
-        v = y[..., 9:]
-        d = r.unsqueeze(-3) - r.unsqueeze(-2)  # d[..., i, j, :] = r_j − r_i
-        dist3 = (d.square().sum(-1) + torch.eye(3, dtype=y.dtype, device=y.device)).pow(1.5)
-        acc = (self.masses.unsqueeze(-1) * d / dist3.unsqueeze(-1)).sum(-2)
-        return torch.cat([K2 * v, K1 * acc.flatten(-2)], dim=-1)
-
-
-def three_body_y0(dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Tensor:
-    """Initial state of the ACA paper's three-body experiment, shape ``(18,)``."""
-    r = [0.0, 0.2, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.5]
-    v = [0.0, 0.1, 0.0, 0.0, 0.0, 0.1, 0.1, 0.0, 0.0]
-    return torch.tensor(r + v, dtype=dtype, device=device)
 
 
 class Counted(torch.nn.Module):

@@ -1,5 +1,8 @@
-"""Sub-commands of the ``physnode`` command line that run a workflow end to end.
+"""The sub-commands of the ``physnode`` command line, one module each.
 
+* :mod:`physnode.commands.demo` — ``physnode demo``: the ACA paper's three-body orbit, solved and plotted;
+* :mod:`physnode.commands.data` — ``physnode data list|make|show``: the dataset zoo and trajectory files;
+* :mod:`physnode.commands.bench` — ``physnode bench list|all|NAME``: the benchmarks of :mod:`physnode.bench`;
 * :mod:`physnode.commands.fit` — ``physnode fit three-body`` (the ACA paper's experiment) and
   ``physnode fit CONFIG.toml`` (a user's own model and data);
 * :mod:`physnode.commands.forecast` — ``physnode forecast``: predictions of a fitted model to a ``.nc`` file.

@@ -8,7 +8,6 @@ the file cannot be made or read).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["main"]
@@ -29,7 +28,7 @@ def _count(s: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..commands._cli import ArgumentParser
+    from ._cli import ArgumentParser
 
     p = ArgumentParser(prog="physnode data", description="Trajectory datasets: list, make, show.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -60,8 +59,8 @@ def _list() -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from ..commands._cli import check_writable_file
     from ..datasets import make
+    from ._cli import check_writable_file
 
     if args.out.exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it.")
@@ -72,7 +71,7 @@ def _make(args: argparse.Namespace) -> int:
     if n > MAX_MAKE_SIZE:
         raise ValueError(
             f"--n-trajectories x --n-times = {n:,} observation times, more than the limit of {MAX_MAKE_SIZE:,} "
-            "(physnode.data.cli.MAX_MAKE_SIZE); generate a smaller dataset or several files."
+            "(physnode.commands.data.MAX_MAKE_SIZE); generate a smaller dataset or several files."
         )
     opts = {}
     for key in ("n_trajectories", "n_times", "noise", "missing", "seed"):
@@ -90,7 +89,7 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .io import load
+    from ..data.io import load
 
     traj = load(args.file)
     lengths = traj.lengths
@@ -126,9 +125,3 @@ def main(argv: list[str]) -> int:
     if args.command == "make":
         return _make(args)
     return _show(args)
-
-
-if __name__ == "__main__":
-    from ..cli import main as _physnode
-
-    raise SystemExit(_physnode(["data", *sys.argv[1:]]))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ._atomic import atomic_write_text
-from .datasets.generators import ACA_MASSES, ACA_R0, ACA_V0, K1, K2
-from .odeint import solve
-from .physics import NBodyGravity
+from .._atomic import atomic_write_text
+from ..datasets._systems import ACA_MASSES, K1, K2, three_body_y0
+from ..odeint import solve
+from ..physics import NBodyGravity
 
 __all__ = ["MAX_T_END", "main"]
 
@@ -21,7 +21,7 @@ MAX_T_END = 100.0
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; writes ``orbit.png`` and ``summary.json`` into ``--out``."""
-    from .commands._cli import ArgumentParser, check_writable_folder
+    from ._cli import ArgumentParser, check_writable_folder
 
     parser = ArgumentParser(prog="physnode demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder")
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_folder(args.out)
 
     dtype = torch.float64
-    y0 = torch.tensor([[*sum(ACA_R0, ()), *sum(ACA_V0, ())]], dtype=dtype)
+    y0 = three_body_y0(dtype).unsqueeze(0)
     # A second trajectory, slightly perturbed, observed at its own irregular times.
     y0 = torch.cat([y0, y0 + 0.01 * torch.randn(1, 18, dtype=dtype, generator=torch.Generator().manual_seed(0))])
     t = torch.stack(

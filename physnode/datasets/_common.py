@@ -118,7 +118,7 @@ def generate(
     Random numbers are drawn from ``gen`` in a fixed order (times, noise, mask) after the caller drew the initial
     states, so a seed fixes the data.
     """
-    import physnode
+    from ..odeint import odeint  # on first use: importing the datasets does not import the solvers
 
     observe = list(default_observe if observe is None else observe)
     unknown = [c for c in observe if c not in spec.state_names]
@@ -132,7 +132,7 @@ def generate(
     times, counts = sample_times(N, n_times, t0, t1, irregular, gen)
     ts = solver_ready_times(times, counts)
     with torch.no_grad():
-        ys = physnode.odeint(rhs, y0, ts, method=METHOD, rtol=RTOL, atol=ATOL)
+        ys = odeint(rhs, y0, ts, method=METHOD, rtol=RTOL, atol=ATOL)
     values = ys[..., idx]
     if noise > 0:
         values = values + noise * torch.randn(values.shape, generator=gen, dtype=torch.float64)

@@ -1,34 +1,104 @@
-"""Hand-written torch right-hand sides ``f(t, y)`` of the zoo's systems (batched: ``t (B,)``, ``y (B, S)``)."""
+"""Hand-written torch right-hand sides ``f(t, y)`` of the zoo's systems (batched: ``t (B,)``, ``y (B, S)``).
+
+This module is also the one home of the ACA paper's three-body example (Zhuang et al. 2020): its
+nondimensionalisation constants ``K1``, ``K2``, masses, initial state and right-hand side :class:`ThreeBody`, used
+by the dataset zoo, the demo, the commands, the benchmarks and the tests.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
+    "ACA_MASSES",
+    "ACA_R0",
+    "ACA_V0",
+    "K1",
+    "K2",
+    "M_ND",
+    "R_ND",
+    "T_ND",
+    "V_ND",
     "DampedOscillator",
     "DoublePendulum",
+    "G",
     "Kepler",
     "LotkaVolterra",
     "MassSpringChain",
     "NBody",
     "Pendulum",
     "ThreeBody",
+    "three_body_y0",
 ]
 
+# ------------------------------------------------------------------------------------------ ACA three body
+#: Gravitational constant (m^3 kg^-1 s^-2) and the ACA paper's units: mass (kg, one solar mass), length (m),
+#: velocity (m/s) and time (s).
+G = 6.67408e-11
+M_ND = 1.989e30
+R_ND = 5.326e12
+V_ND = 3e4
+T_ND = 79.91 * 365 * 24 * 3600 * 0.51
+#: The nondimensional equations read ``dr/dt = K2 v``, ``dv_i/dt = K1 sum_j m_j (r_j - r_i) / |r_j - r_i|^3``.
+K1 = G * T_ND * M_ND / (R_ND**2 * V_ND)
+K2 = V_ND * T_ND / R_ND
+#: True masses (units of ``M_ND``), initial positions (units of ``R_ND``) and velocities (units of ``V_ND``).
+ACA_MASSES = (1.1, 1.1, 0.9)
+ACA_R0 = ((0.0, 0.2, 0.0), (0.5, 0.0, 0.5), (0.0, 0.0, 0.5))
+ACA_V0 = ((0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (0.1, 0.0, 0.0))
 
-class NBody:
+
+def three_body_y0(dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Tensor:
+    """Initial state of the ACA paper's three-body experiment, ``(18,)`` = ``[r_1, r_2, r_3, v_1, v_2, v_3]``."""
+    return torch.tensor([*sum(ACA_R0, ()), *sum(ACA_V0, ())], dtype=dtype, device=device)
+
+
+class NBody(nn.Module):
     """``n`` point masses in ``dim`` dimensions with Plummer softening ``eps``.
 
     State ``y = [r_1, ..., r_n, v_1, ..., v_n]`` (``2 n dim``); ``dr_i/dt = c_r v_i`` and
     ``dv_i/dt = c_v sum_{j != i} m_j (r_j - r_i) / (|r_j - r_i|^2 + eps^2)^{3/2}``.
+
+    Parameters
+    ----------
+    masses
+        ``(n,)`` masses, stored as :attr:`masses` in ``dtype``.
+    dim
+        Number of space dimensions.
+    c_r, c_v
+        Scale factors of the position and velocity equations.
+    eps
+        Plummer softening length.
+    dtype
+        Floating-point type of :attr:`masses`.
+    learnable
+        Store the masses as an ``nn.Parameter`` (else a buffer).
     """
 
-    def __init__(self, masses: Tensor, dim: int, c_r: float = 1.0, c_v: float = 1.0, eps: float = 0.0) -> None:
-        self.masses, self.dim, self.c_r, self.c_v, self.eps = masses, dim, c_r, c_v, eps
-        self.n = masses.shape[0]
+    def __init__(
+        self,
+        masses: Sequence[float] | Tensor,
+        dim: int,
+        c_r: float = 1.0,
+        c_v: float = 1.0,
+        eps: float = 0.0,
+        *,
+        dtype: torch.dtype = torch.float64,
+        learnable: bool = False,
+    ) -> None:
+        super().__init__()
+        m = torch.as_tensor(masses, dtype=dtype).detach().clone()
+        if learnable:
+            self.masses = nn.Parameter(m)
+        else:
+            self.register_buffer("masses", m)
+        self.dim, self.c_r, self.c_v, self.eps = dim, c_r, c_v, eps
+        self.n = m.shape[0]
 
-    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
         n, dim = self.n, self.dim
         r = y[..., : n * dim].reshape(*y.shape[:-1], n, dim)
         v = y[..., n * dim :]
@@ -43,10 +113,25 @@ class NBody:
 
 class ThreeBody(NBody):
     """The ACA paper's nondimensionalised three-body problem: ``dr/dt = K2 v``, ``dv_i/dt = K1 sum_j m_j (r_j -
-    r_i) / |r_j - r_i|^3`` in three dimensions, state ``[r_1, r_2, r_3, v_1, v_2, v_3]`` (18)."""
+    r_i) / |r_j - r_i|^3`` in three dimensions, state ``(..., 18)`` = ``[r_1, r_2, r_3, v_1, v_2, v_3]``.
 
-    def __init__(self, masses: Tensor, K1: float, K2: float) -> None:
-        super().__init__(masses, dim=3, c_r=K2, c_v=K1, eps=0.0)
+    Parameters
+    ----------
+    masses
+        ``(3,)`` masses in units of ``M_ND`` (default: the paper's :data:`ACA_MASSES`).
+    dtype
+        Floating-point type of :attr:`masses`.
+    learnable
+        Masses as an ``nn.Parameter`` (default; gradients w.r.t. them), else a buffer.
+    """
+
+    def __init__(
+        self,
+        masses: Sequence[float] | Tensor = ACA_MASSES,
+        dtype: torch.dtype = torch.float64,
+        learnable: bool = True,
+    ) -> None:
+        super().__init__(masses, dim=3, c_r=K2, c_v=K1, eps=0.0, dtype=dtype, learnable=learnable)
 
 
 class Kepler:

@@ -33,8 +33,14 @@ from torch import Tensor
 from ..data.trajectories import Trajectories
 from . import _systems as systems
 from ._common import Spec, check_options, generate
+from ._systems import ACA_MASSES, ACA_R0, ACA_V0, K1, K2, three_body_y0
 
 __all__ = [
+    "ACA_MASSES",
+    "ACA_R0",
+    "ACA_V0",
+    "K1",
+    "K2",
     "SPECS",
     "damped_oscillator",
     "double_pendulum",
@@ -46,19 +52,6 @@ __all__ = [
     "three_body",
 ]
 
-# ------------------------------------------------------------------------------------------ constants
-#: The ACA paper's nondimensionalisation (Zhuang et al. 2020).
-G = 6.67408e-11  # m^3 kg^-1 s^-2
-M_ND = 1.989e30  # kg (solar mass)
-R_ND = 5.326e12  # m
-V_ND = 3e4  # m/s
-T_ND = 79.91 * 365 * 24 * 3600 * 0.51  # s
-K1 = G * T_ND * M_ND / (R_ND**2 * V_ND)
-K2 = V_ND * T_ND / R_ND
-ACA_MASSES = (1.1, 1.1, 0.9)
-ACA_R0 = ((0.0, 0.2, 0.0), (0.5, 0.0, 0.5), (0.0, 0.0, 0.5))
-ACA_V0 = ((0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (0.1, 0.0, 0.0))
-
 
 def _uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float) -> Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
@@ -69,9 +62,6 @@ def _body_names(n: int, dim: int) -> tuple[list[str], list[str]]:
     pos = [f"{a}{i}" for i in range(1, n + 1) for a in axes]
     vel = [f"v{a}{i}" for i in range(1, n + 1) for a in axes]
     return pos, vel
-
-
-_COMMON_OPTS = ("n_trajectories", "n_times", "t_span", "irregular", "noise", "missing", "observe", "seed")
 
 
 def _options(local: dict) -> dict:
@@ -138,14 +128,13 @@ def three_body(
     if len(masses) != 3 or not all(float(m) > 0 for m in masses):
         raise ValueError(f"masses must be three positive numbers, got {masses!r}.")
     gen = torch.Generator().manual_seed(seed)
-    base = torch.tensor([*sum(ACA_R0, ()), *sum(ACA_V0, ())], dtype=torch.float64)
-    y0 = base.expand(n_trajectories, -1).clone()
+    y0 = three_body_y0().expand(n_trajectories, -1).clone()
     if random_initial:
         y0 = y0 + init_scale * torch.randn(y0.shape, generator=gen, dtype=torch.float64)
     m = torch.tensor([float(x) for x in masses], dtype=torch.float64)
     return generate(
         THREE_BODY,
-        systems.ThreeBody(m, K1, K2),
+        systems.ThreeBody(m, learnable=False),
         y0,
         gen=gen,
         n_times=n_times,
