@@ -1,15 +1,18 @@
-"""Name → class registries for solvers and gradient methods ("objects underneath, names on top")."""
+"""Name → class registries for solvers and gradient methods ("objects underneath, names on top"), and the
+checked class contracts of the registered families (:class:`ContractMeta`)."""
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping
+from abc import ABCMeta
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-__all__ = ["OptionTypeError", "Registry"]
+__all__ = ["ContractAttribute", "ContractError", "ContractMeta", "OptionTypeError", "Registry"]
 
 T = TypeVar("T")
 
@@ -17,6 +20,91 @@ T = TypeVar("T")
 class OptionTypeError(TypeError, ValueError):
     """An option value of the wrong type (``options={"adaptive": "no"}``). Also a ``ValueError``: the
     constructors' own range checks raise that, and callers may catch either (like NumPy's ``AxisError``)."""
+
+
+class ContractError(TypeError):
+    """A class of a registered family (solver, gradient method) breaks its base's contract: an attribute the
+    integration loop or the registry relies on is missing or has the wrong type."""
+
+
+@dataclass(frozen=True)
+class ContractAttribute:
+    """One attribute of a family contract.
+
+    Parameters
+    ----------
+    name
+        The attribute, e.g. ``"order"``.
+    valid
+        Whether a value is acceptable.
+    expected
+        What an acceptable value is, for the error message ("an int >= 1 (convergence order)").
+    """
+
+    name: str
+    valid: Callable[[Any], bool]
+    expected: str
+
+
+def is_int(low: int) -> Callable[[Any], bool]:
+    """A check for an ``int`` (not a ``bool``) ``>= low``."""
+    return lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
+
+
+def is_bool(v: Any) -> bool:
+    """A check for a ``bool``."""
+    return isinstance(v, (bool, np.bool_))
+
+
+def is_name(v: Any) -> bool:
+    """A check for a registry name: a non-empty string without surrounding white space."""
+    return isinstance(v, str) and bool(v) and v == v.strip()
+
+
+class ContractMeta(ABCMeta):
+    """Metaclass of a family base (``Solver``, ``GradientMethod``) whose ``__contract__`` lists the attributes
+    every subclass provides.
+
+    Checked twice, like scipy's numbered ``OdeSolver`` contract but enforced:
+
+    - when a subclass is defined, every contract attribute it sets **at class level** must be valid, so a typo
+      such as ``order = "2"`` fails at import, naming the class;
+    - when an instance is built, **every** contract attribute must be present and valid (attributes that depend
+      on constructor arguments, such as the order of a damped leapfrog, may be set in ``__init__``).
+
+    A ``property`` at class level counts as "computed per instance" and is checked on the instance only.
+    """
+
+    __contract__: tuple[ContractAttribute, ...]
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(name, bases, namespace, **kwargs)
+        for attr in getattr(cls, "__contract__", ()):
+            value = inspect.getattr_static(cls, attr.name, _MISSING)
+            if value is _MISSING or isinstance(value, property):
+                continue
+            if not attr.valid(value):
+                raise ContractError(_contract_message(cls, attr, value, "class attribute"))
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        for attr in getattr(cls, "__contract__", ()):
+            value = getattr(obj, attr.name, _MISSING)
+            if not attr.valid(value):
+                raise ContractError(_contract_message(cls, attr, value, "attribute"))
+        return obj
+
+
+_MISSING: Any = object()
+
+
+def _contract_message(cls: type, attr: ContractAttribute, value: Any, where: str) -> str:
+    base = next((b.__name__ for b in cls.__mro__[1:] if "__contract__" in vars(b)), "its base")
+    got = "it is missing" if value is _MISSING else f"got {value!r} ({type(value).__name__})"
+    return (
+        f"{cls.__module__}.{cls.__qualname__} breaks the {base} contract: {where} {attr.name!r} must be "
+        f"{attr.expected}; {got}. Set it as a class attribute ({attr.name} = ...) or in __init__."
+    )
 
 
 def _constructor_keywords(cls: type) -> dict[str, inspect.Parameter]:
@@ -43,13 +131,30 @@ class Registry(Generic[T]):
         self.base = base
         self._classes: dict[str, type] = {}
 
-    def register(self, name: str, cls: type) -> None:
-        """Register ``cls`` under ``name``."""
+    def register(self, cls: type) -> type:
+        """Register ``cls`` under its own class attribute ``name`` and return it (usable as a decorator).
+
+        Raises
+        ------
+        TypeError
+            When ``cls`` does not subclass the registry's base, or its ``name`` is not a non-empty string set at
+            class level (a ``ContractError``).
+        ValueError
+            When the name is already taken.
+        """
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise TypeError(f"{cls!r} must be a subclass of {self.base.__name__}.")
+        name = inspect.getattr_static(cls, "name", _MISSING)
+        if not is_name(name):
+            got = "it is missing" if name is _MISSING else f"got {name!r}"
+            raise ContractError(
+                f"{cls.__qualname__} cannot be registered as a {self.kind}: its class attribute 'name' must be a "
+                f"non-empty string (the {self.kind}= value); {got}."
+            )
         if name in self._classes:
-            raise ValueError(f"{self.kind} {name!r} is already registered.")
-        if not issubclass(cls, self.base):
-            raise TypeError(f"{cls!r} must subclass {self.base.__name__}.")
+            raise ValueError(f"{self.kind} {name!r} is already registered (by {self._classes[name].__qualname__}).")
         self._classes[name] = cls
+        return cls
 
     def names(self) -> list[str]:
         """Registered names, in registration order."""

@@ -14,10 +14,5 @@ from .symplectic import SymplecticAdjoint
 __all__ = ["GRADIENTS", "GradientMethod"]
 
 GRADIENTS: Registry[GradientMethod] = Registry("grad", GradientMethod)
-for _cls in (Direct,):
-    GRADIENTS.register(_cls.name, _cls)
-GRADIENTS.register(Mali.name, Mali)
-GRADIENTS.register(ACA.name, ACA)
-GRADIENTS.register(SymplecticAdjoint.name, SymplecticAdjoint)
-GRADIENTS.register(ContinuousAdjoint.name, ContinuousAdjoint)
-GRADIENTS.register(ReversibleHeunGradient.name, ReversibleHeunGradient)
+for _cls in (Direct, Mali, ACA, SymplecticAdjoint, ContinuousAdjoint, ReversibleHeunGradient):
+    GRADIENTS.register(_cls)

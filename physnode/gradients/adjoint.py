@@ -140,6 +140,7 @@ class ContinuousAdjoint(ReplayGradient):
 
     name = "adjoint"
     exact = False
+    solvers = ExplicitRK
     record = None
 
     def __init__(self, adjoint_rtol: float | None = None, adjoint_atol: float | None = None) -> None:
@@ -155,7 +156,7 @@ class ContinuousAdjoint(ReplayGradient):
         return f"ContinuousAdjoint(adjoint_rtol={self.adjoint_rtol}, adjoint_atol={self.adjoint_atol})"
 
     def check(self, problem: Problem) -> None:
-        if not isinstance(problem.solver, ExplicitRK):
+        if not self.supports(problem.solver):
             raise ValueError(
                 f"grad='adjoint' solves the adjoint equation with the forward Runge–Kutta tableau and needs an "
                 f"explicit Runge–Kutta method (e.g. method='dopri5'); got method={problem.solver.name!r} "

@@ -53,7 +53,7 @@ class Mali(ReversibleGradient):
 
     name = "mali"
     requires_method = "alf"
-    solver_class = ALF
+    solvers = ALF
 
     def growth_per_step(self, problem: Problem) -> float:
         """``1 / |1 - 2 eta|``: how much one inverse step amplifies a rounding error (1 for ``eta = 1``)."""

@@ -47,7 +47,8 @@ gradients are accumulated as a side effect."""
 class ReversibleGradient(GradientMethod):
     """Base of gradient methods that reconstruct the forward states by inverting the steps of their solver.
 
-    Subclasses set :attr:`solver_class` and implement :meth:`begin`, :meth:`reverse_step` and :meth:`finish`.
+    Subclasses set :attr:`solvers` (their reversible solver) and implement :meth:`begin`, :meth:`reverse_step`
+    and :meth:`finish`.
     After ``backward()``, ``stats.extra["reconstruction_error"]`` holds, per trajectory ``(B,)``, the max-norm
     of the difference between the initial state rebuilt by the inverse steps and the true ``y0``, and
     ``stats.nfe_backward`` the evaluations plus vector-Jacobian products of ``f`` spent in the backward pass.
@@ -55,10 +56,11 @@ class ReversibleGradient(GradientMethod):
 
     needs_params = True
     exact = True
-    solver_class: ClassVar[type[Solver]]
+    #: The reversible solver whose steps this method inverts (set by each subclass).
+    solvers: ClassVar[type[Solver]]
 
     def check(self, problem: Problem) -> None:
-        if not isinstance(problem.solver, self.solver_class):
+        if not self.supports(problem.solver):
             raise ValueError(
                 f"grad={self.name!r} reverses the steps of method={self.requires_method!r} and cannot "
                 f"differentiate method={getattr(problem.solver, 'name', problem.solver)!r}; pass "

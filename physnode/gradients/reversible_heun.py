@@ -42,7 +42,7 @@ class ReversibleHeunGradient(ReversibleGradient):
 
     name = "reversible_heun"
     requires_method = "reversible_heun"
-    solver_class = ReversibleHeunSolver
+    solvers = ReversibleHeunSolver
 
     def begin(self, problem: Problem, state: State, t: Tensor) -> Any:
         z = state[1].detach().requires_grad_()

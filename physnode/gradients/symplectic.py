@@ -85,10 +85,11 @@ class SymplecticAdjoint(ReplayGradient):
     """
 
     name = "symplectic"
+    solvers = ExplicitRK
     record = "states"
 
     def check(self, problem: Problem) -> None:
-        if not isinstance(problem.solver, ExplicitRK):
+        if not self.supports(problem.solver):
             raise ValueError(
                 f"grad='symplectic' needs an explicit Runge–Kutta solver defined by a Butcher tableau "
                 f"(e.g. method='dopri5', 'tsit5', 'rk4'); got method={problem.solver.name!r} "

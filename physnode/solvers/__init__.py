@@ -36,17 +36,14 @@ __all__ = [
 ]
 
 SOLVERS: Registry[Solver] = Registry("method", Solver)
-for _cls in (Euler, Midpoint, Heun, RK4, HeunEuler, Bosh3, Dopri5, Tsit5, Dopri8):
-    SOLVERS.register(_cls.tableau.name, _cls)
-SOLVERS.register(ALF.name, ALF)
+for _cls in (Euler, Midpoint, Heun, RK4, HeunEuler, Bosh3, Dopri5, Tsit5, Dopri8, ALF):
+    SOLVERS.register(_cls)
 
 from .leapfrog import Leapfrog  # noqa: E402
 from .yoshida4 import Yoshida4  # noqa: E402
 
-for _cls in (Leapfrog, Yoshida4):
-    SOLVERS.register(_cls.name, _cls)
-SOLVERS.register(ReversibleHeun.name, ReversibleHeun)
-SOLVERS.register(NAG.name, NAG)
+for _cls in (Leapfrog, Yoshida4, ReversibleHeun, NAG):
+    SOLVERS.register(_cls)
 
 from .esdirk import ESDIRK, ImplicitTableau  # noqa: E402
 from .kvaerno3 import Kvaerno3  # noqa: E402
@@ -54,5 +51,5 @@ from .kvaerno4 import Kvaerno4  # noqa: E402
 from .kvaerno5 import Kvaerno5  # noqa: E402
 
 for _cls in (Kvaerno3, Kvaerno4, Kvaerno5):
-    SOLVERS.register(_cls.tableau.name, _cls)
+    SOLVERS.register(_cls)
 __all__ += ["ESDIRK", "ImplicitTableau", "Kvaerno3", "Kvaerno4", "Kvaerno5"]

@@ -9,11 +9,13 @@ the velocity of the asynchronous leapfrog, ...), each with leading dimension ``B
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
+
+from .._registry import ContractAttribute, ContractMeta, is_bool, is_int, is_name
 
 __all__ = ["RHS", "Solver", "State"]
 
@@ -24,18 +26,50 @@ RHS = Callable[[Tensor, Tensor], Tensor]
 """A batched right-hand side ``f(t, y)``: ``t`` has shape ``(B,)``, ``y`` and the result ``(B, D)``."""
 
 
-class Solver(ABC):
+class Solver(metaclass=ContractMeta):
     """A one-step (or multi-stage) stepping rule.
 
-    Subclasses set :attr:`order` and :attr:`adaptive` and implement :meth:`init` and :meth:`step`.
+    Subclasses implement :meth:`init` and :meth:`step` and provide the contract attributes below, at class level
+    or (when they depend on constructor arguments) in ``__init__``. The contract is checked: a class attribute
+    of the wrong type fails when the class is defined, and a missing or invalid attribute when an instance is
+    built, with a :class:`~physnode._registry.ContractError` naming the class and the attribute. A subclass that
+    sets a ``tableau`` class attribute (explicit and implicit Runge–Kutta methods) takes its ``name`` from it.
+
+    Attributes
+    ----------
+    name
+        Registry name (the ``method=`` string), a non-empty string.
+    order
+        Convergence order of the solution, an int ``>= 1``.
+    adaptive
+        Whether :meth:`step` returns an error estimate that the controller adapts the step to.
+    error_order
+        Order of the local error estimate, ``q + 1`` with ``q`` the lower of the two embedded orders, an int
+        ``>= 1``; the step-size controller uses exponents ``1 / error_order``.
+    implicit
+        Whether a step solves nonlinear equations (Newton iterations); tests that need explicit stages skip
+        such solvers. Default ``False``.
     """
+
+    __contract__: ClassVar[tuple[ContractAttribute, ...]] = (
+        ContractAttribute("name", is_name, "a non-empty string (the method= name)"),
+        ContractAttribute("order", is_int(1), "an int >= 1 (convergence order)"),
+        ContractAttribute("adaptive", is_bool, "True or False (whether step returns an error estimate)"),
+        ContractAttribute("error_order", is_int(1), "an int >= 1 (order of the local error estimate)"),
+        ContractAttribute("implicit", is_bool, "True or False (whether a step solves nonlinear equations)"),
+    )
 
     name: ClassVar[str]
     order: int
     adaptive: bool
-    #: Order of the local error estimate, ``q + 1`` with ``q`` the lower of the two embedded orders;
-    #: the step-size controller uses exponents ``1 / error_order``.
     error_order: int
+    implicit: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tableau = vars(cls).get("tableau")
+        if tableau is not None and "name" not in vars(cls) and isinstance(getattr(tableau, "name", None), str):
+            cls.name = tableau.name
 
     @abstractmethod
     def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
@@ -87,7 +121,7 @@ class Solver(ABC):
         method has no estimate (the default). The loop compares ``h |lambda|`` with :attr:`stability_boundary`."""
         return None
 
-    def check_compatible(self, func: object) -> None:  # noqa: B027 - optional hook
+    def check_compatible(self, func: object) -> None:
         """Raise a ``ValueError`` when this solver cannot integrate ``func`` (default: any ``func`` works)."""
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ def linear_combination(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor | 
 
 
 class ExplicitRK(Solver):
-    """Explicit Runge–Kutta method; subclasses only set :attr:`tableau`.
+    """Explicit Runge–Kutta method; subclasses only set :attr:`tableau` (the ``name`` comes from it).
 
     With an FSAL tableau the state is ``(y, f(t, y))`` so the first stage of a step reuses the last stage of
     the previous accepted step; otherwise the state is ``(y,)``.
@@ -53,10 +53,6 @@ class ExplicitRK(Solver):
         self.stability_boundary = tab.real_stability_boundary if self._pair is not None else None
         #: ``(k_i, k_j, Y_i, Y_j)`` of the last step for :meth:`stiffness_terms` (references, no copies).
         self._probe: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.tableau.name
 
     def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
         if self.tableau.fsal:
