@@ -192,6 +192,37 @@ def test_stiff_and_nonstiff_trajectories_in_one_batch() -> None:
     assert int(both.stats.n_accepted[0]) != int(both.stats.n_accepted[1])
 
 
+class CubicRelaxation(nn.Module):
+    """dy/dt = -lambda_b (d + d^3), d = y - cos t: nonlinear, stiff for large rates."""
+
+    def __init__(self, rates: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("rates", rates)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        d = y - torch.cos(t).unsqueeze(-1)
+        return -self.rates.unsqueeze(-1) * (d + d**3)
+
+
+def test_newton_failure_of_one_trajectory_leaves_the_others_alone() -> None:
+    """A trajectory whose Newton iterations fail rejects its own step only: each row equals its solo solve."""
+    rates = torch.tensor([1e4, 1.0], dtype=F64)
+    y0 = torch.tensor([[3.0], [3.0]], dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+
+    def run(r: Tensor, y: Tensor) -> tuple[physnode.Solution, ESDIRK]:
+        solver = _solver("kvaerno3", newton_max_iter=3)
+        kw = dict(method=solver, rtol=1e-6, atol=1e-9, step_size=0.5)
+        return physnode.solve(CubicRelaxation(r), y, t, **kw), solver
+
+    both, solver = run(rates, y0)
+    assert solver.counters["newton_failures"] > 0
+    for b in range(2):
+        alone, _ = run(rates[b : b + 1], y0[b : b + 1])
+        torch.testing.assert_close(both.ys[b], alone.ys[0], rtol=1e-12, atol=1e-14)  # batched LU round-off only
+        assert int(both.stats.n_rejected[b]) == int(alone.stats.n_rejected[0])
+
+
 def test_newton_failure_rejects_the_step_instead_of_failing() -> None:
     """A first step far too long for Newton to converge is rejected and shrunk; the solve then succeeds."""
     prob = PROBLEMS["robertson"]
