@@ -4,6 +4,7 @@ Usage::
 
     python -m physnode.datasets.regenerate            # rewrite datasets/*.nc, datasets/*.md, datasets/SHA256SUMS
     python -m physnode.datasets.regenerate --check    # regenerate in memory, compare with the stored files
+    python -m physnode.datasets.regenerate --cards    # rewrite only the cards, from the stored files
 
 ``SHA256SUMS`` holds :meth:`physnode.data.Trajectories.digest` of each dataset: a SHA-256 of a canonical
 serialisation of the data arrays and metadata, not of the file bytes (HDF5 files embed allocation details and
@@ -151,6 +152,10 @@ def _table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _plural(n: object, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def card(name: str, traj: Trajectories, digest: str) -> str:
     """Markdown card of dataset ``name`` from its spec, generator signature and reference data."""
     spec = SPECS[name]
@@ -178,11 +183,13 @@ def card(name: str, traj: Trajectories, digest: str) -> str:
         spec.initial_conditions,
         "## Sampling",
         (
-            f"Default: {defaults.get('n_trajectories')} trajectories, {defaults.get('n_times')} times on "
-            f"t_span = {tuple(defaults.get('t_span', ()))} ({spec.time_units}), regular unless `irregular=True` "
-            "(then t0 plus sorted uniform random times, a random count in [n_times // 2, n_times]). Options "
-            "`noise` (Gaussian, channel units), `missing` (per-entry drop rate), `observe`, `seed`, "
-            "`random_initial`. Solved with `physnode.odeint(method='dopri8', rtol=1e-10, atol=1e-12)` in float64."
+            f"Generator defaults (`physnode.datasets.make({name!r})` without options; the reference file below "
+            f"was made with its own): {_plural(defaults.get('n_trajectories'), 'trajectory', 'trajectories')}, "
+            f"{_plural(defaults.get('n_times'), 'time', 'times')} on t_span = {tuple(defaults.get('t_span', ()))} "
+            f"({spec.time_units}), regular unless `irregular=True` (then t0 plus sorted uniform random times, a random "
+            "count in [n_times // 2, n_times]). Options `noise` (Gaussian, channel units), `missing` (per-entry drop "
+            "rate), `observe`, `seed`, `random_initial`. Solved with `physnode.odeint(method='dopri8', rtol=1e-10, "
+            "atol=1e-12)` in float64."
         ),
     ]
     if spec.notes:
@@ -217,6 +224,18 @@ def _check(folder: Path, name: str, fresh: Trajectories, sums: dict[str, str]) -
     return problems
 
 
+def _write_cards(folder: Path, names: list[str], sums: dict[str, str]) -> int:
+    """Rewrite the cards of ``names`` from their stored files (the data files and ``SHA256SUMS`` are not touched)."""
+    for name in names:
+        path = folder / f"{name}.nc"
+        if not path.is_file() or f"{name}.nc" not in sums:
+            print(f"error: {path} or its SHA256SUMS line is missing; run python -m physnode.datasets.regenerate {name}")
+            return 1
+        atomic_write_text(folder / f"{name}.md", card(name, Trajectories.load(path), sums[f"{name}.nc"]))
+        print(f"{name}: wrote {name}.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Regenerate or check the reference datasets; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m physnode.datasets.regenerate", description=__doc__.split("\n")[0])
@@ -226,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead of writing: check each stored file against SHA256SUMS (exact) and a fresh generation against "
         "the stored file (within FRESH_RTOL)",
+    )
+    parser.add_argument(
+        "--cards",
+        action="store_true",
+        help="rewrite only the cards NAME.md, from the stored NAME.nc and SHA256SUMS (data files untouched)",
     )
     parser.add_argument("names", nargs="*", help="datasets to process (default: all)")
     args = parser.parse_args(argv)
@@ -237,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sums_path = folder / "SHA256SUMS"
     sums = read_sums(sums_path) if sums_path.is_file() else {}
+    if args.cards:
+        return _write_cards(folder, names, sums)
     bad = 0
     for name in names:
         traj = reference(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from physnode.datasets import DATASETS, make
+from physnode.datasets import DATASETS, SYSTEMS, Parameter, System, generate, make
 from physnode.datasets.regenerate import differences
 
 
@@ -193,3 +194,52 @@ def test_make_errors():
         "damped_oscillator",
         "lotka_volterra",
     }
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_generator_is_generate_of_its_system(name):
+    """Each registered generator is ``generate`` of its record, with the record's defaults in its signature."""
+    system = SYSTEMS[name]
+    sig = inspect.signature(DATASETS[name]).parameters
+    assert sig["n_trajectories"].default == system.n_trajectories and sig["n_times"].default == system.n_times
+    assert tuple(sig["t_span"].default) == system.t_span and sig["random_initial"].default == system.random_initial
+    a = DATASETS[name](n_trajectories=2, n_times=12, seed=3)
+    b = generate(system, n_trajectories=2, n_times=12, seed=3)
+    assert differences(a, b) == []
+    assert a.attrs["title"] == system.spec().title and a.time_units == system.time_units
+
+
+def test_sizes_by_position_and_constants_are_not_options():
+    chain = DATASETS["mass_spring_chain"](3, n_trajectories=1, n_times=5, random_initial=False)
+    assert chain.channels == ["x1", "x2", "x3"] and chain.attrs["parameters"]["n_masses"] == 3
+    assert chain.attrs["title"] == "Chain of 3 masses and 4 springs between fixed walls"
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['K1'\] for dataset 'three_body'"):
+        make("three_body", K1=1.0)
+    with pytest.raises(TypeError, match=r"pendulum\(\): too many positional arguments; accepted: n_trajectories"):
+        DATASETS["pendulum"](3)
+
+
+def test_a_new_system_is_one_record():
+    """A system written as a record alone gets sampling, noise, masks and metadata from ``generate``."""
+    decay = System(
+        name="decay",
+        title="Exponential decay",
+        equations="dx/dt = -k x",
+        states=(("x", "mol"),),
+        parameters={"k": Parameter(0.5, "s-1", "rate constant")},
+        time_units="s",
+        t_span=(0.0, 4.0),
+        initial_conditions="x ~ U(1, 2) mol",
+        initial=lambda gen, n, random_initial, p, o: 1 + torch.rand(n, 1, generator=gen, dtype=torch.float64),
+        rhs=lambda p: lambda t, y: -p["k"] * y,
+        n_trajectories=3,
+        n_times=9,
+    )
+    tr = generate(decay, k=0.25, missing=0.2, seed=2)
+    assert tr.values.shape == (3, 9, 1) and tr.attrs["parameters"] == {"k": 0.25}
+    x0 = tr.metadata_tensor("initial_state")[:, 0]
+    exact = x0[:, None] * torch.exp(-0.25 * tr.times)
+    assert torch.allclose(tr.values[..., 0][tr.mask[..., 0]], exact[tr.mask[..., 0]], rtol=1e-9, atol=0)
+    assert 0 < int((~tr.mask).sum()) < 27
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['rate'\] for dataset 'decay'"):
+        generate(decay, rate=1.0)

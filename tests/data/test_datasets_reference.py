@@ -13,7 +13,7 @@ import pytest
 
 from physnode.data import Trajectories
 from physnode.datasets import DATASETS
-from physnode.datasets.regenerate import FRESH_RTOL, REFERENCE, default_folder, differences, main, read_sums
+from physnode.datasets.regenerate import FRESH_RTOL, REFERENCE, card, default_folder, differences, main, read_sums
 from physnode.datasets.regenerate import reference as _reference
 
 FOLDER = default_folder()
@@ -90,3 +90,22 @@ def test_regenerate_check_passes_on_stored_files(capsys):
     """``python -m physnode.datasets.regenerate --check`` exits 0 and prints OK for a dataset."""
     assert main(["--check", "kepler"]) == 0
     assert "kepler: OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_stored_card_is_the_card_of_the_stored_file(name):
+    """``datasets/NAME.md`` is what ``regenerate --cards`` writes from the stored file and its digest."""
+    stored = Trajectories.load(FOLDER / f"{name}.nc")
+    assert (FOLDER / f"{name}.md").read_text() == card(name, stored, SUMS[f"{name}.nc"])
+
+
+def test_regenerate_cards_writes_only_cards(tmp_path, capsys):
+    """``--cards`` rewrites NAME.md from the stored NAME.nc and leaves the data file and SHA256SUMS alone."""
+    for f in ("kepler.nc", "SHA256SUMS"):
+        (tmp_path / f).write_bytes((FOLDER / f).read_bytes())
+    before = {f: (tmp_path / f).read_bytes() for f in ("kepler.nc", "SHA256SUMS")}
+    assert main(["--out", str(tmp_path), "--cards", "kepler"]) == 0
+    assert (tmp_path / "kepler.md").read_text() == (FOLDER / "kepler.md").read_text()
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
+    assert main(["--out", str(tmp_path), "--cards", "pendulum"]) == 1
+    assert "pendulum.nc or its SHA256SUMS line is missing" in capsys.readouterr().out
