@@ -1,9 +1,28 @@
-"""Shared fixtures: devices, dtypes and deterministic seeding."""
+"""Shared fixtures: devices, dtypes and deterministic seeding; the lists of everything the tests run through.
+
+The one list of every solver, gradient method, physics model and dataset lives in ``tests/registries.py``
+(``ALL_SOLVERS``, ``ADAPTIVE``, ``FIXED``, ``IMPLICIT``, ``RK``, ``ALL_GRADIENTS``, ``EXACT_GRADIENTS``,
+``solver_for(grad)``, ``PHYSICS_MODELS``, ``DATASETS``), read from the package's registries; it is re-exported
+here. Test modules import it from ``registries`` (``from conftest import ...`` is unreliable: pytest imports
+every ``conftest.py`` under that one module name).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from registries import (  # noqa: F401 - re-exported: the one list (see the module docstring)
+    ADAPTIVE,
+    ALL_GRADIENTS,
+    ALL_SOLVERS,
+    DATASETS,
+    EXACT_GRADIENTS,
+    FIXED,
+    IMPLICIT,
+    PHYSICS_MODELS,
+    RK,
+    solver_for,
+)
 
 torch.set_num_threads(1)
 

@@ -9,17 +9,16 @@ import math
 
 import pytest
 import torch
+from registries import ALL_GRADIENTS, solver_for
 from torch import nn
 
 import physnode
-from physnode.gradients import GRADIENTS
 
-NAMES = GRADIENTS.names()
+NAMES = ALL_GRADIENTS
 Z0, ALPHA, T_END = 0.7, -0.4, 1.5
 
 
-def method_for(grad: str) -> str:
-    return GRADIENTS.cls(grad).requires_method or "dopri5"
+method_for = solver_for
 
 
 def analytic() -> tuple[float, float]:

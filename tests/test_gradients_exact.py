@@ -1,7 +1,8 @@
 """Every exact gradient method equals backprop (``grad="direct"``) through the same discrete solve.
 
 The list of methods is read from the registry, so a newly registered method is run through every test here.
-A method with ``requires_method`` is tested on that solver, the others on dopri5.
+The lists come from ``registries``: a method is tested on the solver it requires, else on the default method;
+the tests "on every solver" run each method on every registered solver of its ``solvers`` family.
 """
 
 from __future__ import annotations
@@ -10,20 +11,16 @@ import functools
 
 import pytest
 import torch
+from registries import ALL_GRADIENTS, ALL_SOLVERS, EXACT_GRADIENTS, OWN_BACKWARD, RK, solver_for, solvers_for
 from systems import MLP, ThreeBody, TimeDependent, three_body_y0
 
 import physnode
 from physnode.gradients import GRADIENTS
-from physnode.solvers import SOLVERS, ExplicitRK, PIController
+from physnode.solvers import SOLVERS, PIController
 
-EXACT = [n for n in GRADIENTS.names() if GRADIENTS.cls(n).exact and n != "direct"]
-ALL = [n for n in GRADIENTS.names() if n != "direct"]
-OWN_BACKWARD = [n for n in GRADIENTS.names() if GRADIENTS.cls(n).needs_params]
-RK_NAMES = [n for n in SOLVERS.names() if issubclass(SOLVERS.cls(n), ExplicitRK)]
-
-
-def method_for(grad: str) -> str:
-    return GRADIENTS.cls(grad).requires_method or "dopri5"
+EXACT = EXACT_GRADIENTS
+ALL = [n for n in ALL_GRADIENTS if n != "direct"]
+method_for = solver_for
 
 
 def tolerances(method: str, rtol: float, atol: float) -> dict:
@@ -126,15 +123,19 @@ def test_time_dependent_with_extra_params(grad: str) -> None:
     assert_same_gradients(g, g_ref, 1e-10, grad)
 
 
-@pytest.mark.parametrize("grad", [g for g in EXACT if GRADIENTS.cls(g).requires_method is None])
-@pytest.mark.parametrize("method", RK_NAMES, ids=RK_NAMES)
+GRAD_SOLVER_PAIRS = [
+    (g, m) for g in EXACT if GRADIENTS.cls(g).requires_method is None for m in solvers_for(g) if m in RK
+]
+
+
+@pytest.mark.parametrize(("grad", "method"), GRAD_SOLVER_PAIRS, ids=[f"{g}-{m}" for g, m in GRAD_SOLVER_PAIRS])
 def test_every_rk_solver(grad: str, method: str) -> None:
     """The methods that take any Runge–Kutta solver are exact for each (FSAL or not, adaptive or not)."""
     func = MLP(dim=2, hidden=8)
     y0 = torch.randn(2, 2, dtype=torch.float64)
     t = torch.tensor([[0.0, 0.3, 1.0], [0.1, 0.5, 0.8]], dtype=torch.float64)
     kw: dict = dict(method=method, **tolerances(method, 1e-6, 1e-8))
-    if not SOLVERS.cls(method).tableau.adaptive:
+    if not SOLVERS.build(method).adaptive:
         kw["step_size"] = 0.07
     ref, g_ref = gradients(func, y0, t, "direct", **kw)
     sol, g = gradients(func, y0, t, grad, **kw)
@@ -142,7 +143,7 @@ def test_every_rk_solver(grad: str, method: str) -> None:
     assert_same_gradients(g, g_ref, 1e-10, f"{grad}/{method}")
 
 
-@pytest.mark.parametrize("method", SOLVERS.names(), ids=SOLVERS.names())
+@pytest.mark.parametrize("method", ALL_SOLVERS, ids=ALL_SOLVERS)
 def test_aca_on_every_solver(method: str) -> None:
     """ACA only calls ``init``/``step``, so it is exact for every registered solver (leapfrog, ALF, ...)."""
     func = MLP(dim=2, hidden=8)
@@ -224,9 +225,12 @@ def test_closure_without_params_raises(grad: str) -> None:
         )
 
 
-@pytest.mark.parametrize("grad", ["symplectic", "adjoint"])
+RK_ONLY = [g for g in ALL_GRADIENTS if set(solvers_for(g)) == set(RK)]
+
+
+@pytest.mark.parametrize("grad", RK_ONLY, ids=RK_ONLY)
 def test_rk_only_methods_reject_other_solvers(grad: str) -> None:
-    others = [n for n in SOLVERS.names() if not issubclass(SOLVERS.cls(n), ExplicitRK)]
+    others = [n for n in ALL_SOLVERS if n not in RK]
     if not others:
         pytest.skip("no non-Runge–Kutta solver is registered")
     func = MLP(dim=2, hidden=4)

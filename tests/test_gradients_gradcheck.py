@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from registries import ALL_GRADIENTS, FIXED, solvers_for
 
 import physnode
 from physnode.gradients import GRADIENTS
+from physnode.solvers import SOLVERS
 
-NAMES = GRADIENTS.names()
+NAMES = ALL_GRADIENTS
 
 
 def _solve_kwargs(grad: str) -> dict:
+    """Fixed steps: a fixed-step solver of order >= 4 of the method's family, or the solver it requires."""
     required = GRADIENTS.cls(grad).requires_method
     if required is None:
-        return dict(method="rk4", step_size=0.1)
+        method = next(m for m in solvers_for(grad) if m in FIXED and SOLVERS.build(m).order >= 4)
+        return dict(method=method, step_size=0.1)
     kw: dict = dict(method=required, step_size=0.05)
     if "adaptive" in physnode.SOLVERS.accepted_options(required):
         kw["options"] = {"adaptive": False}

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from registries import ADAPTIVE
 
 import physnode
 
@@ -17,23 +18,29 @@ def _oscillators(omega: torch.Tensor):
     return f
 
 
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dopri8"])
+@pytest.mark.parametrize("method", ADAPTIVE, ids=ADAPTIVE)
 def test_batch_with_own_times_equals_individual_solves(method: str, device: torch.device) -> None:
+    """Every adaptive solver: a trajectory's steps and accept/reject decisions do not depend on its batch."""
     B, T = 4, 6
+    # Explicit methods of order >= 4 at a tight tolerance; the others looser to keep the step count (and the
+    # Newton iterations) small: the batch independence checked here does not depend on the tolerance.
+    solver = physnode.SOLVERS.build(method)
+    tight = solver.order >= 4 and not solver.implicit
+    rtol, atol, exact_atol = (1e-9, 1e-11, 1e-6) if tight else (1e-5, 1e-7, 1e-2)
     omega = torch.tensor([1.0, 3.0, 0.5, 7.0], dtype=torch.float64, device=device)
     y0 = torch.randn(B, 2, dtype=torch.float64, device=device)
     t = torch.sort(torch.rand(B, T, dtype=torch.float64, device=device) * 5, dim=1).values
     t[:, 0] = torch.tensor([0.0, 0.3, -1.0, 2.0], dtype=torch.float64)
-    batched = physnode.solve(_oscillators(omega), y0, t, method=method, rtol=1e-9, atol=1e-11)
+    batched = physnode.solve(_oscillators(omega), y0, t, method=method, rtol=rtol, atol=atol)
     for b in range(B):
-        alone = physnode.solve(_oscillators(omega[b]), y0[b], t[b], method=method, rtol=1e-9, atol=1e-11)
+        alone = physnode.solve(_oscillators(omega[b]), y0[b], t[b], method=method, rtol=rtol, atol=atol)
         torch.testing.assert_close(batched.ys[b], alone.ys, rtol=1e-13, atol=1e-13)
         assert int(batched.stats.n_accepted[b]) == int(alone.stats.n_accepted[0])
         assert int(batched.stats.n_rejected[b]) == int(alone.stats.n_rejected[0])
     # Exact solution check for good measure.
     dt = t - t[:, :1]
     x = y0[:, :1] * torch.cos(omega[:, None] * dt) + y0[:, 1:] / omega[:, None] * torch.sin(omega[:, None] * dt)
-    torch.testing.assert_close(batched.ys[..., 0], x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(batched.ys[..., 0], x, rtol=0, atol=exact_atol)
 
 
 def test_fast_trajectory_does_not_shrink_steps_of_others() -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from registries import RK
 
-from physnode.solvers import SOLVERS, ExplicitRK, Tableau
-
-RK_NAMES = [n for n in SOLVERS.names() if issubclass(SOLVERS.cls(n), ExplicitRK)]
+from physnode.solvers import SOLVERS, Tableau
 
 
-@pytest.mark.parametrize("name", RK_NAMES, ids=RK_NAMES)
+@pytest.mark.parametrize("name", RK, ids=RK)
 def test_order_conditions(name: str) -> None:
     tab = SOLVERS.cls(name).tableau
     b, c, a = tab.b, tab.c, tab.a

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from physnode.physics import Hamiltonian, Lagrangian, Param, SymbolicODE
+from physnode.physics import Hamiltonian, Hybrid, Lagrangian, NBodyGravity, Param, SymbolicODE
 
 # ---------------------------------------------------------------------------------------------- pendulum
 PENDULUM = {"m": 1.3, "l": 0.7, "g": 9.81}
@@ -135,3 +137,26 @@ class TinyNet(nn.Module):
 
     def forward(self, y: Tensor) -> Tensor:
         return self.net(y)
+
+
+# ------------------------------------------------------------------------------- one example of each model
+def nbody_2d() -> NBodyGravity:
+    """Two bodies in the plane with learnable ``G`` and masses."""
+    return NBodyGravity(2, dim=2, G=Param(1.0, positive=True), masses=Param([1.0, 0.5], positive=True)).double()
+
+
+def hybrid_kepler() -> Hybrid:
+    """Kepler's Hamiltonian plus a small neural residual on the velocities."""
+    return Hybrid(kepler_hamiltonian(), TinyNet(4, 2), on="velocities")
+
+
+#: One example system of every physics model class: class → (builder, a typical initial state). A new model
+#: class in :mod:`physnode.physics` needs one line here (``test_physics_catalogue.py`` checks that each class of
+#: ``registries.PHYSICS_MODELS`` has one) and then gets the catalogue's tests.
+PHYSICS_EXAMPLES: dict[type, tuple[Callable[[], nn.Module], list[float]]] = {
+    Lagrangian: (double_pendulum_lagrangian, [0.3, -0.2, 0.1, 0.0]),
+    Hamiltonian: (kepler_hamiltonian, [1.0, 0.0, 0.0, 1.1]),
+    SymbolicODE: (lotka_volterra, [2.0, 1.0]),
+    NBodyGravity: (nbody_2d, [1.0, 0.0, -0.5, 0.0, 0.0, 0.3, 0.0, -0.6]),
+    Hybrid: (hybrid_kepler, [1.0, 0.0, 0.0, 1.1]),
+}
