@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..datasets._systems import K1, K2, ThreeBody, three_body_y0
+from ..datasets._systems import ACA_MASSES, K1, K2, ThreeBody, three_body_y0
 
 __all__ = [
+    "ACA_MASSES",
     "K1",
     "K2",
     "Counted",

@@ -23,6 +23,7 @@ from torch import Tensor
 import physnode
 
 from ._common import (
+    ACA_MASSES,
     Counted,
     Table,
     ThreeBody,
@@ -61,7 +62,7 @@ class Setup:
     t: Tensor
     tol: float
     dt: float
-    masses: tuple[float, float, float] = (1.1, 1.1, 0.9)
+    masses: tuple[float, float, float] = ACA_MASSES
 
 
 # A runner solves with a fresh ThreeBody wrapped in ``Counted`` and ``y0`` requiring grad, and returns the

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..physics import Hamiltonian, Lagrangian, NBodyGravity, Param
-from ._common import K1, K2, Table, ThreeBody, fmt_float, fmt_seconds, make_parser, setup, time_median
+from ._common import ACA_MASSES, K1, K2, Table, ThreeBody, fmt_float, fmt_seconds, make_parser, setup, time_median
 
 __all__ = ["run"]
 
@@ -90,7 +90,7 @@ def _double_pendulum(device: torch.device) -> tuple[torch.nn.Module, RHS, int]:
 
 
 def _three_body(device: torch.device) -> tuple[torch.nn.Module, RHS, int]:
-    model = NBodyGravity(3, dim=3, masses=Param([1.1, 1.1, 0.9], positive=True), k_r=K2, k_v=K1)
+    model = NBodyGravity(3, dim=3, masses=Param(list(ACA_MASSES), positive=True), k_r=K2, k_v=K1)
     ref = ThreeBody().to(device)
     ref.params = tuple(ref.parameters())  # type: ignore[attr-defined]
     return model, ref, 18
