@@ -2,7 +2,8 @@
 
 The public API is small:
 
-* :func:`odeint`, :func:`solve` — solve ``dy/dt = f(t, y)`` with per-trajectory times (``Solution``, ``Status``);
+* :func:`odeint`, :func:`solve` — solve ``dy/dt = f(t, y)`` with per-trajectory times (``Solution``, ``Status``),
+  their options validated into one :class:`SolveOptions`;
 * :data:`SOLVERS`, :data:`GRADIENTS` — the ``method=`` and ``grad=`` registries;
 * :func:`fit`, :func:`forecast` — recover unknown physics from trajectories and predict (``FitResult``);
 * :func:`sdeint` — stochastic dynamics through torchsde;
@@ -25,6 +26,7 @@ from .fit import FitResult, MultipleShooting, fit
 from .forecast import forecast
 from .gradients import GRADIENTS, GradientMethod
 from .odeint import odeint, solve
+from .options import SolveOptions
 from .solution import Solution, Stats, Status
 from .solvers import SOLVERS, Solver, Tableau
 
@@ -53,6 +55,7 @@ __all__ = [
     "MultipleShooting",
     "NonFiniteError",
     "Solution",
+    "SolveOptions",
     "Solver",
     "SolverError",
     "Stats",

@@ -1,16 +1,16 @@
-"""Input checks shared by :func:`physnode.odeint` and :func:`physnode.sdeint`: errors say what was received,
-what was expected and how to fix it."""
+"""Input checks shared by :func:`physnode.odeint`, :func:`physnode.sdeint` and :class:`physnode.SolveOptions`:
+errors say what was received, what was expected and how to fix it. The checks of the solve options themselves
+(tolerances, steps, names) live in :mod:`physnode.options`."""
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_int", "check_real", "check_times", "check_tolerance", "check_y0", "describe"]
+__all__ = ["check_int", "check_real", "check_times", "check_y0", "describe"]
 
 
 def describe(value: object) -> str:
@@ -38,51 +38,6 @@ def check_int(name: str, value: object, what: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {what}, got {describe(value)}.")
     return int(value)
-
-
-def check_tolerance(name: str, value: object, y0: Tensor) -> float | Tensor:
-    """Validate ``rtol`` or ``atol`` for a state like ``y0`` ``(..., D)``.
-
-    A tolerance is a non-negative finite real number, or a real tensor of shape ``()`` or ``(D,)`` (one value per
-    state component), returned on ``y0``'s device and dtype. ``rtol`` must not be below the unit roundoff of
-    ``y0``'s dtype: no solver can meet a relative error smaller than the rounding of one operation on the state,
-    and asking for it only multiplies the steps (a float32 solve at ``rtol=1e-12`` took 53,636 steps).
-    """
-    D = y0.shape[-1]
-    what = "a non-negative float (or a tensor of shape (D,) with one value per state component)"
-    if isinstance(value, Tensor) and value.ndim > 0:
-        if value.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (shape only, no values); pass real values.")
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be {what}, got a tensor of dtype {value.dtype}.")
-        if value.ndim != 1 or value.shape[0] not in (1, D):
-            raise ValueError(
-                f"{name} of shape {tuple(value.shape)} does not fit the state of dimension D = {D}: pass a float or "
-                f"a tensor of shape ({D},), one value per state component."
-            )
-        v = value.detach().to(device=y0.device, dtype=y0.dtype)
-        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
-            raise ValueError(f"{name} must be non-negative and finite in every component, got {value.tolist()}.")
-        low = float(v.min())
-    else:
-        v = check_real(name, value, what)
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} must be a non-negative finite number, got {describe(value)}.")
-        low = v
-    finfo = torch.finfo(y0.dtype)
-    if name == "rtol" and 0 < low < finfo.eps / 2:
-        raise ValueError(
-            f"rtol = {low:.3g} is below the resolution of {y0.dtype} (unit roundoff {finfo.eps / 2:.1e}): no solver "
-            f"can meet it, it only takes ever smaller steps. Use rtol >= {10 * finfo.eps:.1e} (10·eps, the smallest "
-            f"sensible for {y0.dtype}), or solve in float64 (y0.double(), t.double())."
-        )
-    if name == "atol" and 0 < low < finfo.tiny:
-        raise ValueError(
-            f"atol = {low:.3g} is below the smallest normal {y0.dtype} ({finfo.tiny:.1e}); the scaled error "
-            "overflows near 0. Choose atol around rtol times the typical size of the state components (or 0 for a "
-            "purely relative tolerance)."
-        )
-    return v
 
 
 def check_y0(y0: object) -> Tensor:

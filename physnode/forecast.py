@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -9,8 +10,16 @@ from torch import Tensor, nn
 
 from .data.trajectories import Trajectories
 from .odeint import odeint
+from .options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
 
 __all__ = ["forecast"]
+
+_KEYWORD_DEFAULTS: dict[str, Any] = {
+    "method": DEFAULT_METHOD,
+    "rtol": DEFAULT_RTOL,
+    "atol": DEFAULT_ATOL,
+    "step_size": None,
+}
 
 
 def forecast(
@@ -19,11 +28,11 @@ def forecast(
     t: Tensor,
     *,
     y0: Tensor | None = None,
-    method: str = "dopri5",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    method: str = DEFAULT_METHOD,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
     step_size: float | None = None,
-    options: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | SolveOptions | None = None,
 ) -> Trajectories:
     """The model's state at times ``t`` from each trajectory's initial state.
 
@@ -42,7 +51,8 @@ def forecast(
     y0
         Initial states ``(N, S)`` overriding the metadata (e.g. ``FitResult.initial_states``).
     method, rtol, atol, step_size, options
-        As in :func:`physnode.odeint`.
+        As in :func:`physnode.odeint`: keywords, or one :class:`~physnode.SolveOptions` as ``options`` (e.g. a
+        fit's ``result.solve_options``; its gradient method is irrelevant here, nothing is differentiated).
 
     Returns
     -------
@@ -51,6 +61,7 @@ def forecast(
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a tensor of times (T,) or (N, T), got {type(t).__name__}.")
+    opts = resolve_options(options, _KEYWORD_DEFAULTS, method=method, rtol=rtol, atol=atol, step_size=step_size)
     metadata = None
     ids = None
     attrs = None
@@ -100,7 +111,7 @@ def forecast(
         elif not bool((t_init == t[:, 0]).all()):
             raise ValueError("forecast times must all start at, or all after, the trajectories' initial times.")
     with torch.no_grad():
-        ys = odeint(model, y0, grid, method=method, rtol=rtol, atol=atol, step_size=step_size, options=options)
+        ys = odeint(model, y0, grid, options=opts.without_gradient())
     if prepend:
         ys = ys[:, 1:]
     names = getattr(model, "state_names", None)

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._validate import check_int, check_real, check_times, check_tolerance, check_y0, describe
-from .gradients import GRADIENTS, GradientMethod
+from ._validate import check_times, check_y0, describe
+from .gradients import GradientMethod
 from .integrate import CountingRHS, Problem
+from .options import DEFAULT_ATOL, DEFAULT_GRAD, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
 from .solution import Solution
-from .solvers import SOLVERS, FixedController, PIController, Solver
+from .solvers import FixedController, PIController, Solver
 
 __all__ = ["odeint", "solve"]
 
-DEFAULT_MAX_STEPS = 100_000
-
-#: Options of the integration loop itself, accepted with every method: name -> (default, description).
-LOOP_OPTIONS: dict[str, tuple[object, str]] = {
-    "stiffness_check": (
-        True,
-        "fail early with StiffnessError when an adaptive Runge–Kutta solve is pinned at its stability limit and "
-        "would exceed max_steps (bool)",
-    ),
+#: The keyword defaults of :func:`solve` and :func:`odeint` (to tell them from given keywords).
+_KEYWORD_DEFAULTS: dict[str, Any] = {
+    "method": DEFAULT_METHOD,
+    "grad": DEFAULT_GRAD,
+    "rtol": DEFAULT_RTOL,
+    "atol": DEFAULT_ATOL,
+    "step_size": None,
+    "max_steps": None,
 }
 
 
@@ -49,36 +48,8 @@ def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Te
     return tuple(found)
 
 
-def _split_options(
-    method: object, grad: object, options: Mapping[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Route ``options`` to the solver, the gradient method and the loop (:data:`LOOP_OPTIONS`)."""
-    loop_opts: dict[str, Any] = {k: default for k, (default, _) in LOOP_OPTIONS.items()}
-    if options is None:
-        return {}, {}, loop_opts
-    if not isinstance(options, Mapping):
-        raise TypeError(f"options must be a dict of solver or gradient-method options, got {describe(options)}.")
-    m_keys, g_keys = SOLVERS.accepted_options(method), GRADIENTS.accepted_options(grad)
-    m_opts, g_opts = {}, {}
-    for k, v in options.items():
-        if k in LOOP_OPTIONS:
-            if not isinstance(v, bool):
-                raise TypeError(f"option {k!r} must be True or False, got {describe(v)}.")
-            loop_opts[k] = v
-        elif k in m_keys:
-            m_opts[k] = v
-        elif k in g_keys:
-            g_opts[k] = v
-        else:
-            accepted = sorted(m_keys | g_keys | set(LOOP_OPTIONS))
-            raise ValueError(
-                f"unknown option {k!r} for method={method!r}, grad={grad!r}; accepted: {', '.join(accepted)}."
-            )
-    return m_opts, g_opts, loop_opts
-
-
 def _build_problem(
-    func, y0, t, method, grad, rtol, atol, step_size, max_steps, params, options, raise_on_failure
+    func: Callable, y0: Tensor, t: Tensor, opts: SolveOptions, params: Sequence[Tensor] | None, raise_on_failure: bool
 ) -> tuple[Problem, GradientMethod, bool]:
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}.")
@@ -86,38 +57,19 @@ def _build_problem(
     if isinstance(t, Tensor) and t.requires_grad and torch.is_grad_enabled():
         raise ValueError(
             f"t requires grad, but gradients with respect to observation times are not supported yet (grad="
-            f"{grad if isinstance(grad, str) else type(grad).__name__!r}); the times would be silently treated as "
-            "constants. Pass t.detach()."
+            f"{opts.grad_name!r}); the times would be silently treated as constants. Pass t.detach()."
         )
     tt = check_times(t, y0)
     if not isinstance(raise_on_failure, bool):
         raise TypeError(f"raise_on_failure must be True or False, got {describe(raise_on_failure)}.")
-    m_opts, g_opts, loop_opts = _split_options(method, grad, options)
-    solver: Solver = SOLVERS.build(method, m_opts)
-    gm: GradientMethod = GRADIENTS.build(grad, g_opts)
-    rtol = check_tolerance("rtol", rtol, y0)
-    atol = check_tolerance("atol", atol, y0)
-    lows = [float(v.min()) if isinstance(v, Tensor) else v for v in (rtol, atol)]
-    if lows == [0.0, 0.0]:
-        raise ValueError("rtol and atol cannot both be zero: at least one must be positive (e.g. rtol=1e-7).")
-    if step_size is not None:
-        step_size = check_real("step_size", step_size, "a positive float (time units) or None")
-        if not (math.isfinite(step_size) and step_size > 0):
-            raise ValueError(f"step_size must be a positive finite number (time units), got {step_size!r}.")
+    solver: Solver = opts.build_solver()
+    gm: GradientMethod = opts.build_gradient()
+    rtol, atol = opts.tolerances(y0)
     if solver.adaptive:
-        controller = PIController(rtol=rtol, atol=atol, first_step=step_size)
+        controller = PIController(rtol=rtol, atol=atol, first_step=opts.step_size)
     else:
-        if step_size is None:
-            raise ValueError(
-                f"method={solver.name!r} takes fixed steps here and needs step_size=... (time units); or "
-                "choose an adaptive method such as 'dopri5'."
-            )
-        controller = FixedController(step_size=float(step_size))
-    if max_steps is None:
-        max_steps = DEFAULT_MAX_STEPS
-    max_steps = check_int("max_steps", max_steps, "a positive integer or None (default 100 000)")
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+        controller = FixedController(step_size=float(opts.step_size))
+    max_steps = opts.max_steps
     n_intervals = tt.shape[-1] - 1
     if n_intervals > max_steps:
         raise ValueError(
@@ -153,7 +105,7 @@ def _build_problem(
         max_steps,
         all_params,
         raise_on_failure,
-        stiffness_check=loop_opts["stiffness_check"],
+        stiffness_check=opts.stiffness_check,
     )
     gm.check(problem)
     return problem, gm, unbatched
@@ -164,14 +116,14 @@ def solve(
     y0: Tensor,
     t: Tensor,
     *,
-    method: str | Solver = "dopri5",
-    grad: str | GradientMethod = "direct",
-    rtol: float = 1e-7,
-    atol: float | Tensor = 1e-9,
+    method: str | Solver = DEFAULT_METHOD,
+    grad: str | GradientMethod = DEFAULT_GRAD,
+    rtol: float | Tensor = DEFAULT_RTOL,
+    atol: float | Tensor = DEFAULT_ATOL,
     step_size: float | None = None,
     max_steps: int | None = None,
     params: Sequence[Tensor] | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | SolveOptions | None = None,
     raise_on_failure: bool = True,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` and return the states at the observation times with statistics.
@@ -218,7 +170,9 @@ def solve(
         Extra tensors to differentiate that ``func`` closes over (for gradient methods with their own
         backward pass).
     options
-        Keyword options of the chosen solver or gradient method (e.g. ``{"eta": 0.9}``); unknown keys raise.
+        Keyword options of the chosen solver or gradient method (e.g. ``{"eta": 0.9}``); unknown keys raise. Or a
+        :class:`~physnode.SolveOptions` holding all the options above (``method`` to ``max_steps`` and these); the
+        keywords are then left at their defaults. The keywords are validated into such an object either way.
         Every method also takes ``"stiffness_check"`` (default ``True``): adaptive Runge–Kutta solves estimate
         ``h |lambda|`` from two stages of each step and, when the steps stay pinned at the method's stability
         limit and finishing would exceed ``max_steps``, fail after a few dozen steps with
@@ -240,9 +194,17 @@ def solve(
         A trajectory failed during the solve (the message names the trajectory, the time and the likely
         cause).
     """
-    problem, gm, unbatched = _build_problem(
-        func, y0, t, method, grad, rtol, atol, step_size, max_steps, params, options, raise_on_failure
+    opts = resolve_options(
+        options,
+        _KEYWORD_DEFAULTS,
+        method=method,
+        grad=grad,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        max_steps=max_steps,
     )
+    problem, gm, unbatched = _build_problem(func, y0, t, opts, params, raise_on_failure)
     result = gm.solve(problem)
     result.stats.nfe += 1  # the evaluation that checked func's output shape and dtype
     ys = result.ys.squeeze(0) if unbatched else result.ys
@@ -254,14 +216,14 @@ def odeint(
     y0: Tensor,
     t: Tensor,
     *,
-    method: str | Solver = "dopri5",
-    grad: str | GradientMethod = "direct",
-    rtol: float = 1e-7,
-    atol: float | Tensor = 1e-9,
+    method: str | Solver = DEFAULT_METHOD,
+    grad: str | GradientMethod = DEFAULT_GRAD,
+    rtol: float | Tensor = DEFAULT_RTOL,
+    atol: float | Tensor = DEFAULT_ATOL,
     step_size: float | None = None,
     max_steps: int | None = None,
     params: Sequence[Tensor] | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | SolveOptions | None = None,
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` and return the states at the observation times.
 

@@ -6,29 +6,29 @@ import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from ..options import SolveOptions
+
 __all__ = [
     "FIT_KEYS",
-    "SOLVER_KEYS",
     "THREE_BODY",
-    "check_solver_table",
     "load_config",
     "load_params",
     "model_from_config",
     "read_json",
     "set_params",
+    "solve_options_from_table",
     "three_body_model",
 ]
 
 #: Name of the built-in three-body job (``physnode fit three-body``).
 THREE_BODY = "three-body"
 
-#: Keys of a config's ``[solver]`` table, passed to :func:`physnode.fit.fit`.
-SOLVER_KEYS = {"method": str, "grad": str, "rtol": float, "atol": float, "step_size": float}
 #: Keys of a config's ``[fit]`` table, passed to :func:`physnode.fit.fit`.
 FIT_KEYS = {
     "epochs": int,
@@ -93,59 +93,74 @@ def load_config(path: str | Path) -> dict[str, Any]:
     for table in ("model", "data"):
         if not isinstance(cfg.get(table), Mapping):
             raise ValueError(f"{path}: missing the [{table}] table (see physnode fit --help for an example).")
-    for table, allowed in (("data", _DATA_KEYS), ("solver", SOLVER_KEYS), ("fit", FIT_KEYS), ("output", _OUTPUT_KEYS)):
+    for table, allowed in (("data", _DATA_KEYS), ("fit", FIT_KEYS), ("output", _OUTPUT_KEYS)):
         section = cfg.get(table, {})
         if not isinstance(section, Mapping):
             raise ValueError(f"{path}: [{table}] must be a table, got {type(section).__name__}.")
         bad = sorted(set(section) - set(allowed))
         if bad:
             raise ValueError(f"{path}: unknown key(s) {bad} in [{table}]; allowed: {sorted(allowed)}.")
-    for table, spec in (("solver", SOLVER_KEYS), ("fit", FIT_KEYS)):
-        for key, value in cfg.get(table, {}).items():
-            types = spec[key]
-            ok = isinstance(value, types) and not (isinstance(value, bool) and types is not bool)
-            if types is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                want = " or ".join(_TOML_TYPES[t] for t in (types if isinstance(types, tuple) else (types,)))
-                raise ValueError(f"{path}: [{table}] {key} must be {want}, got {type(value).__name__} {value!r}.")
+    for key, value in cfg.get("fit", {}).items():
+        types = FIT_KEYS[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and types is not bool)
+        if types is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            want = " or ".join(_TOML_TYPES[t] for t in (types if isinstance(types, tuple) else (types,)))
+            raise ValueError(f"{path}: [fit] {key} must be {want}, got {type(value).__name__} {value!r}.")
     if "file" not in cfg["data"] or not isinstance(cfg["data"]["file"], str):
         raise ValueError(f"{path}: [data] needs file = 'PATH.nc' (or .h5), relative to the config file.")
-    check_solver_table(cfg.get("solver", {}), str(path))
+    solve_options_from_table(cfg.get("solver", {}), str(path))
     return cfg
 
 
-def check_solver_table(
-    solver: Mapping[str, Any], source: str = "config", *, where: str = "[solver] ", step_name: str = "step_size"
-) -> None:
-    """Check a ``[solver]`` table: a known ``method``, and ``step_size`` exactly when the method takes fixed steps.
+def solve_options_from_table(
+    table: Mapping[str, Any],
+    source: str = "config",
+    *,
+    where: str = "[solver] ",
+    step_name: str = "step_size",
+) -> SolveOptions:
+    """The :class:`~physnode.SolveOptions` of a ``[solver]`` table (or of the three-body job's flags).
+
+    The keys are :meth:`SolveOptions.from_dict`'s; a missing ``grad`` is the fit's default
+    (:data:`~physnode.options.FIT_GRAD`). On top of the library's checks the command line asks for ``step_size``
+    exactly when the method takes fixed steps (an adaptive method chooses its own steps from ``rtol`` and ``atol``).
+
+    Parameters
+    ----------
+    table
+        The table (``method``, ``grad``, ``rtol``, ``atol``, ``step_size``, ``max_steps``, ``options``).
+    source, where, step_name
+        How the messages name the file, the table and the step-size key (``--step-size`` for a flag).
 
     Raises
     ------
     ValueError
-        Unknown method, ``step_size`` missing for a fixed-step method or given for an adaptive one, or not a
-        positive finite number.
+        Any option the library refuses (the message is prefixed with ``source`` and ``where``), ``step_size``
+        missing for a fixed-step method or given for an adaptive one.
     """
+    from ..options import FIT_GRAD, MissingStepSizeError, SolveOptions
     from ..solvers import SOLVERS
 
-    method = solver.get("method", "dopri5")
-    if method not in SOLVERS:
-        raise ValueError(f"{source}: {where}method {method!r} is unknown; choose one of {', '.join(SOLVERS.names())}.")
-    adaptive = bool(SOLVERS.build(method, {}).adaptive)
-    step = solver.get("step_size")
-    fixed = [n for n in SOLVERS.names() if not SOLVERS.build(n, {}).adaptive]
-    if step is None and not adaptive:
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{source}: {where.strip() or 'solver'} must be a table, got {type(table).__name__}.")
+    try:
+        opts = SolveOptions.from_dict({"grad": FIT_GRAD, **table})
+    except MissingStepSizeError:
         raise ValueError(
-            f"{source}: {where}method {method!r} takes fixed steps and needs {step_name} (time units of the "
-            f"data), e.g. {step_name} 0.01; or choose an adaptive method such as 'dopri5'."
-        )
-    if step is not None and adaptive:
+            f"{source}: {where}method {table.get('method')!r} takes fixed steps and needs {step_name} (time units of "
+            f"the data), e.g. {step_name} 0.01; or choose an adaptive method such as 'dopri5'."
+        ) from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: {where}{err}") from None
+    if opts.step_size is not None and opts.adaptive:
+        fixed = [n for n in SOLVERS.names() if not SOLVERS.build(n, {}).adaptive]
         raise ValueError(
             f"{source}: {where}{step_name} applies to fixed-step methods ({', '.join(fixed)}), not to the adaptive "
-            f"{method!r}, which chooses its steps from rtol and atol; remove {step_name}."
+            f"{opts.method_name!r}, which chooses its steps from rtol and atol; remove {step_name}."
         )
-    if step is not None and not (math.isfinite(step) and step > 0):
-        raise ValueError(f"{source}: {where}{step_name} must be a positive finite number (time units), got {step!r}.")
+    return opts
 
 
 def model_from_config(cfg: Mapping[str, Any], source: str = "config") -> nn.Module:

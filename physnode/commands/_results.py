@@ -12,13 +12,16 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .._atomic import atomic_write_text
 from ..data.trajectories import Trajectories
+
+if TYPE_CHECKING:
+    from ..options import SolveOptions
 
 __all__ = ["OUTPUT_NAMES", "forecast_error", "format_table", "predict", "prepare_results", "write_json", "write_plots"]
 
@@ -97,22 +100,20 @@ def predict(
     data: Trajectories,
     observe: Sequence[int] | None,
     *,
-    method: str,
-    rtol: float,
-    atol: float,
-    step_size: float | None = None,
+    options: SolveOptions,
     y0: torch.Tensor | None = None,
 ) -> Trajectories:
     """Predictions of ``model`` at the valid times of ``data``, as the data's channels.
 
-    Solves from each trajectory's initial state (``y0 (N, S)``, else metadata ``initial_state`` / ``initial_time``) with
-    :func:`physnode.forecast.forecast` and maps the state onto the channels with ``observe`` (state indices per
+    Solves from each trajectory's initial state (``y0 (N, S)``, else metadata ``initial_state`` /
+    ``initial_time``) with :func:`physnode.forecast.forecast` and the fit's ``options``
+    (:class:`~physnode.SolveOptions`), and maps the state onto the channels with ``observe`` (state indices per
     channel; ``None`` when the state components are named like the channels or equal them).
     """
     from ..forecast import forecast
 
     with torch.no_grad():
-        pred = forecast(model, data, data.times, y0=y0, method=method, rtol=rtol, atol=atol, step_size=step_size)
+        pred = forecast(model, data, data.times, y0=y0, options=options)
     if list(pred.channels) == list(data.channels):
         out_values = pred.values
     elif all(c in pred.channels for c in data.channels):

@@ -6,7 +6,8 @@ perturbed guess ``(1.0, 1.2, 0.8)`` (truth ``(1.1, 1.1, 0.9)``), the orbit forec
 
 ``physnode fit CONFIG.toml`` fits a model of your own, described in a TOML file, to a ``.nc`` / ``.h5`` file of
 :class:`physnode.data.Trajectories`. Both write a results folder: ``summary.json`` (fitted values, standard
-errors, truth when known, forecast error), ``fit.json`` (the full fit record with its per-epoch history),
+errors, truth when known, forecast error, the solve options used, and the gradient method requested when the fit
+used another), ``fit.json`` (the full fit record with its per-epoch history),
 ``data.nc`` and ``predictions.nc`` (observed and predicted channels), and PNG plots. A results folder may be
 reused: the files a previous run wrote there (those its ``summary.json`` lists) are removed first, other files
 are kept. Sizes, the device and the writability of the folder are checked before the fit starts.
@@ -20,7 +21,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,9 @@ import torch
 
 from .._atomic import atomic_write
 from ..data.trajectories import Trajectories
+from ..options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, FIT_GRAD, SolveOptions
 from ._cli import ArgumentParser, check_device, check_writable_folder
-from ._model import THREE_BODY, check_solver_table, load_config, model_from_config, three_body_model
+from ._model import THREE_BODY, load_config, model_from_config, solve_options_from_table, three_body_model
 from ._results import forecast_error, format_table, predict, prepare_results, write_json, write_plots
 
 __all__ = ["CONFIG_EXAMPLE", "MAX_OBSERVATION_TIMES", "main"]
@@ -54,9 +57,9 @@ file = "oscillator.nc"                   # physnode data make damped_oscillator 
 observe = ["x", "v"]                     # state component of each data channel (default: by name)
 t_split = 15.0                           # fit t <= t_split, forecast the rest (optional)
 
-[solver]
+[solver]                                 # physnode.SolveOptions; also max_steps, options = { ... }
 method = "dopri5"                        # a fixed-step method (rk4, ...) needs step_size = ... instead
-grad = "aca"
+grad = "aca"                             # gauss-newton differentiates with "direct" (summary.json says so)
 rtol = 1e-7
 atol = 1e-9
 
@@ -68,7 +71,6 @@ epochs = 20
 dir = "results/oscillator"
 """
 
-_DEFAULT_SOLVER = {"method": "dopri5", "grad": "aca", "rtol": 1e-7, "atol": 1e-9}
 _THREE_BODY_GUESS = (1.0, 1.2, 0.8)
 _T_SPLIT = 1.0
 
@@ -133,15 +135,25 @@ def _three_body_parser() -> argparse.ArgumentParser:
     p.add_argument("--irregular", action="store_true", help="random observation times instead of a uniform grid")
     p.add_argument("--missing", type=_fraction, default=0.0, help="probability that an observation is dropped")
     p.add_argument("--n-trajectories", type=_positive_int, default=1, help="trajectories (extra ones start nearby)")
-    p.add_argument("--method", default="dopri5", help="ODE solver (default dopri5)")
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"ODE solver (default {DEFAULT_METHOD})")
     p.add_argument(
         "--grad",
         default=None,
-        help="gradient method of --optimizer adam/lbfgs (default aca); gauss-newton always differentiates with "
+        help=f"gradient method of --optimizer adam/lbfgs (default {FIT_GRAD}); gauss-newton always differentiates with "
         "direct (its exact residual Jacobian needs double backward)",
     )
-    p.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance of the solver")
-    p.add_argument("--atol", type=float, default=1e-8, help="absolute tolerance of the solver")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help=f"relative tolerance of the solver (default {DEFAULT_RTOL:g}, the library's)",
+    )
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help=f"absolute tolerance of the solver (default {DEFAULT_ATOL:g}, the library's)",
+    )
     p.add_argument("--step-size", type=float, default=None, help="step of a fixed-step --method (e.g. rk4)")
     p.add_argument("--optimizer", default="gauss-newton", help="gauss-newton (default), lbfgs or adam")
     p.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default 8 gauss-newton, 300 else)")
@@ -231,16 +243,10 @@ def _learnable_values(model) -> dict[str, Any]:
     return out
 
 
-def _check_names(method: str, grad: str, optimizer: str) -> None:
-    from .. import GRADIENTS, SOLVERS
+def _optimizers() -> tuple[str, ...]:
     from ..fit import OPTIMIZERS
 
-    if method not in SOLVERS:
-        SOLVERS.cls(method)  # raises the registry's message (the known names)
-    if grad not in GRADIENTS:
-        GRADIENTS.cls(grad)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown --optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    return OPTIMIZERS
 
 
 def _without_nproc(argv: Sequence[str]) -> list[str]:
@@ -285,38 +291,159 @@ def _is_main_rank() -> bool:
     return world()[0] == 0
 
 
+# ------------------------------------------------------------------------------------------------ the pipeline
+@dataclass
+class _Outcome:
+    """What the pipeline computed, handed to the job's ``report``."""
+
+    result: Any
+    pred: Trajectories
+    params: dict[str, Any]
+    rows: list[tuple]
+    forecast: dict[str, float] | None
+    y0: torch.Tensor | None
+    wall: float
+
+
+@dataclass
+class _Job:
+    """What a fit command fits and how it reports it; :func:`_run_job` is the pipeline both commands share."""
+
+    model: Any
+    data: Trajectories  # saved as data.nc and plotted
+    train: Trajectories  # the part that is fitted
+    reference: Trajectories  # predicted at its times; the forecast error is measured against it
+    observe: list[int] | None
+    solve: SolveOptions  # as requested (the result's solve_options say what was used)
+    fit_options: dict[str, Any]  # the other keywords of physnode.fit
+    out_dir: Path
+    t_split: float | None
+    start_values: dict[str, Any]  # the fitted parameters' initial values (the parameters reported)
+    truth: Callable[[dict[str, Any]], dict[str, Any]]  # fitted params -> true values where known
+    quiet: bool
+    plots: bool
+    orbits: bool
+    row_label: str
+    files: list[str]  # besides data.nc, predictions.nc, summary.json, fit.json
+    before_save: Callable[[Path], None]  # writes the job's own files (config.toml)
+    report: Callable[[_Outcome], tuple[dict[str, Any], list[str], list[str]]]  # summary entries, lines, lines
+
+
+def _run_job(job: _Job, start: float) -> int:
+    """Fit, predict, measure, write the results folder and print the table: the pipeline of both fit commands."""
+    result = _fit(job)
+    if not _is_main_rank():
+        return 0
+    outcome = _predict_and_measure(job, result, start)
+    entries, head, tail = job.report(outcome)
+    out = _write_results(job, outcome, entries)
+    print("\n".join(head))
+    print()
+    print(format_table(outcome.rows, [job.row_label, "true", "initial", "fitted", "std.error", "rel.error"]))
+    for line in tail:
+        print(line)
+    print(f"wall time {outcome.wall:.1f} s; results in {out}/")
+    return 0
+
+
+def _fit(job: _Job) -> Any:
+    """Run :func:`physnode.fit.fit` on the job's training data with its solve options."""
+    return _fit_api()(
+        job.model, job.train, options=job.solve, observe=job.observe, progress=not job.quiet, **job.fit_options
+    )
+
+
+def _predict_and_measure(job: _Job, result: Any, start: float) -> _Outcome:
+    """Predictions of the fitted model with the options the fit used, the parameter table and the forecast error."""
+    fitted_model = result.model.to("cpu")
+    y0 = result.initial_states.detach().cpu() if job.fit_options.get("learn_initial_state") else None
+    pred = predict(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0)
+    params = {k: v for k, v in result.params.items() if k in job.start_values}
+    rows = _pairs(params, result.uncertainty, job.truth(params), job.start_values)
+    fc = forecast_error(pred, job.reference, job.t_split) if job.t_split is not None else None
+    return _Outcome(result, pred, params, rows, fc, y0, time.perf_counter() - start)
+
+
+def _write_results(job: _Job, outcome: _Outcome, entries: dict[str, Any]) -> Path:
+    """The results folder: the job's files, data.nc, predictions.nc, fit.json, plots, summary.json (last)."""
+    result = outcome.result
+    out = prepare_results(job.out_dir)
+    job.before_save(out)
+    job.data.save(out / "data.nc")
+    outcome.pred.save(out / "predictions.nc")
+    summary: dict[str, Any] = {
+        **entries,
+        "solver": result.solve_options.to_dict(),
+        "epochs_run": len(result.history),
+        "wall_seconds": outcome.wall,
+        "files": [*job.files, "data.nc", "predictions.nc", "summary.json", "fit.json"],
+    }
+    if result.requested_grad is not None:
+        summary["requested_grad"] = result.requested_grad
+    write_json(out / "fit.json", _fit_record(result))
+    if job.plots:
+        truth = job.truth(outcome.params)
+        pngs = write_plots(
+            out, job.data, outcome.pred, result.history, truth=truth, t_split=job.t_split, orbits=job.orbits
+        )
+        summary["files"] += [p.name for p in pngs]
+    write_json(out / "summary.json", summary)
+    return out
+
+
+def _gradient_text(result: Any) -> str:
+    """``aca`` or, when the fit used another method than asked for, ``direct (requested aca)``."""
+    if result.requested_grad is None:
+        return result.grad
+    return f"{result.grad} (requested {result.requested_grad})"
+
+
 # ------------------------------------------------------------------------------------------------ three-body
+def _three_body_options(args: argparse.Namespace) -> SolveOptions:
+    """The three-body job's solve options from its flags (the library's defaults for what is not given)."""
+    grad = args.grad
+    if grad is None:
+        grad = "direct" if args.optimizer == "gauss-newton" else FIT_GRAD
+    elif args.optimizer == "gauss-newton" and grad != "direct":
+        raise ValueError(
+            f"--grad {grad} does not apply to --optimizer gauss-newton, which builds the exact residual Jacobian "
+            "by double backward through grad=direct; use --optimizer adam or lbfgs to train with another gradient "
+            "method."
+        )
+    table: dict[str, Any] = {"method": args.method, "grad": grad}
+    for key in ("rtol", "atol", "step_size"):
+        if getattr(args, key) is not None:
+            table[key] = getattr(args, key)
+    return solve_options_from_table(table, "three-body", where="", step_name="--step-size")
+
+
 def three_body(argv: Sequence[str]) -> int:
     """``physnode fit three-body``: the ACA paper's experiment; see the module docstring."""
     args = _three_body_parser().parse_args(argv)
     if args.n_obs < 3:
         raise ValueError(f"--n-obs must be at least 3 to fit three masses, got {args.n_obs}.")
-    if args.grad is None:
-        args.grad = "direct" if args.optimizer == "gauss-newton" else "aca"
-    elif args.optimizer == "gauss-newton" and args.grad != "direct":
-        raise ValueError(
-            f"--grad {args.grad} does not apply to --optimizer gauss-newton, which builds the exact residual Jacobian "
-            "by double backward through grad=direct; use --optimizer adam or lbfgs to train with another gradient "
-            "method."
-        )
     if args.n_obs * args.n_trajectories > MAX_OBSERVATION_TIMES:
         raise ValueError(
             f"--n-obs {args.n_obs} x --n-trajectories {args.n_trajectories} = {args.n_obs * args.n_trajectories:,} "
             f"observation times, more than the limit of {MAX_OBSERVATION_TIMES:,}; use fewer."
         )
-    _check_names(args.method, args.grad, args.optimizer)  # fail before generating data
-    check_solver_table(
-        {"method": args.method, "step_size": args.step_size}, "--method", where="", step_name="--step-size"
-    )
+    if args.optimizer not in _optimizers():
+        raise ValueError(f"unknown --optimizer {args.optimizer!r}; choose one of {', '.join(_optimizers())}.")
+    solve = _three_body_options(args)  # fail before generating data
     check_device(args.device)
     launched, rc = _distributed(args.nproc, [THREE_BODY, *argv], args.n_trajectories)
     if launched:
         return rc
     if _is_main_rank():
         check_writable_folder(args.out)
+    start = time.perf_counter()
+    return _run_job(_three_body_job(args, solve), start)
+
+
+def _three_body_job(args: argparse.Namespace, solve: SolveOptions) -> _Job:
+    """Generate the data (and its noise-free twin) and describe the three-body job."""
     from ..datasets import three_body as make_three_body
 
-    start = time.perf_counter()
     n_times = 2 * args.n_obs - 1  # n_obs points on [0, 1] and as many (minus one) on (1, 2]
     common = dict(
         n_trajectories=args.n_trajectories,
@@ -330,8 +457,6 @@ def three_body(argv: Sequence[str]) -> int:
     truth = make_three_body(**common)  # same seed: same initial states and times, no noise, nothing missing
     if not torch.equal(data.times, truth.times):  # pragma: no cover - the generator draws times before the noise
         raise RuntimeError("internal error: the noise-free reference has other times than the data.")
-    train, _ = data.split_by_time(_T_SPLIT)
-    model = three_body_model(_THREE_BODY_GUESS)
     true_params = {"masses": list(data.metadata[0]["parameters"]["masses"])}
     epochs = args.epochs if args.epochs is not None else (8 if args.optimizer == "gauss-newton" else 300)
     options: dict[str, Any] = {"epochs": epochs, "optimizer": args.optimizer, "seed": args.seed}
@@ -339,79 +464,67 @@ def three_body(argv: Sequence[str]) -> int:
         options["lr"] = args.lr
     if args.device is not None:
         options["device"] = args.device
-    solver = {"method": args.method, "grad": args.grad, "rtol": args.rtol, "atol": args.atol}
-    if args.step_size is not None:
-        solver["step_size"] = args.step_size
     observe = list(range(9))  # the nine position components of the 18-dimensional state
-    result = _fit_api()(model, train, **solver, observe=observe, progress=not args.quiet, **options)
-    if not _is_main_rank():
-        return 0
-    fitted_model = result.model.to("cpu")
-    pred = predict(
-        fitted_model,
-        truth,
-        observe,
-        method=args.method,
-        rtol=args.rtol,
-        atol=args.atol,
-        step_size=args.step_size,
-    )
-    fc = forecast_error(pred, truth, _T_SPLIT)
-    fit_err = forecast_error(pred, truth, -float("inf"))  # whole window, for reference
-    params = {"masses": result.params["masses"]}
-    unc = {"masses": result.uncertainty.get("masses")}
-    rows = _pairs(params, unc, true_params, {"masses": list(_THREE_BODY_GUESS)})
-    wall = time.perf_counter() - start
+    guess = {"masses": list(_THREE_BODY_GUESS)}
 
-    out = prepare_results(args.out)
-    data.save(out / "data.nc")
-    pred.save(out / "predictions.nc")
-    summary = {
-        "job": THREE_BODY,
-        "model": THREE_BODY,
-        "params": params,
-        "uncertainty": unc,
-        "true": true_params,
-        "initial": {"masses": list(_THREE_BODY_GUESS)},
-        "relative_error": {"masses": [r[5] for r in rows]},
-        "max_relative_error": max(r[5] for r in rows),
-        "forecast": {"window": [_T_SPLIT, 2.0], **fc},
-        "all_times": fit_err,
-        "observe": observe,
-        "solver": solver,
-        "options": {
-            **options,
-            "n_obs": args.n_obs,
-            "noise": args.noise,
-            "irregular": args.irregular,
-            "missing": args.missing,
-            "n_trajectories": args.n_trajectories,
-            "nproc": args.nproc,
-        },
-        "epochs_run": len(result.history),
-        "wall_seconds": wall,
-        "files": ["data.nc", "predictions.nc", "summary.json", "fit.json"],
-    }
-    write_json(out / "fit.json", _fit_record(result))
-    if not args.no_plots:
-        pngs = write_plots(out, data, pred, result.history, truth=true_params, t_split=_T_SPLIT, orbits=True)
-        summary["files"] += [p.name for p in pngs]
-    write_json(out / "summary.json", summary)
+    def report(o: _Outcome) -> tuple[dict[str, Any], list[str], list[str]]:
+        fit_err = forecast_error(o.pred, truth, -float("inf"))  # whole window, for reference
+        entries = {
+            "job": THREE_BODY,
+            "model": THREE_BODY,
+            "params": o.params,
+            "uncertainty": {"masses": o.result.uncertainty.get("masses")},
+            "true": true_params,
+            "initial": guess,
+            "relative_error": {"masses": [r[5] for r in o.rows]},
+            "max_relative_error": max(r[5] for r in o.rows),
+            "forecast": {"window": [_T_SPLIT, 2.0], **o.forecast},
+            "all_times": fit_err,
+            "observe": observe,
+            "options": {
+                **options,
+                "n_obs": args.n_obs,
+                "noise": args.noise,
+                "irregular": args.irregular,
+                "missing": args.missing,
+                "n_trajectories": args.n_trajectories,
+                "nproc": args.nproc,
+            },
+        }
+        head = [
+            f"three-body (ACA paper): masses fitted from positions on [0, 1], {args.n_obs} observation times, "
+            f"noise {args.noise:g}, missing {args.missing:g}{', irregular' if args.irregular else ''}",
+            f"solver {o.result.method}, gradient {_gradient_text(o.result)}, optimizer {args.optimizer}, "
+            f"{len(o.result.history)} epochs",
+        ]
+        fc = o.forecast
+        tail = [
+            "",
+            f"forecast on ({_T_SPLIT:g}, 2]: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g}) "
+            f"against the noise-free orbit, {fc['n']} values",
+        ]
+        return entries, head, tail
 
-    print(
-        f"three-body (ACA paper): masses fitted from positions on [0, 1], {args.n_obs} observation times, "
-        f"noise {args.noise:g}, missing {args.missing:g}{', irregular' if args.irregular else ''}"
+    return _Job(
+        model=three_body_model(_THREE_BODY_GUESS),
+        data=data,
+        train=data.split_by_time(_T_SPLIT)[0],
+        reference=truth,
+        observe=observe,
+        solve=solve,
+        fit_options=options,
+        out_dir=args.out,
+        t_split=_T_SPLIT,
+        start_values=guess,
+        truth=lambda params: true_params,
+        quiet=args.quiet,
+        plots=not args.no_plots,
+        orbits=True,
+        row_label="mass",
+        files=[],
+        before_save=lambda out: None,
+        report=report,
     )
-    print(f"solver {result.method}, gradient {result.grad}, optimizer {args.optimizer}, {len(result.history)} epochs")
-    print()
-    print(format_table(rows, ["mass", "true", "initial", "fitted", "std.error", "rel.error"]))
-    print()
-    print(
-        f"forecast on ({_T_SPLIT:g}, 2]: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g}) "
-        f"against the noise-free orbit, {fc['n']} values"
-    )
-    print(f"wall time {wall:.1f} s; results in {out}/")
-    return 0
 
 
 # ------------------------------------------------------------------------------------------------ CONFIG.toml
@@ -442,9 +555,12 @@ def fit_config(argv: Sequence[str]) -> int:
     """``physnode fit CONFIG.toml``: fit a user's model to a data file; see :data:`CONFIG_EXAMPLE`."""
     args = _config_parser().parse_args(argv)
     start = time.perf_counter()
-    cfg = load_config(args.config)
+    return _run_job(_config_job(args), start)
+
+
+def _load_config_data(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple[Path, Trajectories, float | None]:
+    """The ``[data]`` file (relative to the config), its trajectories and ``t_split``."""
     source = str(args.config)
-    model = model_from_config(cfg, source)
     data_path = Path(cfg["data"]["file"]).expanduser()
     if not data_path.is_absolute():
         data_path = args.config.parent / data_path
@@ -454,15 +570,23 @@ def fit_config(argv: Sequence[str]) -> int:
     t_split = cfg["data"].get("t_split")
     if t_split is not None and (isinstance(t_split, bool) or not isinstance(t_split, (int, float))):
         raise ValueError(f"{source}: [data] t_split must be a number (time units of the data), got {t_split!r}.")
-    train = data.split_by_time(float(t_split))[0] if t_split is not None else data
+    return data_path, data, None if t_split is None else float(t_split)
+
+
+def _config_job(args: argparse.Namespace) -> _Job:
+    """Read the config and its data, check the options and the results folder, and describe the job."""
+    cfg = load_config(args.config)
+    source = str(args.config)
+    model = model_from_config(cfg, source)
+    data_path, data, t_split = _load_config_data(args, cfg)
+    train = data.split_by_time(t_split)[0] if t_split is not None else data
     observe = cfg["data"].get("observe")
     obs_idx = _observe_index(observe, model, data.channels)
-    solver = {**_DEFAULT_SOLVER, **cfg.get("solver", {})}
+    solve = solve_options_from_table(cfg.get("solver", {}), source)
     options = dict(cfg.get("fit", {}))
     for key in ("epochs", "device", "seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    check_solver_table(solver, source)
     check_device(options.get("device"), "[fit] device" if args.device is None else "--device")
     start_values = _learnable_values(model)
     if not start_values:
@@ -475,62 +599,55 @@ def fit_config(argv: Sequence[str]) -> int:
     if not out_dir.is_absolute() and args.out is None and "dir" in cfg.get("output", {}):
         out_dir = args.config.parent / out_dir
     check_writable_folder(out_dir, "--out" if args.out is not None else "[output] dir")
-    result = _fit_api()(model, train, **solver, observe=obs_idx, progress=not args.quiet, **options)
-    fitted_model = result.model.to("cpu")
-    y0 = result.initial_states.detach().cpu() if options.get("learn_initial_state") else None
-    pred = predict(
-        fitted_model,
-        data,
-        obs_idx,
-        method=solver["method"],
-        rtol=solver["rtol"],
-        atol=solver["atol"],
-        step_size=solver.get("step_size"),
-        y0=y0,
-    )
-    params = {k: v for k, v in result.params.items() if k in start_values}
-    truth = _truth_from_metadata(data, list(params))
-    rows = _pairs(params, result.uncertainty, truth, start_values)
-    fc = forecast_error(pred, data, float(t_split)) if t_split is not None else None
-    wall = time.perf_counter() - start
 
-    out = prepare_results(out_dir)
-    atomic_write(out / "config.toml", lambda tmp: shutil.copyfile(args.config, tmp))
-    data.save(out / "data.nc")
-    pred.save(out / "predictions.nc")
-    summary = {
-        "job": "config",
-        "model": "config",
-        "config": "config.toml",
-        "source_config": str(args.config.resolve()),
-        "data_file": str(data_path.resolve()),
-        "params": params,
-        "all_params": result.params,
-        "uncertainty": {k: result.uncertainty.get(k) for k in params},
-        "true": truth,
-        "initial": start_values,
-        "relative_error": {r[0]: r[5] for r in rows if r[5] is not None},
-        "forecast": None if fc is None else {"t_split": float(t_split), **fc},
-        "observe": observe,
-        "initial_states": None if y0 is None else y0.tolist(),
-        "solver": solver,
-        "options": options,
-        "epochs_run": len(result.history),
-        "wall_seconds": wall,
-        "files": ["config.toml", "data.nc", "predictions.nc", "summary.json", "fit.json"],
-    }
-    write_json(out / "fit.json", _fit_record(result))
-    if not args.no_plots:
-        pngs = write_plots(out, data, pred, result.history, truth=truth, t_split=t_split, orbits=False)
-        summary["files"] += [p.name for p in pngs]
-    write_json(out / "summary.json", summary)
-    print(
-        f"{name}: {len(params)} parameter(s) fitted to {data_path.name} ({data.n_trajectories} trajectories), "
-        f"{solver['method']}/{solver['grad']}, {len(result.history)} epochs"
+    def report(o: _Outcome) -> tuple[dict[str, Any], list[str], list[str]]:
+        truth = _truth_from_metadata(data, list(o.params))
+        entries = {
+            "job": "config",
+            "model": "config",
+            "config": "config.toml",
+            "source_config": str(args.config.resolve()),
+            "data_file": str(data_path.resolve()),
+            "params": o.params,
+            "all_params": o.result.params,
+            "uncertainty": {k: o.result.uncertainty.get(k) for k in o.params},
+            "true": truth,
+            "initial": start_values,
+            "relative_error": {r[0]: r[5] for r in o.rows if r[5] is not None},
+            "forecast": None if o.forecast is None else {"t_split": t_split, **o.forecast},
+            "observe": observe,
+            "initial_states": None if o.y0 is None else o.y0.tolist(),
+            "options": options,
+        }
+        head = [
+            f"{name}: {len(o.params)} parameter(s) fitted to {data_path.name} ({data.n_trajectories} trajectories), "
+            f"{o.result.method}/{_gradient_text(o.result)}, {len(o.result.history)} epochs"
+        ]
+        fc = o.forecast
+        tail = (
+            []
+            if fc is None
+            else [f"\nforecast after t = {t_split:g}: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g})"]
+        )
+        return entries, head, tail
+
+    return _Job(
+        model=model,
+        data=data,
+        train=train,
+        reference=data,
+        observe=obs_idx,
+        solve=solve,
+        fit_options=options,
+        out_dir=out_dir,
+        t_split=t_split,
+        start_values=start_values,
+        truth=lambda params: _truth_from_metadata(data, list(params)),
+        quiet=args.quiet,
+        plots=not args.no_plots,
+        orbits=False,
+        row_label="parameter",
+        files=["config.toml"],
+        before_save=lambda out: atomic_write(out / "config.toml", lambda tmp: shutil.copyfile(args.config, tmp)),
+        report=report,
     )
-    print()
-    print(format_table(rows, ["parameter", "true", "initial", "fitted", "std.error", "rel.error"]))
-    if fc is not None:
-        print(f"\nforecast after t = {t_split:g}: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g})")
-    print(f"wall time {wall:.1f} s; results in {out}/")
-    return 0

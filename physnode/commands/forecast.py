@@ -19,7 +19,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from ._model import (
     set_params,
     three_body_model,
 )
+
+if TYPE_CHECKING:
+    from ..options import SolveOptions
 
 __all__ = ["MAX_TIMES", "main"]
 
@@ -127,16 +130,25 @@ def _resolve(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any],
     raise OSError(f"{target} is neither a results folder of physnode fit, 'three-body', nor a CONFIG.toml file.")
 
 
-def _solver_of(summary: dict[str, Any]) -> dict[str, Any]:
-    """The fit's ``solver`` table of a summary, checked (a tampered summary gives a clear error)."""
-    solver = summary.get("solver") if isinstance(summary.get("solver"), dict) else {}
-    for key, kinds in (("method", str), ("rtol", (int, float)), ("atol", (int, float)), ("step_size", (int, float))):
-        v = solver.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, kinds)):
-            raise ValueError(
-                f"summary.json: solver {key} must be {'a name' if kinds is str else 'a number'}, got {v!r}."
-            )
-    return solver
+def _solve_options(summary: dict[str, Any], args: argparse.Namespace) -> SolveOptions:
+    """The fit's solve options (the summary's ``"solver"``, checked: a tampered summary gives a clear error), with
+    ``--method`` / ``--rtol`` / ``--atol`` applied; a new ``--method`` drops the fit's ``step_size`` and options."""
+    from ..options import SolveOptions
+
+    table = summary.get("solver") if isinstance(summary.get("solver"), dict) else {}
+    try:
+        opts = SolveOptions.from_dict(table).without_gradient()
+        changes: dict[str, Any] = {}
+        if args.method is not None:
+            changes.update(method=args.method, step_size=None, options={})
+        if args.rtol is not None:
+            changes["rtol"] = args.rtol
+        if args.atol is not None:
+            changes["atol"] = args.atol
+        return opts.replace(**changes) if changes else opts
+    except (TypeError, ValueError) as err:
+        where = "--method/--rtol/--atol" if args.method or args.rtol is not None or args.atol is not None else ""
+        raise ValueError(f"summary.json solver{' with ' + where if where else ''}: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--t-end must be a finite time, got {args.t_end}.")
     check_writable_file(args.out)
     model, params, data_file, summary = _resolve(args)
-    solver = _solver_of(summary)
+    opts = _solve_options(summary, args)
     set_params(model, params, source=str(args.params or args.model))
     data_file = args.data or data_file
     if data_file is None or not Path(data_file).is_file():
@@ -169,18 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = data.times
     from ..forecast import forecast
 
-    opts = {
-        "method": args.method or solver.get("method", "dopri5"),
-        "rtol": args.rtol if args.rtol is not None else float(solver.get("rtol", 1e-7)),
-        "atol": args.atol if args.atol is not None else float(solver.get("atol", 1e-9)),
-    }
-    if solver.get("step_size") is not None and args.method is None:
-        opts["step_size"] = float(solver["step_size"])
     y0 = None
     if summary.get("initial_states") is not None and args.data is None:
         y0 = torch.tensor(summary["initial_states"], dtype=data.values.dtype)  # learned by the fit
     with torch.no_grad():
-        pred = forecast(model, data, t, y0=y0, **opts)
+        pred = forecast(model, data, t, y0=y0, options=opts)
     pred.save(args.out)
     print(f"wrote {args.out}: {pred!r}")
     return 0

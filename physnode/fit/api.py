@@ -14,8 +14,7 @@ from tqdm import tqdm  # the text bar: works in terminals and notebooks without 
 
 from ..data.trajectories import Trajectories
 from ..errors import SolverError
-from ..gradients import GRADIENTS
-from ..solvers import SOLVERS
+from ..options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, FIT_GRAD, SolveOptions, resolve_options
 from . import distributed as D
 from .checkpoint import (
     CheckpointError,
@@ -32,7 +31,7 @@ from .shooting import resolve_shooting
 from .steer import check_steer, sample_end_time
 from .uncertainty import covariance, delta_method_errors, physical_quantities, residual_jacobian, to_python
 
-__all__ = ["OPTIMIZERS", "FitResult", "fit"]
+__all__ = ["OPTIMIZERS", "FitResult", "fit", "used_options"]
 
 #: Accepted ``optimizer=`` names (``None`` means ``"adam"``).
 OPTIMIZERS: tuple[str, ...] = ("adam", "lbfgs", "gauss-newton")
@@ -57,8 +56,9 @@ class FitResult:
         ``wall_time`` (s since the fit started or resumed), and for Gauss–Newton ``damping``.
     model
         The fitted model (the same object that was passed in, moved to ``device``).
-    grad, method
-        Gradient method and solver used (Gauss–Newton always differentiates with ``"direct"``).
+    solve_options
+        The :class:`~physnode.SolveOptions` the fit solved with (Gauss–Newton always differentiates with
+        ``"direct"``); ``grad`` and ``method`` are its names.
     loss
         Final loss on the whole data set.
     optimizer
@@ -69,41 +69,67 @@ class FitResult:
         ``{channel: σ}`` fitted noise standard deviations (``loss="gaussian_nll"``), else ``None``.
     converged
         Gauss–Newton stopped because the loss no longer decreased (always ``False`` for other optimisers).
+    epochs
+        Number of epochs run (including those of a resumed checkpoint).
+    requested_grad
+        The gradient method asked for, when the fit used another one (Gauss–Newton); else ``None``.
     """
 
     params: dict[str, Any]
     uncertainty: dict[str, Any]
     history: list[dict[str, Any]]
     model: nn.Module
-    grad: str
-    method: str
+    solve_options: SolveOptions
     loss: float
     optimizer: str
     initial_states: Tensor
     noise: dict[str, float] | None = None
     converged: bool = False
     epochs: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    requested_grad: str | None = None
+
+    @property
+    def grad(self) -> str:
+        """Name of the gradient method the fit differentiated with."""
+        return self.solve_options.grad_name
+
+    @property
+    def method(self) -> str:
+        """Name of the solver the fit solved with."""
+        return self.solve_options.method_name
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable summary (parameters, errors, final loss, options, history)."""
-        return {
+        """A JSON-serialisable summary (parameters, errors, final loss, options, history).
+
+        ``"solver"`` holds :meth:`SolveOptions.to_dict` of the options used; ``"grad"`` and ``"method"`` repeat
+        their names, and ``"requested_grad"`` is present when the caller asked for another gradient method.
+        """
+        doc: dict[str, Any] = {
             "params": self.params,
             "uncertainty": self.uncertainty,
             "loss": self.loss,
             "grad": self.grad,
             "method": self.method,
+            "solver": self.solve_options.to_dict(),
             "optimizer": self.optimizer,
             "epochs": self.epochs,
             "converged": self.converged,
             "noise": self.noise,
             "history": self.history,
-            **self.extra,
         }
+        if self.requested_grad is not None:
+            doc["requested_grad"] = self.requested_grad
+        return doc
 
 
-def _name(x: object) -> str:
-    return x if isinstance(x, str) else type(x).__name__
+#: The keyword defaults of :func:`fit`'s solve options (to tell them from given keywords).
+_KEYWORD_DEFAULTS: dict[str, Any] = {
+    "method": DEFAULT_METHOD,
+    "grad": FIT_GRAD,
+    "rtol": DEFAULT_RTOL,
+    "atol": DEFAULT_ATOL,
+    "step_size": None,
+}
 
 
 def _state_dim(model: nn.Module, data: Trajectories) -> tuple[int, list[str] | None]:
@@ -115,7 +141,8 @@ def _state_dim(model: nn.Module, data: Trajectories) -> tuple[int, list[str] | N
     return data.n_channels, None
 
 
-def _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, grad) -> str:
+def _check_args(model, data, loss, epochs, lr, optimizer, batch_size) -> str:
+    """Check the arguments that are not solve options; returns the optimiser's name."""
     if not isinstance(data, Trajectories):
         raise TypeError(
             f"data must be a physnode.data.Trajectories, got {type(data).__name__}. Build one with "
@@ -163,21 +190,87 @@ def _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, gr
             )
         if batch_size is not None:
             raise ValueError("optimizer='gauss-newton' uses all trajectories per step; drop batch_size.")
-    if isinstance(method, str) and method not in SOLVERS:
-        SOLVERS.cls(method)  # raises the registry's message
-    if isinstance(grad, str) and grad not in GRADIENTS:
-        GRADIENTS.cls(grad)
     return opt_name
+
+
+def _check_flags(after_step: object, seed: object, **flags: object) -> None:
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step must be a callable after_step(model) or None, got {type(after_step).__name__}.")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}.")
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}.")
+
+
+def used_options(requested: SolveOptions, optimizer: str) -> SolveOptions:
+    """The options a fit with ``optimizer`` solves with: Gauss–Newton differentiates with ``"direct"`` (its exact
+    residual Jacobian needs double backward), the other optimisers with the requested gradient method."""
+    if optimizer == "gauss-newton" and requested.grad_name != "direct":
+        return requested.replace(grad="direct")
+    return requested
+
+
+@dataclass
+class _Fit:
+    """The state of one fit, shared by its steps (:func:`_prepare` builds it, :func:`_finish` turns it into a
+    :class:`FitResult`)."""
+
+    model: nn.Module
+    data: Trajectories
+    problem: FitProblem
+    options: SolveOptions
+    requested: SolveOptions
+    opt_name: str
+    opt: torch.optim.Optimizer | None
+    theta: list[Tensor]
+    quantities: list[Any]
+    gen: torch.Generator
+    all_idx: Tensor
+    steer_b: float | None
+    epochs: int
+    batch_size: int | None
+    after_step: Callable[[nn.Module], None] | None
+    rank: int
+    world_size: int
+    lm: dict[str, Any] = field(default_factory=lambda: {"damping": 1e-3, "converged": False})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    ckpt: Any = None
+    run: dict[str, Any] | None = None
+
+    def params_now(self) -> dict[str, Any]:
+        """Current values of the physical quantities (floats or lists)."""
+        with torch.no_grad():
+            return {q.name: to_python(q.value()) for q in self.quantities}
+
+    def snapshot(self, epoch: int) -> dict[str, Any]:
+        """What a checkpoint after ``epoch`` epochs holds."""
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "learnables": {k: p.detach() for k, p in self.problem.learnables().items()},
+            "optimizer": self.opt.state_dict() if self.opt is not None else dict(self.lm),
+            "rng": {"generator": self.gen.get_state(), "torch": torch.get_rng_state()},
+            "history": self.history,
+            "run": self.run,
+        }
+
+    def after(self) -> None:
+        """Call the ``after_step`` hook (after every optimiser step)."""
+        if self.after_step is not None:
+            with torch.no_grad():
+                self.after_step(self.model)
 
 
 def fit(
     model: nn.Module,
     data: Trajectories,
     *,
-    method: str = "dopri5",
-    grad: str = "aca",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    method: str = DEFAULT_METHOD,
+    grad: str = FIT_GRAD,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
     observe: Any = None,
     loss: str = "mse",
     epochs: int = 100,
@@ -194,7 +287,7 @@ def fit(
     progress: bool = True,
     seed: int = 0,
     step_size: float | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | SolveOptions | None = None,
     uncertainty: bool = True,
     after_step: Callable[[nn.Module], None] | None = None,
 ) -> FitResult:
@@ -213,9 +306,11 @@ def fit(
         :class:`~physnode.data.Trajectories` ``(N, T, D)`` with per-trajectory times and masks. Initial states come
         from metadata ``"initial_state"`` (at metadata ``"initial_time"`` if given, else at the first time).
     method, grad, rtol, atol, step_size, options
-        Solver and gradient method (any name of :data:`physnode.SOLVERS` / :data:`physnode.GRADIENTS`), tolerances
-        and solver options, as in :func:`physnode.odeint`. ``optimizer="gauss-newton"`` differentiates with
-        ``"direct"`` (it needs double backward) and records that in ``result.grad``.
+        Solver and gradient method (any name of :data:`physnode.SOLVERS` / :data:`physnode.GRADIENTS`; the
+        gradient default is ``"aca"``), tolerances and solver options, as in :func:`physnode.odeint`; or all of
+        them as one :class:`~physnode.SolveOptions` in ``options`` (the keywords left at their defaults).
+        ``optimizer="gauss-newton"`` differentiates with ``"direct"`` (it needs double backward): the result's
+        ``solve_options`` say ``"direct"`` and ``requested_grad`` what was asked for.
     observe
         State -> observed channels: ``None`` (identity when the state has ``D`` components, else the state
         components named like the channels), a list of state indices or names, or a callable ``y -> (..., D)``.
@@ -276,24 +371,65 @@ def fit(
     physnode.fit.CheckpointError
         ``resume=True`` with a checkpoint that cannot be read or belongs to another run.
     """
-    opt_name = _check_args(model, data, loss, epochs, lr, optimizer, batch_size, method, grad)
-    if after_step is not None and not callable(after_step):
-        raise TypeError(f"after_step must be a callable after_step(model) or None, got {type(after_step).__name__}.")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}.")
-    for flag, value in (
-        ("learn_initial_state", learn_initial_state),
-        ("resume", resume),
-        ("progress", progress),
-        ("uncertainty", uncertainty),
-    ):
-        if not isinstance(value, bool):
-            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}.")
+    opt_name = _check_args(model, data, loss, epochs, lr, optimizer, batch_size)
+    requested = resolve_options(
+        options, _KEYWORD_DEFAULTS, method=method, grad=grad, rtol=rtol, atol=atol, step_size=step_size
+    )
+    _check_flags(
+        after_step,
+        seed,
+        learn_initial_state=learn_initial_state,
+        resume=resume,
+        progress=progress,
+        uncertainty=uncertainty,
+    )
     shooting = resolve_shooting(multiple_shooting)
     ckpt = resolve_checkpoint(checkpoint)
     if resume and ckpt is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from).")
+    state = _prepare(
+        model,
+        data,
+        requested,
+        opt_name,
+        observe=observe,
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        learn_initial_state=learn_initial_state,
+        time_weight=time_weight,
+        steer=steer,
+        shooting=shooting,
+        device=device,
+        seed=seed,
+        after_step=after_step,
+    )
+    state.opt = _make_optimizer(opt_name, optimizer, state.theta, lr)
+    if ckpt is not None:
+        _attach_checkpoint(state, ckpt, resume)
+    _run_epochs(state, progress)
+    return _finish(state, uncertainty)
 
+
+def _prepare(
+    model: nn.Module,
+    data: Trajectories,
+    requested: SolveOptions,
+    opt_name: str,
+    *,
+    observe: Any,
+    loss: str,
+    epochs: int,
+    batch_size: int | None,
+    learn_initial_state: bool,
+    time_weight: Any,
+    steer: float | None,
+    shooting: Any,
+    device: torch.device | str | None,
+    seed: int,
+    after_step: Callable[[nn.Module], None] | None,
+) -> _Fit:
+    """Move model and data to ``device``, build the :class:`FitProblem` and collect the tensors to fit."""
     if device is not None:
         device = _check_device(device)
         model.to(device)
@@ -302,171 +438,192 @@ def fit(
     ds_names = data.attrs.get("state_names")
     ds_names = list(ds_names) if isinstance(ds_names, list) and all(isinstance(c, str) for c in ds_names) else None
     obs = resolve_observe(observe, S, state_names, data.channels, ds_names)
-    fit_grad = "direct" if opt_name == "gauss-newton" else grad
-    solver = {"method": method, "grad": fit_grad, "rtol": rtol, "atol": atol, "step_size": step_size}
-    if options is not None:
-        solver["options"] = dict(options)
+    options = used_options(requested, opt_name)
     problem = FitProblem(
         model,
         data,
         obs,
         S,
-        solver=solver,
+        options=options,
         learn_initial_state=learn_initial_state,
         time_weight=time_weight,
         shooting=shooting,
         loss=loss,
     )
     steer_b = check_steer(steer, problem.t_lo, problem.t_hi)
-
     rank, world_size = D.world()
     model_params = [p for p in model.parameters() if p.requires_grad]
     theta = model_params + list(problem.learnables().values())
     if not theta:
         raise ValueError("nothing to fit: the model has no trainable parameters and no initial states are learned.")
-    quantities = physical_quantities(model)
-    gen = torch.Generator().manual_seed(seed)
-    all_idx = torch.arange(problem.N, device=data.device)
+    return _Fit(
+        model=model,
+        data=data,
+        problem=problem,
+        options=options,
+        requested=requested,
+        opt_name=opt_name,
+        opt=None,
+        theta=theta,
+        quantities=physical_quantities(model),
+        gen=torch.Generator().manual_seed(seed),
+        all_idx=torch.arange(problem.N, device=data.device),
+        steer_b=steer_b,
+        epochs=epochs,
+        batch_size=batch_size,
+        after_step=after_step,
+        rank=rank,
+        world_size=world_size,
+    )
 
-    opt = None
+
+def _make_optimizer(
+    opt_name: str, optimizer: Any, theta: list[Tensor], lr: float | None
+) -> torch.optim.Optimizer | None:
+    """The torch optimiser of ``opt_name`` (``None`` for Gauss–Newton, which steps itself)."""
     if opt_name == "adam":
-        opt = torch.optim.Adam(theta, lr=lr or _DEFAULT_LR["adam"])
-    elif opt_name == "lbfgs":
-        opt = torch.optim.LBFGS(theta, lr=lr or _DEFAULT_LR["lbfgs"], line_search_fn="strong_wolfe")
-    elif opt_name == "callable":
+        return torch.optim.Adam(theta, lr=lr or _DEFAULT_LR["adam"])
+    if opt_name == "lbfgs":
+        return torch.optim.LBFGS(theta, lr=lr or _DEFAULT_LR["lbfgs"], line_search_fn="strong_wolfe")
+    if opt_name == "callable":
         opt = optimizer(theta)
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(f"optimizer(params) must return a torch.optim.Optimizer, got {type(opt).__name__}.")
-    lm = {"damping": 1e-3, "converged": False}
+        return opt
+    return None
 
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    run = None
-    if ckpt is not None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update({f"learnables.{k}": v for k, v in problem.learnables().items()})
-        run = run_identity(
-            optimizer=opt_name,
-            data_digest=data.digest(),
-            tensors=tensors,
-            epochs=epochs,
-            method=_name(method),
-            grad=_name(fit_grad),
-        )
-    if resume and ckpt.path.exists():
-        state = load_checkpoint(ckpt.path, map_location=data.device)
-        start_epoch = check_resume(state, run, ckpt.path)
-        try:
-            model.load_state_dict(state["model"])
-            with torch.no_grad():
-                for k, p in problem.learnables().items():
-                    p.copy_(state["learnables"][k])
-            if opt is not None:
-                opt.load_state_dict(state["optimizer"])
-            else:
-                lm.update(state["optimizer"])
-            gen.set_state(state["rng"]["generator"])
-            torch.set_rng_state(state["rng"]["torch"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(
-                f"fit checkpoint {str(ckpt.path)!r} does not fit this run ({type(err).__name__}: "
-                f"{' '.join(str(err).split())[:300]}); delete it or pass another checkpoint path."
-            ) from None
-        history = list(state["history"])
 
-    def snapshot(epoch: int) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "learnables": {k: p.detach() for k, p in problem.learnables().items()},
-            "optimizer": opt.state_dict() if opt is not None else dict(lm),
-            "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
-            "history": history,
-            "run": run,
-        }
-
-    def params_now() -> dict[str, Any]:
+def _attach_checkpoint(state: _Fit, ckpt: Any, resume: bool) -> None:
+    """Record the run's identity for the checkpoints; with ``resume`` load an existing checkpoint into ``state``."""
+    problem = state.problem
+    tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
+    tensors.update({f"learnables.{k}": v for k, v in problem.learnables().items()})
+    state.ckpt = ckpt
+    state.run = run_identity(
+        optimizer=state.opt_name,
+        data_digest=state.data.digest(),
+        tensors=tensors,
+        epochs=state.epochs,
+        method=state.options.method_name,
+        grad=state.options.grad_name,
+    )
+    if not (resume and ckpt.path.exists()):
+        return
+    saved = load_checkpoint(ckpt.path, map_location=state.data.device)
+    state.start_epoch = check_resume(saved, state.run, ckpt.path)
+    try:
+        state.model.load_state_dict(saved["model"])
         with torch.no_grad():
-            return {q.name: to_python(q.value()) for q in quantities}
+            for k, p in problem.learnables().items():
+                p.copy_(saved["learnables"][k])
+        if state.opt is not None:
+            state.opt.load_state_dict(saved["optimizer"])
+        else:
+            state.lm.update(saved["optimizer"])
+        state.gen.set_state(saved["rng"]["generator"])
+        torch.set_rng_state(saved["rng"]["torch"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"fit checkpoint {str(ckpt.path)!r} does not fit this run ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:300]}); delete it or pass another checkpoint path."
+        ) from None
+    state.history = list(saved["history"])
 
+
+def _run_epochs(state: _Fit, progress: bool) -> None:
+    """The epochs from ``state.start_epoch``: one :func:`_epoch` each, a history entry, progress and checkpoints."""
     t_start = time.perf_counter()
     bar = tqdm(
-        range(start_epoch, epochs),
-        initial=start_epoch,
-        total=epochs,
-        disable=not progress or rank != 0,
+        range(state.start_epoch, state.epochs),
+        initial=state.start_epoch,
+        total=state.epochs,
+        disable=not progress or state.rank != 0,
         desc="fit",
         leave=False,
     )
     for epoch in bar:
-        if lm["converged"]:
+        if state.lm["converged"]:
             break
-        t_end = sample_end_time(steer_b, problem.t_hi, gen) if steer_b is not None else None
-        nfe = 0
-        if opt_name == "gauss-newton":
-            loss_val, nfe = _in_fit(
-                lambda t_end=t_end: _gauss_newton_step(problem, theta, all_idx, t_end, lm, rank, world_size),
-                f"epoch {epoch + 1} of {epochs}",
-                params_now,
-                "",
-            )
-            if after_step is not None:
-                with torch.no_grad():
-                    after_step(model)
-        else:
-            perm = torch.randperm(problem.N, generator=gen).to(data.device) if batch_size else all_idx
-            bs = batch_size or problem.N
-            total = 0.0
-            n_steps = 0
-            for b0 in range(0, problem.N, bs):
-                batch = perm[b0 : b0 + bs]
-                local = D.shard(batch, rank, world_size)
-                n_obs = problem.count(batch, t_end)
-                counter = {"nfe": 0}
-
-                def closure(batch=batch, local=local, n_obs=n_obs, counter=counter, t_end=t_end) -> Tensor:
-                    opt.zero_grad()
-                    if local.numel():
-                        ev = problem.evaluate(local, t_end)
-                        value = problem.loss(ev, n_obs, batch.numel())
-                        value.backward()
-                        counter["nfe"] += ev.stats.nfe + getattr(ev.stats, "nfe_backward", 0)
-                    else:
-                        value = torch.zeros((), dtype=data.values.dtype, device=data.device)
-                    D.all_reduce_grads_(theta)
-                    out = value.detach().clone()
-                    D.all_reduce_([out])
-                    return out
-
-                step_loss = _in_fit(
-                    lambda closure=closure: opt.step(closure),
-                    f"epoch {epoch + 1} of {epochs}",
-                    params_now,
-                    f"lower lr (now {opt.param_groups[0].get('lr')}), ",
-                )
-                if after_step is not None:
-                    with torch.no_grad():
-                        after_step(model)
-                total += float(step_loss)
-                n_steps += 1
-                nfe += counter["nfe"]
-            loss_val = total / n_steps
+        loss_val, nfe = _epoch(state, epoch)
         entry = {
             "epoch": epoch + 1,
             "loss": loss_val,
-            "params": params_now(),
+            "params": state.params_now(),
             "nfe": int(nfe),
             "wall_time": time.perf_counter() - t_start,
         }
-        if opt_name == "gauss-newton":
-            entry["damping"] = lm["damping"]
-        history.append(entry)
-        if progress and rank == 0:
+        if state.opt_name == "gauss-newton":
+            entry["damping"] = state.lm["damping"]
+        state.history.append(entry)
+        if progress and state.rank == 0:
             bar.set_postfix(loss=f"{loss_val:.4g}", **{k: _short(v) for k, v in list(entry["params"].items())[:4]})
-        if ckpt is not None and rank == 0 and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs or lm["converged"]):
-            save_checkpoint(ckpt.path, snapshot(epoch + 1))
+        if state.ckpt is not None and state.rank == 0:
+            ckpt = state.ckpt
+            if (epoch + 1) % ckpt.every == 0 or epoch + 1 == state.epochs or state.lm["converged"]:
+                save_checkpoint(ckpt.path, state.snapshot(epoch + 1))
     bar.close()
 
+
+def _epoch(state: _Fit, epoch: int) -> tuple[float, int]:
+    """One epoch: a Gauss–Newton step, or a pass over the (shuffled) batches; returns ``(loss, nfe)``."""
+    problem = state.problem
+    t_end = sample_end_time(state.steer_b, problem.t_hi, state.gen) if state.steer_b is not None else None
+    when = f"epoch {epoch + 1} of {state.epochs}"
+    if state.opt_name == "gauss-newton":
+        loss_val, nfe = _in_fit(
+            lambda: _gauss_newton_step(
+                problem, state.theta, state.all_idx, t_end, state.lm, state.rank, state.world_size
+            ),
+            when,
+            state.params_now,
+            "",
+        )
+        state.after()
+        return loss_val, nfe
+    batch_size = state.batch_size
+    perm = torch.randperm(problem.N, generator=state.gen).to(state.data.device) if batch_size else state.all_idx
+    bs = batch_size or problem.N
+    total, nfe, n_steps = 0.0, 0, 0
+    for b0 in range(0, problem.N, bs):
+        step_loss, step_nfe = _batch_step(state, perm[b0 : b0 + bs], t_end, when)
+        total += step_loss
+        nfe += step_nfe
+        n_steps += 1
+    return total / n_steps, nfe
+
+
+def _batch_step(state: _Fit, batch: Tensor, t_end: float | None, when: str) -> tuple[float, int]:
+    """One optimiser step on the trajectories ``batch`` (this rank's share); returns ``(loss, nfe)``."""
+    problem, opt, data = state.problem, state.opt, state.data
+    local = D.shard(batch, state.rank, state.world_size)
+    n_obs = problem.count(batch, t_end)
+    counter = {"nfe": 0}
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        if local.numel():
+            ev = problem.evaluate(local, t_end)
+            value = problem.loss(ev, n_obs, batch.numel())
+            value.backward()
+            counter["nfe"] += ev.stats.nfe + getattr(ev.stats, "nfe_backward", 0)
+        else:
+            value = torch.zeros((), dtype=data.values.dtype, device=data.device)
+        D.all_reduce_grads_(state.theta)
+        out = value.detach().clone()
+        D.all_reduce_([out])
+        return out
+
+    step_loss = _in_fit(
+        lambda: opt.step(closure), when, state.params_now, f"lower lr (now {opt.param_groups[0].get('lr')}), "
+    )
+    state.after()
+    return float(step_loss), counter["nfe"]
+
+
+def _finish(state: _Fit, uncertainty: bool) -> FitResult:
+    """The final loss on all data, the standard errors and the fitted noise, as a :class:`FitResult`."""
+    problem, data = state.problem, state.data
+    rank, world_size, all_idx = state.rank, state.world_size, state.all_idx
     with torch.no_grad():
         n_all = problem.count(all_idx, None)
         local = D.shard(all_idx, rank, world_size)
@@ -474,17 +631,17 @@ def fit(
         if local.numel():
             final = _in_fit(
                 lambda: problem.loss(problem.evaluate(local, None), n_all, problem.N),
-                f"the final evaluation after {len(history)} epochs",
-                params_now,
+                f"the final evaluation after {len(state.history)} epochs",
+                state.params_now,
                 "",
             )
         final = final.clone()
         D.all_reduce_([final])
     se = (
         _in_fit(
-            lambda: _uncertainty(problem, quantities, all_idx, rank, world_size),
+            lambda: _uncertainty(problem, state.quantities, all_idx, rank, world_size),
             "the standard errors after the fit",
-            params_now,
+            state.params_now,
             "",
         )
         if uncertainty
@@ -494,19 +651,20 @@ def fit(
     if problem.log_sigma is not None:
         sig = torch.exp(problem.log_sigma.detach()).cpu().tolist()
         noise = dict(zip(data.channels, sig, strict=True))
+    requested_grad = state.requested.grad_name
     return FitResult(
-        params=params_now(),
+        params=state.params_now(),
         uncertainty=se,
-        history=history,
-        model=model,
-        grad=_name(fit_grad),
-        method=_name(method),
+        history=state.history,
+        model=state.model,
+        solve_options=state.options,
         loss=float(final),
-        optimizer=opt_name,
+        optimizer=state.opt_name,
         initial_states=problem.initial_state().detach().clone(),
         noise=noise,
-        converged=bool(lm["converged"]),
-        epochs=len(history),
+        converged=bool(state.lm["converged"]),
+        epochs=len(state.history),
+        requested_grad=requested_grad if requested_grad != state.options.grad_name else None,
     )
 
 

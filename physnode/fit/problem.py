@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..data.trajectories import Trajectories
 from ..odeint import solve
+from ..options import SolveOptions
 from .initial import initial_states, initial_times
 from .loss import gaussian_nll, masked_errors, time_weights
 from .observe import Observation
@@ -37,7 +38,8 @@ class FitProblem:
     """Everything a fit evaluates, independent of the optimiser.
 
     Builds the solve grid (the data times, with each trajectory's ``initial_time`` prepended when it precedes
-    the first observation), the time weights, the segment layout and the learnable tensors.
+    the first observation), the time weights, the segment layout and the learnable tensors. Every solve uses
+    ``options`` (:class:`~physnode.SolveOptions`), except that :meth:`evaluate` may name another gradient method.
     """
 
     def __init__(
@@ -47,7 +49,7 @@ class FitProblem:
         obs: Observation,
         state_dim: int,
         *,
-        solver: dict,
+        options: SolveOptions,
         learn_initial_state: bool,
         time_weight,
         shooting: MultipleShooting,
@@ -57,7 +59,7 @@ class FitProblem:
         self.data = data
         self.obs = obs
         self.S = state_dim
-        self.solver = solver
+        self.solve_options = options
         self.loss_name = loss
         self.shooting = shooting
         N, _T, D = data.values.shape
@@ -104,7 +106,7 @@ class FitProblem:
         self.log_sigma: nn.Parameter | None = None
         if L.K > 1 or loss == "gaussian_nll":
             with torch.no_grad():
-                full = solve(model, y0, times, **solver).ys
+                full = solve(model, y0, times, options=options).ys
             if L.K > 1:
                 self.seg_param = nn.Parameter(L.starts(full).clone())
             if loss == "gaussian_nll":
@@ -159,10 +161,8 @@ class FitProblem:
             last = int(used.max()) + 1 if used.numel() else 1
             times = times[:, : max(last, 2)] if times.shape[1] >= 2 else times
             mask = mask[:, :, : times.shape[1]]
-        opts = dict(self.solver)
-        if grad is not None:
-            opts["grad"] = grad
-        sol = solve(self.model, starts, times, **opts)
+        opts = self.solve_options if grad is None else self.solve_options.replace(grad=grad)
+        sol = solve(self.model, starts, times, options=opts)
         Lt = times.shape[1]
         pred = sol.ys.reshape(n, K, Lt, self.S)
         values = self.seg_values[idx][:, :, :Lt]

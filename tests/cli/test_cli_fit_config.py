@@ -49,7 +49,19 @@ def test_example_config_recovers_parameters(fitted, capsys):
     pred = Trajectories.load(res / "predictions.nc")
     assert pred.channels == data.channels == ["x", "v"]
     assert float((pred.values - data.values).abs().max()) < 1e-3
-    assert json.loads((res / "fit.json").read_text())  # the fit record parses
+    record = json.loads((res / "fit.json").read_text())  # the fit record parses
+    # One source for the solve options: Gauss–Newton differentiates with "direct" although [solver] asks for "aca";
+    # summary.json and fit.json both say so, and both record the request.
+    assert summary["solver"] == record["solver"]
+    assert summary["solver"] == {
+        "method": "dopri5",
+        "grad": "direct",
+        "rtol": 1e-7,
+        "atol": 1e-9,
+        "max_steps": 100_000,
+    }
+    assert record["grad"] == "direct" and summary["requested_grad"] == record["requested_grad"] == "aca"
+    assert "direct (requested aca)" in out
     assert not [p for p in res.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 

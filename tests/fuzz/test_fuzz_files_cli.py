@@ -692,7 +692,7 @@ CASES: list[Case] = [
         "cli-config-step-size-string",
         lambda tmp: cli("fit", str(write_config(tmp, 'method = "rk4"\nstep_size = "small"')))(tmp),
         1,
-        r"step_size must be a number",
+        r"\[solver\] step_size must be a positive float .*got 'small' \(str\)",
     ),
     Case(
         "cli-config-device-cuda",
