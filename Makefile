@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy physnode
 	$(PY) -m pytest $(PYTEST_FLAGS) -m "not slow" tests
 	$(PY) -m pytest $(PYTEST_FLAGS) --nbmake tutorials
 
@@ -37,4 +38,4 @@ bench: $(STAMP)
 	$(VENV)/bin/physnode bench all
 
 clean:
-	rm -rf $(VENV) results build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) results build dist .pytest_cache .ruff_cache .mypy_cache

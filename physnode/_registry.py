@@ -48,7 +48,7 @@ class ContractAttribute:
 
 def is_int(low: int) -> Callable[[Any], bool]:
     """A check for an ``int`` (not a ``bool``) ``>= low``."""
-    return lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
+    return lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= low)
 
 
 def is_bool(v: Any) -> bool:
@@ -110,7 +110,9 @@ def _contract_message(cls: type, attr: ContractAttribute, value: Any, where: str
 def _constructor_keywords(cls: type) -> dict[str, inspect.Parameter]:
     """Named keyword parameters of ``cls.__init__`` (a class without its own ``__init__`` reports ``object``'s
     ``(*args, **kwargs)``, which are no options)."""
-    sig = inspect.signature(cls.__init__)
+    # mypy flags __init__ read from a class object as unsound (a subclass may change it); reading the signature
+    # of the class's own constructor is exactly what is wanted here.
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind in kinds}
 
@@ -192,9 +194,8 @@ class Registry(Generic[T]):
     def _check_value(self, name: str, key: str, value: object, annotation: object) -> None:
         """Check a switch: an option annotated ``bool`` (or ``bool | None``) takes ``True``/``False`` only, since
         ``bool("no")`` is true. Numeric options are checked by the constructors themselves (range and type)."""
-        if not isinstance(annotation, str):
-            annotation = getattr(annotation, "__name__", str(annotation))
-        allowed = {part.strip() for part in annotation.split("|")}
+        text = annotation if isinstance(annotation, str) else str(getattr(annotation, "__name__", annotation))
+        allowed = {part.strip() for part in text.split("|")}
         if "bool" not in allowed or not allowed <= {"bool", "None"}:
             return
         ok = isinstance(value, (bool, np.bool_)) or (value is None and "None" in allowed)

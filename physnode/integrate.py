@@ -224,7 +224,8 @@ class _Reuse:
     """Answers the first call at exactly ``(t0, y0)`` with an already computed ``f0`` (no graph involved)."""
 
     def __init__(self, func: CountingRHS, t0: Tensor, y0: Tensor, f0: Tensor) -> None:
-        self.func, self.t0, self.y0, self.f0 = func, t0, y0, f0
+        self.func, self.t0, self.y0 = func, t0, y0
+        self.f0: Tensor | None = f0
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         if t is self.t0 and y is self.y0 and self.f0 is not None:
@@ -396,7 +397,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         return Integration(out[:, :1], stats(), (y0,) if state0 is None else state0, records)
 
     t0_dev = t[:, 0]
-    init_func = func
+    init_func: Callable[[Tensor, Tensor], Tensor] = func
     grad_enabled = torch.is_grad_enabled()
     with torch.no_grad():
         finite0 = torch.isfinite(y0).all(-1)

@@ -20,10 +20,13 @@ one replayed step.
 
 from __future__ import annotations
 
+from typing import cast
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from ..integrate import Integration, Problem
+from ..integrate import Integration, Problem, Trace
 from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["ACA"]
@@ -46,17 +49,18 @@ class ACA(ReplayGradient):
     def backward(
         self, problem: Problem, result: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
     ) -> tuple[Tensor, list[Tensor]]:
-        solver, func, records = problem.solver, problem.func, result.records
+        solver, func = problem.solver, problem.func
+        records = cast(Trace, result.records)  # record = "states": the forward solve kept a Trace
         padded = pad_output_gradient(grad_ys)
-        any_accepted = records.any_accepted() if records else []
-        adj = [torch.zeros_like(s) if s.is_floating_point() else None for s in result.final_state]
+        any_accepted: np.ndarray | list[bool] = records.any_accepted() if records else []
+        adj: list[Tensor | None] = [torch.zeros_like(s) if s.is_floating_point() else None for s in result.final_state]
         g_params = [torch.zeros_like(p) for p in params]
         for n in range(len(records) - 1, -1, -1):
             if not any_accepted[n]:
                 continue  # every row is the identity map and wrote no output
             rec = records[n]
             assert rec.state is not None
-            adj[0] = adj[0] + output_cotangent(padded, rec.slot)
+            adj[0] = cast(Tensor, adj[0]) + output_cotangent(padded, rec.slot)  # y is floating: never None
             state = tuple(s.detach().requires_grad_() if s.is_floating_point() else s for s in rec.state)
             diff_in = [s for s in state if s.requires_grad]
             with torch.enable_grad():
@@ -71,7 +75,7 @@ class ACA(ReplayGradient):
             adj = [None if a is None else torch.where(_mask(rec.accept, a), next(it), a) for a in adj]
             for g, gp in zip(g_params, grads[len(diff_in) :], strict=True):
                 g.add_(gp)
-        adj[0] = adj[0] + grad_ys[:, 0]
+        adj[0] = cast(Tensor, adj[0]) + grad_ys[:, 0]
         # Through the initial state S_0 = init(t_0, y_0, h_0) (e.g. the cached f(t_0, y_0) of FSAL methods).
         y0 = problem.y0.detach().requires_grad_()
         h0 = result.h0 if result.h0 is not None else torch.zeros_like(problem.t[:, 0])

@@ -27,13 +27,15 @@ tolerances of both solves. Memory ``O(L + s·Z)`` plus the outputs.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
 from ..integrate import CountingRHS, Integration, Problem, integrate
 from ..solvers.base import RHS, Solver, State
 from ..solvers.controller import PIController, StepController
-from ..solvers.rk import ExplicitRK, linear_combination
+from ..solvers.rk import ExplicitRK, linear_combination, weighted_sum
 from ._replay import ReplayGradient, vjp
 
 __all__ = ["ContinuousAdjoint"]
@@ -55,7 +57,7 @@ class _AugmentedRK(Solver):
         self.g_params = [torch.zeros_like(p) for p in params]
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:  # type: ignore[override]  # internal solver, named after the one it wraps
         return f"adjoint({self.rk.name})"
 
     def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
@@ -102,13 +104,13 @@ class _AugmentedRK(Solver):
                     if psi is None
                     else [p.add_(g, alpha=tab.b[i]) for p, g in zip(psi, gp, strict=True)]
                 )
-        z_new = torch.addcmul(z, hh, linear_combination(tab.b, ks))
-        err = hh * linear_combination(tab.b_err, ks) if self.adaptive else None
+        z_new = torch.addcmul(z, hh, weighted_sum(tab.b, ks))
+        err = hh * weighted_sum(tab.b_err, ks) if self.adaptive and tab.b_err is not None else None
         if psi is None or not self.params:
             return (z_new,), err
         # The loop's accept rule, evaluated here because g is summed over the batch.
         with torch.no_grad():
-            if self.adaptive:
+            if err is not None:  # adaptive
                 ok = self.controller.error_norm(err.detach(), z.detach(), z_new.detach()) <= 1.0
             else:
                 ok = torch.isfinite(z_new).all(-1)
@@ -179,7 +181,7 @@ class ContinuousAdjoint(ReplayGradient):
         _, T, D = grad_ys.shape
         ys, t, f = result.ys.detach(), problem.t, problem.func
         ctrl = self._controller(problem, D)
-        rk: ExplicitRK = problem.solver  # type: ignore[assignment]
+        rk = cast(ExplicitRK, problem.solver)  # checked by check()
         aug_solver = _AugmentedRK(rk, f, params, ctrl, D)
 
         def augmented(tt: Tensor, z: Tensor) -> Tensor:

@@ -62,7 +62,7 @@ class GradientMethod(metaclass=ContractMeta):
     #: Whether the gradient equals backprop through the same discrete solve (all but the continuous adjoint).
     exact: ClassVar[bool] = True
     #: The solvers this method differentiates (instances of this class).
-    solvers: ClassVar[type[Solver]] = Solver
+    solvers: ClassVar[type[Solver]] = Solver  # type: ignore[type-abstract]  # the abstract base: any solver
 
     @classmethod
     def supports(cls, solver: type[Solver] | Solver) -> bool:

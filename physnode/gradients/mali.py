@@ -20,7 +20,7 @@ vector-Jacobian product.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -31,6 +31,11 @@ from ..solvers.base import State
 from .reversible import VJP, ReversibleGradient
 
 __all__ = ["Mali"]
+
+
+def _eta(problem: Problem) -> float:
+    """The damping of the ALF solve (``check`` has made sure the solver is an :class:`ALF`)."""
+    return cast(ALF, problem.solver).eta
 
 
 class Mali(ReversibleGradient):
@@ -57,14 +62,14 @@ class Mali(ReversibleGradient):
 
     def growth_per_step(self, problem: Problem) -> float:
         """``1 / |1 - 2 eta|``: how much one inverse step amplifies a rounding error (1 for ``eta = 1``)."""
-        return 1.0 / abs(1.0 - 2.0 * problem.solver.eta)  # type: ignore[attr-defined]
+        return 1.0 / abs(1.0 - 2.0 * _eta(problem))
 
     def describe_growth(self, problem: Problem) -> str:
-        eta = problem.solver.eta  # type: ignore[attr-defined]
+        eta = _eta(problem)
         return f"method='alf' with eta={eta!r} has an inverse step that divides by 1 - 2*eta = {1 - 2 * eta:.4g} and"
 
     def advice(self, problem: Problem) -> str:
-        eta = problem.solver.eta  # type: ignore[attr-defined]
+        eta = _eta(problem)
         damped = (
             "use eta=1 (options={'eta': 1.0}, the undamped leapfrog, whose inverse does not amplify rounding), "
             if eta != 1.0
@@ -81,7 +86,7 @@ class Mali(ReversibleGradient):
     def reverse_step(
         self, problem: Problem, rec: StepRecord, state: State, adj: list[Tensor], aux: Any, vjp: VJP
     ) -> tuple[State, list[Tensor], Any]:
-        eta = problem.solver.eta  # type: ignore[attr-defined]
+        eta = _eta(problem)
         c = 1.0 - 2.0 * eta
         y1, v1 = state[0], state[1]
         a_y1, a_v1 = adj[0], adj[1]

@@ -209,7 +209,8 @@ def _make_vjp(params: tuple[Tensor, ...], grads: list[Tensor | None], counter: l
         got = torch.autograd.grad(out, (leaf, *inputs_p), cotangent, allow_unused=True)
         for i, g in zip(wanted, got[1:], strict=True):
             if g is not None:
-                grads[i] = g if grads[i] is None else grads[i] + g
+                prev = grads[i]
+                grads[i] = g if prev is None else prev + g
         return torch.zeros_like(leaf) if got[0] is None else got[0]
 
     return vjp

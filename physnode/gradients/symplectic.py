@@ -53,10 +53,14 @@ of the batch is the identity map for its iteration.
 
 from __future__ import annotations
 
+from typing import cast
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from ..integrate import Integration, Problem
+from ..integrate import Integration, Problem, Trace
+from ..solvers.base import State
 from ..solvers.rk import ExplicitRK, linear_combination
 from ..solvers.tableau import Tableau
 from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
@@ -99,16 +103,17 @@ class SymplecticAdjoint(ReplayGradient):
     def backward(
         self, problem: Problem, result: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
     ) -> tuple[Tensor, list[Tensor]]:
-        solver: ExplicitRK = problem.solver  # type: ignore[assignment]
-        tab, func, records = solver.tableau, problem.func, result.records
+        solver = cast(ExplicitRK, problem.solver)  # checked by check()
+        records = cast(Trace, result.records)  # record = "states": the forward solve kept a Trace
+        tab, func = solver.tableau, problem.func
         s, fsal = tab.stages, tab.fsal
         b, c = tab.b, tab.c
         # Partner coefficients b_j - A_ij = b_j a_ji / b_i for b_i != 0 (the form used below).
         partner = partner_tableau(tab)
         padded = pad_output_gradient(grad_ys)
-        any_accepted = records.any_accepted() if records else []
+        any_accepted: np.ndarray | list[bool] = records.any_accepted() if records else []
         lam = torch.zeros_like(result.final_state[0])
-        lam_k = torch.zeros_like(lam) if fsal else None
+        lam_k = torch.zeros_like(lam)  # adjoint of the cached derivative k_s (used by FSAL tableaux only)
         g_params = [torch.zeros_like(p) for p in params]
         for n in range(len(records) - 1, -1, -1):
             if not any_accepted[n]:
@@ -119,10 +124,11 @@ class SymplecticAdjoint(ReplayGradient):
             lam_out = torch.where(acc, lam, 0.0)  # λ' (zero on rows that are the identity)
             t, h = rec.t, rec.h
             hh = h.unsqueeze(-1)
-            y = rec.state[0]
+            state = cast(State, rec.state)  # kept: record = "states"
+            y = state[0]
             # Forward stages without a graph; only Y_1..Y_s are needed (k_s never enters a later stage).
             with torch.no_grad():
-                ks = [rec.state[1] if fsal else func(t, y)]
+                ks = [state[1] if fsal else func(t, y)]
                 Ys = [y]
                 for i in range(1, s):
                     dy = linear_combination(tab.a[i], ks)
@@ -140,17 +146,20 @@ class SymplecticAdjoint(ReplayGradient):
                     # Partner stage Λ_i = λ' + h Σ_{j>i} (b_j - A_ij) l_j with h b_j l_j = μ_j; κ_i = h b_i Λ_i.
                     lam_i = lam_out
                     for j in range(i + 1, s):
-                        coef = (b[j] - partner[i][j]) / b[j] if b[j] != 0.0 else tab.a[j][i] / b[i]
-                        if coef != 0.0 and mus[j] is not None:
-                            lam_i = lam_i.add(mus[j], alpha=coef)
+                        p_ij = partner[i][j]
+                        coef = (b[j] - p_ij) / b[j] if b[j] != 0.0 and p_ij is not None else tab.a[j][i] / b[i]
+                        mu = mus[j]
+                        if coef != 0.0 and mu is not None:
+                            lam_i = lam_i.add(mu, alpha=coef)
                     kappa = lam_i * (hh * b[i])
                 else:
                     # Rescaled form for b_i = 0: κ_i = h Σ_{j>i} a_ji μ_j.
                     kappa = None
                     for j in range(i + 1, s):
                         coef = tab.a[j][i]
-                        if coef != 0.0 and mus[j] is not None:
-                            kappa = mus[j] * coef if kappa is None else kappa.add(mus[j], alpha=coef)
+                        mu = mus[j]
+                        if coef != 0.0 and mu is not None:
+                            kappa = mu * coef if kappa is None else kappa.add(mu, alpha=coef)
                     if kappa is not None:
                         kappa = kappa * hh
                 if fsal and i == s - 1:

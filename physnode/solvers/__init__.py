@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 SOLVERS: Registry[Solver] = Registry("method", Solver)
+_cls: type[Solver]
 for _cls in (Euler, Midpoint, Heun, RK4, HeunEuler, Bosh3, Dopri5, Tsit5, Dopri8, ALF):
     SOLVERS.register(_cls)
 

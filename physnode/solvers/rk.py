@@ -10,7 +10,7 @@ from torch import Tensor
 from .base import RHS, Solver, State
 from .tableau import Tableau
 
-__all__ = ["ExplicitRK", "linear_combination"]
+__all__ = ["ExplicitRK", "linear_combination", "weighted_sum"]
 
 
 def linear_combination(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor | None:
@@ -21,6 +21,12 @@ def linear_combination(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor | 
             continue
         acc = k * a if acc is None else acc.add_(k, alpha=a)
     return acc
+
+
+def weighted_sum(coeffs: tuple[float, ...], ks: list[Tensor]) -> Tensor:
+    """Return ``sum_j coeffs[j] * ks[j]`` (zeros shaped like ``ks[0]`` when every coefficient is zero)."""
+    acc = linear_combination(coeffs, ks)
+    return torch.zeros_like(ks[0]) if acc is None else acc
 
 
 class ExplicitRK(Solver):
@@ -80,17 +86,20 @@ class ExplicitRK(Solver):
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         tab = self.tableau
         y = state[0]
-        keep = None if self._pair is None else dict.fromkeys(self._pair[:2])
+        pair = self._pair
+        keep: dict[int, Tensor | None] | None = None if pair is None else dict.fromkeys(pair[:2])
         ks = self.stages(func, t, h, y, state[1] if tab.fsal else None, keep)
         hh = h.unsqueeze(-1)
-        y_new = torch.addcmul(y, hh, linear_combination(tab.b, ks))
+        y_new = torch.addcmul(y, hh, weighted_sum(tab.b, ks))
         err = None
-        if self.adaptive:
-            err = hh * linear_combination(tab.b_err, ks)
+        if self.adaptive and tab.b_err is not None:  # adaptive implies an embedded pair (checked in __init__)
+            err = hh * weighted_sum(tab.b_err, ks)
         new_state = (y_new, ks[-1]) if tab.fsal else (y_new,)
-        if keep is not None:
-            i, j = self._pair[:2]  # type: ignore[index]
-            self._probe = (ks[i], ks[j], keep[i], keep[j])  # kept until the next step (references only)
+        if pair is not None and keep is not None:
+            i, j = pair[:2]
+            yi, yj = keep[i], keep[j]
+            if yi is not None and yj is not None:
+                self._probe = (ks[i], ks[j], yi, yj)  # kept until the next step (references only)
         return new_state, err
 
     def stiffness_terms(self) -> Tensor | None:
