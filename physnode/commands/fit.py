@@ -16,6 +16,7 @@ are kept. Sizes, the device and the writability of the folder are checked before
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -326,7 +327,7 @@ class _Job:
     row_label: str
     files: list[str]  # besides data.nc, predictions.nc, summary.json, fit.json
     before_save: Callable[[Path], None]  # writes the job's own files (config.toml)
-    report: Callable[[_Outcome], tuple[dict[str, Any], list[str], list[str]]]  # summary entries, lines, lines
+    report: Callable[[_Job, _Outcome], tuple[dict[str, Any], list[str], list[str]]]  # summary entries, head, tail
 
 
 def _run_job(job: _Job, start: float) -> int:
@@ -335,7 +336,7 @@ def _run_job(job: _Job, start: float) -> int:
     if not _is_main_rank():
         return 0
     outcome = _predict_and_measure(job, result, start)
-    entries, head, tail = job.report(outcome)
+    entries, head, tail = job.report(job, outcome)
     out = _write_results(job, outcome, entries)
     print("\n".join(head))
     print()
@@ -467,44 +468,6 @@ def _three_body_job(args: argparse.Namespace, solve: SolveOptions) -> _Job:
     observe = list(range(9))  # the nine position components of the 18-dimensional state
     guess = {"masses": list(_THREE_BODY_GUESS)}
 
-    def report(o: _Outcome) -> tuple[dict[str, Any], list[str], list[str]]:
-        fit_err = forecast_error(o.pred, truth, -float("inf"))  # whole window, for reference
-        entries = {
-            "job": THREE_BODY,
-            "model": THREE_BODY,
-            "params": o.params,
-            "uncertainty": {"masses": o.result.uncertainty.get("masses")},
-            "true": true_params,
-            "initial": guess,
-            "relative_error": {"masses": [r[5] for r in o.rows]},
-            "max_relative_error": max(r[5] for r in o.rows),
-            "forecast": {"window": [_T_SPLIT, 2.0], **o.forecast},
-            "all_times": fit_err,
-            "observe": observe,
-            "options": {
-                **options,
-                "n_obs": args.n_obs,
-                "noise": args.noise,
-                "irregular": args.irregular,
-                "missing": args.missing,
-                "n_trajectories": args.n_trajectories,
-                "nproc": args.nproc,
-            },
-        }
-        head = [
-            f"three-body (ACA paper): masses fitted from positions on [0, 1], {args.n_obs} observation times, "
-            f"noise {args.noise:g}, missing {args.missing:g}{', irregular' if args.irregular else ''}",
-            f"solver {o.result.method}, gradient {_gradient_text(o.result)}, optimizer {args.optimizer}, "
-            f"{len(o.result.history)} epochs",
-        ]
-        fc = o.forecast
-        tail = [
-            "",
-            f"forecast on ({_T_SPLIT:g}, 2]: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g}) "
-            f"against the noise-free orbit, {fc['n']} values",
-        ]
-        return entries, head, tail
-
     return _Job(
         model=three_body_model(_THREE_BODY_GUESS),
         data=data,
@@ -523,8 +486,48 @@ def _three_body_job(args: argparse.Namespace, solve: SolveOptions) -> _Job:
         row_label="mass",
         files=[],
         before_save=lambda out: None,
-        report=report,
+        report=functools.partial(_three_body_report, args),
     )
+
+
+def _three_body_report(args: argparse.Namespace, job: _Job, o: _Outcome) -> tuple[dict[str, Any], list[str], list[str]]:
+    """summary.json entries and the printed lines of the three-body job."""
+    fit_err = forecast_error(o.pred, job.reference, -float("inf"))  # whole window, for reference
+    entries = {
+        "job": THREE_BODY,
+        "model": THREE_BODY,
+        "params": o.params,
+        "uncertainty": {"masses": o.result.uncertainty.get("masses")},
+        "true": job.truth(o.params),
+        "initial": job.start_values,
+        "relative_error": {"masses": [r[5] for r in o.rows]},
+        "max_relative_error": max(r[5] for r in o.rows),
+        "forecast": {"window": [_T_SPLIT, 2.0], **o.forecast},
+        "all_times": fit_err,
+        "observe": job.observe,
+        "options": {
+            **job.fit_options,
+            "n_obs": args.n_obs,
+            "noise": args.noise,
+            "irregular": args.irregular,
+            "missing": args.missing,
+            "n_trajectories": args.n_trajectories,
+            "nproc": args.nproc,
+        },
+    }
+    head = [
+        f"three-body (ACA paper): masses fitted from positions on [0, 1], {args.n_obs} observation times, "
+        f"noise {args.noise:g}, missing {args.missing:g}{', irregular' if args.irregular else ''}",
+        f"solver {o.result.method}, gradient {_gradient_text(o.result)}, optimizer {args.optimizer}, "
+        f"{len(o.result.history)} epochs",
+    ]
+    fc = o.forecast
+    tail = [
+        "",
+        f"forecast on ({_T_SPLIT:g}, 2]: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g}) "
+        f"against the noise-free orbit, {fc['n']} values",
+    ]
+    return entries, head, tail
 
 
 # ------------------------------------------------------------------------------------------------ CONFIG.toml
@@ -600,37 +603,6 @@ def _config_job(args: argparse.Namespace) -> _Job:
         out_dir = args.config.parent / out_dir
     check_writable_folder(out_dir, "--out" if args.out is not None else "[output] dir")
 
-    def report(o: _Outcome) -> tuple[dict[str, Any], list[str], list[str]]:
-        truth = _truth_from_metadata(data, list(o.params))
-        entries = {
-            "job": "config",
-            "model": "config",
-            "config": "config.toml",
-            "source_config": str(args.config.resolve()),
-            "data_file": str(data_path.resolve()),
-            "params": o.params,
-            "all_params": o.result.params,
-            "uncertainty": {k: o.result.uncertainty.get(k) for k in o.params},
-            "true": truth,
-            "initial": start_values,
-            "relative_error": {r[0]: r[5] for r in o.rows if r[5] is not None},
-            "forecast": None if o.forecast is None else {"t_split": t_split, **o.forecast},
-            "observe": observe,
-            "initial_states": None if o.y0 is None else o.y0.tolist(),
-            "options": options,
-        }
-        head = [
-            f"{name}: {len(o.params)} parameter(s) fitted to {data_path.name} ({data.n_trajectories} trajectories), "
-            f"{o.result.method}/{_gradient_text(o.result)}, {len(o.result.history)} epochs"
-        ]
-        fc = o.forecast
-        tail = (
-            []
-            if fc is None
-            else [f"\nforecast after t = {t_split:g}: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g})"]
-        )
-        return entries, head, tail
-
     return _Job(
         model=model,
         data=data,
@@ -649,5 +621,39 @@ def _config_job(args: argparse.Namespace) -> _Job:
         row_label="parameter",
         files=["config.toml"],
         before_save=lambda out: atomic_write(out / "config.toml", lambda tmp: shutil.copyfile(args.config, tmp)),
-        report=report,
+        report=functools.partial(_config_report, args, data_path, observe),
     )
+
+
+def _config_report(
+    args: argparse.Namespace, data_path: Path, observe: Any, job: _Job, o: _Outcome
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """summary.json entries and the printed lines of a CONFIG.toml job."""
+    entries = {
+        "job": "config",
+        "model": "config",
+        "config": "config.toml",
+        "source_config": str(args.config.resolve()),
+        "data_file": str(data_path.resolve()),
+        "params": o.params,
+        "all_params": o.result.params,
+        "uncertainty": {k: o.result.uncertainty.get(k) for k in o.params},
+        "true": job.truth(o.params),
+        "initial": job.start_values,
+        "relative_error": {r[0]: r[5] for r in o.rows if r[5] is not None},
+        "forecast": None if o.forecast is None else {"t_split": job.t_split, **o.forecast},
+        "observe": observe,
+        "initial_states": None if o.y0 is None else o.y0.tolist(),
+        "options": job.fit_options,
+    }
+    head = [
+        f"{args.config.stem}: {len(o.params)} parameter(s) fitted to {data_path.name} ({job.data.n_trajectories} "
+        f"trajectories), {o.result.method}/{_gradient_text(o.result)}, {len(o.result.history)} epochs"
+    ]
+    fc = o.forecast
+    tail = (
+        []
+        if fc is None
+        else [f"\nforecast after t = {job.t_split:g}: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g})"]
+    )
+    return entries, head, tail

@@ -14,7 +14,9 @@ from tqdm import tqdm  # the text bar: works in terminals and notebooks without 
 
 from ..data.trajectories import Trajectories
 from ..errors import SolverError
+from ..gradients import GradientMethod
 from ..options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, FIT_GRAD, SolveOptions, resolve_options
+from ..solvers import Solver
 from . import distributed as D
 from .checkpoint import (
     CheckpointError,
@@ -267,10 +269,10 @@ def fit(
     model: nn.Module,
     data: Trajectories,
     *,
-    method: str = DEFAULT_METHOD,
-    grad: str = FIT_GRAD,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    method: str | Solver = DEFAULT_METHOD,
+    grad: str | GradientMethod = FIT_GRAD,
+    rtol: float | Tensor = DEFAULT_RTOL,
+    atol: float | Tensor = DEFAULT_ATOL,
     observe: Any = None,
     loss: str = "mse",
     epochs: int = 100,
