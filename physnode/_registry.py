@@ -131,9 +131,9 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, base: type) -> None:
         self.kind = kind
         self.base = base
-        self._classes: dict[str, type] = {}
+        self._classes: dict[str, type[T]] = {}
 
-    def register(self, cls: type) -> type:
+    def register(self, cls: type[T]) -> type[T]:
         """Register ``cls`` under its own class attribute ``name`` and return it (usable as a decorator).
 
         Raises
@@ -165,7 +165,7 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._classes
 
-    def cls(self, name: str) -> type:
+    def cls(self, name: str) -> type[T]:
         """The class registered under ``name``."""
         try:
             return self._classes[name]

@@ -488,12 +488,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
         with torch.no_grad():
             y_new = new_state[0].detach()
-            if ctrl.adaptive:
-                if err is None:
-                    raise RuntimeError(f"{solver!r} returned no error estimate but the step size is adaptive.")
-                en_dev = ctrl.error_norm(err.detach(), state[0].detach(), y_new)
-            else:
-                en_dev = torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf)
+            if ctrl.adaptive and err is None:
+                raise RuntimeError(f"{solver!r} returned no error estimate but the step size is adaptive.")
+            en_dev = ctrl.step_norm(None if err is None else err.detach(), state[0].detach(), y_new)
             # Probe for stiffness every STIFF_EVERY iterations, and on every one while a run of pinned steps goes on.
             probe = boundary is not None and (in_run or iteration % STIFF_EVERY == 0)
             terms = solver.stiffness_terms() if probe else None
@@ -504,7 +501,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 en = host[0]
                 hrho = np.abs(h_eff) * host[1] / np.maximum(host[2], 1e-300)  # NaN for a non-finite trial
         nonfinite = active & ~np.isfinite(en)
-        accept = active & (en <= 1.0)
+        accept = active & ctrl.accepts(en)
         landed = accept & land
         slot = np.where(landed, j, T)
         # The host knows the decisions: skip the merge when every row accepted, the write when none landed.

@@ -108,12 +108,10 @@ class _AugmentedRK(Solver):
         err = hh * weighted_sum(tab.b_err, ks) if self.adaptive and tab.b_err is not None else None
         if psi is None or not self.params:
             return (z_new,), err
-        # The loop's accept rule, evaluated here because g is summed over the batch.
+        # The controller's accept rule (the loop's), evaluated here because g is summed over the batch.
         with torch.no_grad():
-            if err is not None:  # adaptive
-                ok = self.controller.error_norm(err.detach(), z.detach(), z_new.detach()) <= 1.0
-            else:
-                ok = torch.isfinite(z_new).all(-1)
+            ctrl = self.controller
+            ok = ctrl.accepts(ctrl.step_norm(None if err is None else err.detach(), z.detach(), z_new.detach()))
             rejected = (h != 0) & ~ok
         if bool(rejected.any()):
             for i in range(tab.stages):

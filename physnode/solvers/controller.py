@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -11,6 +12,8 @@ from torch import Tensor
 from .base import RHS
 
 __all__ = ["FixedController", "PIController", "StepController"]
+
+_Norm = TypeVar("_Norm", np.ndarray, Tensor)
 
 
 class StepController:
@@ -34,6 +37,28 @@ class StepController:
     ) -> np.ndarray:
         """Next signed step ``(B,)`` from the step just tried (host arrays in the dtype of the solve)."""
         raise NotImplementedError
+
+    def step_norm(self, err: Tensor | None, y: Tensor, y_new: Tensor) -> Tensor:
+        """The norm ``(B,)`` that decides each trajectory's step (see :meth:`accepts`): the scaled error norm of
+        ``err`` ``(B, D)`` for an adaptive controller; otherwise ``0`` where ``y_new`` ``(B, D)`` is finite and
+        ``inf`` where it is not. Call without gradient.
+
+        Raises
+        ------
+        RuntimeError
+            When the controller is adaptive and the solver returned no error estimate (``err`` is ``None``).
+        """
+        if not self.adaptive:
+            return torch.where(torch.isfinite(y_new).all(-1), 0.0, torch.inf)
+        if err is None:
+            raise RuntimeError("the solver returned no error estimate but the step size is adaptive.")
+        return self.error_norm(err, y, y_new)
+
+    @staticmethod
+    def accepts(norm: _Norm) -> _Norm:
+        """Whether each step is accepted, from its :meth:`step_norm` (host array or tensor): ``norm <= 1``. The one
+        acceptance rule of the integration loop and of the backward solves that must reproduce its decisions."""
+        return norm <= 1.0
 
 
 @dataclass
