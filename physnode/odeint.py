@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,10 +65,12 @@ def _build_problem(
     solver: Solver = opts.build_solver()
     gm: GradientMethod = opts.build_gradient()
     rtol, atol = opts.tolerances(y0)
+    controller: PIController | FixedController
     if solver.adaptive:
-        controller = PIController(rtol=rtol, atol=atol, first_step=opts.step_size)
+        # Tolerances may be (D,) tensors (one per state component); the controller broadcasts them.
+        controller = PIController(rtol=rtol, atol=atol, first_step=opts.step_size)  # type: ignore[arg-type]
     else:
-        controller = FixedController(step_size=float(opts.step_size))
+        controller = FixedController(step_size=float(cast(float, opts.step_size)))  # SolveOptions: set when fixed
     max_steps = opts.max_steps
     n_intervals = tt.shape[-1] - 1
     if n_intervals > max_steps:

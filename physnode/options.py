@@ -78,10 +78,10 @@ def _check_tolerance(name: str, value: object) -> float | Tensor:
             raise ValueError(f"{name} is a meta tensor (shape only, no values); pass real values.")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be {_TOL_WHAT}, got a tensor of dtype {value.dtype}.")
-        v = value.detach()
-        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+        values = value.detach()
+        if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
             raise ValueError(f"{name} must be non-negative and finite in every component, got {value.tolist()}.")
-        return v
+        return values
     v = check_real(name, value, _TOL_WHAT)
     if not (math.isfinite(v) and v >= 0):
         raise ValueError(f"{name} must be a non-negative finite number, got {describe(value)}.")
@@ -347,13 +347,11 @@ class SolveOptions:
         for a, b in ((self.method, other.method), (self.grad, other.grad)):
             if (a != b) if isinstance(a, str) and isinstance(b, str) else a is not b:
                 return False
-        for a, b in ((self.rtol, other.rtol), (self.atol, other.atol)):
-            if isinstance(a, Tensor) != isinstance(b, Tensor):
-                return False
-            if isinstance(a, Tensor):
-                if a.shape != b.shape or not bool((a.cpu().double() == b.cpu().double()).all()):
+        for x, y in ((self.rtol, other.rtol), (self.atol, other.atol)):
+            if isinstance(x, Tensor) and isinstance(y, Tensor):
+                if x.shape != y.shape or not bool((x.cpu().double() == y.cpu().double()).all()):
                     return False
-            elif a != b:
+            elif isinstance(x, Tensor) or isinstance(y, Tensor) or x != y:
                 return False
         return (self.step_size, self.max_steps, dict(self.options)) == (
             other.step_size,

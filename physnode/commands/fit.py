@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -502,7 +502,7 @@ def _three_body_report(args: argparse.Namespace, job: _Job, o: _Outcome) -> tupl
         "initial": job.start_values,
         "relative_error": {"masses": [r[5] for r in o.rows]},
         "max_relative_error": max(r[5] for r in o.rows),
-        "forecast": {"window": [_T_SPLIT, 2.0], **o.forecast},
+        "forecast": {"window": [_T_SPLIT, 2.0], **(o.forecast or {})},
         "all_times": fit_err,
         "observe": job.observe,
         "options": {
@@ -521,7 +521,7 @@ def _three_body_report(args: argparse.Namespace, job: _Job, o: _Outcome) -> tupl
         f"solver {o.result.method}, gradient {_gradient_text(o.result)}, optimizer {args.optimizer}, "
         f"{len(o.result.history)} epochs",
     ]
-    fc = o.forecast
+    fc = cast(dict[str, float], o.forecast)  # the three-body job always forecasts (1, 2]
     tail = [
         "",
         f"forecast on ({_T_SPLIT:g}, 2]: RMSE {fc['rmse']:.3g} (relative {fc['relative_rmse']:.3g}) "
@@ -548,8 +548,8 @@ def _observe_index(observe: Any, model, channels: Sequence[str]) -> list[int] | 
 
 def _truth_from_metadata(data: Trajectories, names: Sequence[str]) -> dict[str, Any]:
     """True parameter values shared by every trajectory's metadata ``parameters`` (generated data)."""
-    metas = [m.get("parameters") for m in data.metadata]
-    if not metas or not all(isinstance(m, Mapping) for m in metas):
+    metas = [m["parameters"] for m in data.metadata if isinstance(m.get("parameters"), Mapping)]
+    if not metas or len(metas) != len(data.metadata):
         return {}
     return {n: metas[0][n] for n in names if n in metas[0] and all(m.get(n) == metas[0][n] for m in metas)}
 
@@ -620,9 +620,18 @@ def _config_job(args: argparse.Namespace) -> _Job:
         orbits=False,
         row_label="parameter",
         files=["config.toml"],
-        before_save=lambda out: atomic_write(out / "config.toml", lambda tmp: shutil.copyfile(args.config, tmp)),
+        before_save=functools.partial(_save_config, args.config),
         report=functools.partial(_config_report, args, data_path, observe),
     )
+
+
+def _save_config(config: Path, out: Path) -> None:
+    """Copy the CONFIG.toml into the results folder as ``config.toml`` (atomically)."""
+
+    def copy(tmp: str) -> None:
+        shutil.copyfile(config, tmp)
+
+    atomic_write(out / "config.toml", copy)
 
 
 def _config_report(

@@ -135,7 +135,8 @@ def _solve_options(summary: dict[str, Any], args: argparse.Namespace) -> SolveOp
     ``--method`` / ``--rtol`` / ``--atol`` applied; a new ``--method`` drops the fit's ``step_size`` and options."""
     from ..options import SolveOptions
 
-    table = summary.get("solver") if isinstance(summary.get("solver"), dict) else {}
+    solver = summary.get("solver")
+    table: dict[str, Any] = solver if isinstance(solver, dict) else {}
     try:
         opts = SolveOptions.from_dict(table).without_gradient()
         changes: dict[str, Any] = {}
