@@ -1,10 +1,13 @@
-"""Shared machinery of the gradient methods that run their own backward pass (ACA, symplectic, adjoint).
+"""Shared machinery of the gradient methods that run their own backward pass (ACA, symplectic, adjoint, and the
+reversible methods of :mod:`physnode.gradients.reversible`).
 
 Each such method is a :class:`torch.autograd.Function` with inputs ``(y0, *problem.params)`` and output
 ``ys`` ``(B, T, D)``. Its forward pass runs :func:`~physnode.integrate.integrate` without a graph (keeping
 the per-iteration records the method needs); its backward pass walks those records in reverse and returns
 the gradient to ``y0`` and to every parameter. This module holds what they share:
 
+- :class:`CustomSolve`, the one :class:`torch.autograd.Function` of all of them: its forward pass calls the
+  method's ``forward_solve``, its backward pass the method's ``backward``;
 - :class:`ReplayGradient`, the base class (``needs_params = True``; subclasses implement :meth:`backward`);
 - :func:`output_cotangents`, the gradient of the loss w.r.t. the state written by each iteration;
 - :func:`vjp`, one vector-Jacobian product with ``None`` turned into zeros.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -23,7 +26,7 @@ from ..integrate import Integration, Problem, integrate
 from ._guards import first_order_only, wants_custom_backward
 from .base import GradientMethod
 
-__all__ = ["ReplayGradient", "output_cotangent", "pad_output_gradient", "vjp"]
+__all__ = ["CustomBackward", "CustomSolve", "ReplayGradient", "output_cotangent", "pad_output_gradient", "vjp"]
 
 
 def vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequence[Tensor]) -> list[Tensor]:
@@ -55,12 +58,33 @@ def output_cotangent(padded: Tensor, slot: Tensor) -> Tensor:
     return padded.gather(1, slot.view(B, 1, 1).expand(B, 1, D)).squeeze(1)
 
 
-class _Solve(torch.autograd.Function):
-    """``ys = solve(y0, *params)`` with the gradient given by ``method.backward``."""
+class CustomBackward(Protocol):
+    """What :class:`CustomSolve` needs from a gradient method."""
+
+    @property
+    def name(self) -> str:
+        """The ``grad=`` name, for messages."""
+        ...
+
+    def forward_solve(self, problem: Problem) -> Integration:
+        """The forward solve, without a graph, keeping what :meth:`backward` needs."""
+        ...
+
+    def backward(
+        self, problem: Problem, result: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Sequence[Tensor | None]]:
+        """``(dL/dy0, [dL/dp for p in params])`` from ``grad_ys = dL/dys`` (``None`` for an unused ``p``)."""
+        ...
+
+
+class CustomSolve(torch.autograd.Function):
+    """``ys = solve(y0, *params)`` with the gradient given by ``method.backward``: the one autograd Function of the
+    gradient methods with their own backward pass. The evaluations of ``f`` in the backward pass are added to
+    ``stats.nfe_backward``; a second differentiation raises (:func:`first_order_only`)."""
 
     @staticmethod
-    def forward(ctx: Any, method: ReplayGradient, problem: Problem, box: list, y0: Tensor, *params: Tensor) -> Tensor:
-        result = integrate(problem, record=method.record)
+    def forward(ctx: Any, method: CustomBackward, problem: Problem, box: list, y0: Tensor, *params: Tensor) -> Tensor:
+        result = method.forward_solve(problem)
         box.append(result)
         ctx.method, ctx.problem, ctx.result = method, problem, result
         return result.ys
@@ -71,8 +95,10 @@ class _Solve(torch.autograd.Function):
         method, problem, result = ctx.method, ctx.problem, ctx.result
         nfe0 = problem.func.nfe
         wanted = tuple(p for p, need in zip(problem.params, ctx.needs_input_grad[4:], strict=True) if need)
-        g_y0, g_wanted = method.backward(problem, result, grad_ys.contiguous(), wanted)
-        result.stats.nfe_backward += problem.func.nfe - nfe0
+        try:
+            g_y0, g_wanted = method.backward(problem, result, grad_ys.contiguous(), wanted)
+        finally:
+            result.stats.nfe_backward += problem.func.nfe - nfe0
         it = iter(g_wanted)
         g_params = [next(it) if need else None for need in ctx.needs_input_grad[4:]]
         return (None, None, None, g_y0 if ctx.needs_input_grad[3] else None, *g_params)
@@ -89,6 +115,10 @@ class ReplayGradient(GradientMethod):
     #: ``None``).
     record: ClassVar[str | None] = "states"
 
+    def forward_solve(self, problem: Problem) -> Integration:
+        """The forward solve of :class:`CustomSolve`: :func:`~physnode.integrate.integrate` keeping :attr:`record`."""
+        return integrate(problem, record=self.record)
+
     def solve(self, problem: Problem) -> Integration:
         """Solve ``problem``; with grad mode on and ``y0`` or a parameter requiring grad, attach the custom
         backward pass, otherwise solve plainly (a plain function with no tensor to differentiate needs no
@@ -103,7 +133,7 @@ class ReplayGradient(GradientMethod):
         if not wants_custom_backward(problem, self.name):
             return integrate(problem)
         box: list[Integration] = []
-        ys = _Solve.apply(self, problem, box, problem.y0, *problem.params)
+        ys = CustomSolve.apply(self, problem, box, problem.y0, *problem.params)
         result = box[0]
         return Integration(ys, result.stats, result.final_state, h0=result.h0)
 

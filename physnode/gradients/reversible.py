@@ -34,7 +34,8 @@ from torch import Tensor
 from ..integrate import Integration, Problem, StepRecord, Trace, integrate
 from ..solvers.base import Solver, State
 from ..solvers.controller import PIController
-from ._guards import first_order_only, wants_custom_backward
+from ._guards import wants_custom_backward
+from ._replay import CustomSolve
 from .base import GradientMethod
 
 __all__ = ["VJP", "ReversibleGradient", "reconstruction_bound", "steps_between_observations"]
@@ -126,10 +127,74 @@ class ReversibleGradient(GradientMethod):
         """
         if problem.t.shape[1] == 1 or not wants_custom_backward(problem, self.name):
             return integrate(problem)
-        box: dict[str, Integration] = {}
-        ys = _ReversibleSolve.apply(self, problem, box, problem.y0, *problem.params)
-        integ = box["integration"]
+        box: list[Integration] = []
+        ys = CustomSolve.apply(self, problem, box, problem.y0, *problem.params)
+        integ = box[0]
         return Integration(ys, integ.stats, integ.final_state)
+
+    def forward_solve(self, problem: Problem) -> Integration:
+        """The forward solve of :class:`~physnode.gradients._replay.CustomSolve`: records the steps and the solver
+        state at every observation, then refuses a reconstruction predicted to fail (:meth:`check_growth`)."""
+        integ = integrate(problem, record="landings")
+        self.check_growth(problem, integ)
+        return integ
+
+    def backward(
+        self, problem: Problem, integ: Integration, grad_ys: Tensor, params: tuple[Tensor, ...]
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        """Walk the records backwards, rebuilding each state with :meth:`reverse_step`; return ``dL/dy0`` and the
+        gradients of ``params`` (``None`` where unused).
+
+        Raises
+        ------
+        RuntimeError
+            When the rebuilt states drifted beyond :func:`reconstruction_bound` (the gradient would be wrong).
+        """
+        B, _, D = grad_ys.shape
+        gy = torch.cat([grad_ys, grad_ys.new_zeros(B, 1, D)], dim=1)
+        index = torch.empty(B, 1, D, dtype=torch.long, device=grad_ys.device)
+        grads: list[Tensor | None] = [None] * len(params)
+        counter = [0]
+        vjp = _make_vjp(params, grads, counter)
+        with torch.enable_grad():
+            state = tuple(x.detach() for x in integ.final_state)
+            adj = [torch.zeros_like(x) for x in state]
+            aux = self.begin(problem, state, integ.stats.t_final)
+            recon = torch.zeros(B, dtype=grad_ys.dtype, device=grad_ys.device)
+            landed_states = integ.landed_states
+            for rec in reversed(integ.records):
+                adj[0] = adj[0] + gy.gather(1, index.copy_(rec.slot.view(B, 1, 1))).squeeze(1)
+                if landed_states is not None:
+                    # Restart the reconstruction from the exact forward state at every observation, so that
+                    # round-off of the inverse accumulates only over the steps between two observations.
+                    landed = (rec.slot < gy.shape[1] - 1).view(B, 1)
+                    exact = [_at_slot(buf, rec.slot) for buf in landed_states]
+                    drift = (state[0] - exact[0]).abs().amax(dim=-1)
+                    recon = torch.maximum(recon, torch.where(landed.view(B), drift, torch.zeros_like(drift)))
+                    state = tuple(
+                        torch.where(landed.view((B,) + (1,) * (x.ndim - 1)), e, x)
+                        for x, e in zip(state, exact, strict=True)
+                    )
+                state, adj, aux = self.reverse_step(problem, rec, state, adj, aux, vjp)
+            adj[0] = adj[0] + gy[:, 0]
+            y0 = problem.y0.detach()
+            recon = torch.maximum(recon, (state[0] - y0).abs().amax(dim=-1))
+            g_y0 = self.finish(problem, state, adj, aux, vjp)
+        stats = integ.stats
+        stats.nfe_backward += counter[0]  # the vector-Jacobian products (CustomSolve adds the evaluations of f)
+        stats.extra["reconstruction_error"] = recon
+        bound = reconstruction_bound(problem, integ.ys.detach())
+        bad = ~(recon <= bound)  # also catches NaN
+        if bool(bad.any()):
+            b = int(torch.nonzero(bad)[0, 0])
+            raise RuntimeError(
+                f"grad={self.name!r} rebuilt the forward states with a reconstruction error of "
+                f"{float(recon[b]):.3g} (trajectory {b}, max-norm), above the bound {float(bound[b]):.3g} "
+                "(the solve's tolerance rtol*max|y| + atol, at least sqrt(eps)*max|y|): the inverse steps drifted "
+                "from the forward solve (e.g. dynamics that decay fast between two observations grow when "
+                "reversed), so the gradient would be wrong and is not returned. Fix: " + self.advice(problem)
+            )
+        return g_y0, [None if g is None else g.to(p.dtype) for g, p in zip(grads, params, strict=True)]
 
     @abstractmethod
     def begin(self, problem: Problem, state: State, t: Tensor) -> Any:
@@ -221,67 +286,3 @@ def _at_slot(buf: Tensor, slot: Tensor) -> Tensor:
     B = buf.shape[0]
     index = slot.view((B, 1) + (1,) * (buf.ndim - 2)).expand((B, 1, *buf.shape[2:]))
     return buf.gather(1, index).squeeze(1)
-
-
-class _ReversibleSolve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, method: ReversibleGradient, problem: Problem, box: dict, y0: Tensor, *params: Tensor) -> Tensor:
-        integ = integrate(problem, record="landings")
-        method.check_growth(problem, integ)
-        box["integration"] = integ
-        ctx.method, ctx.problem, ctx.integ = method, problem, integ
-        return integ.ys
-
-    @staticmethod
-    @first_order_only(lambda ctx: ctx.method.name)
-    def backward(ctx, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
-        method: ReversibleGradient = ctx.method
-        problem: Problem = ctx.problem
-        integ: Integration = ctx.integ
-        B, _, D = grad_ys.shape
-        gy = torch.cat([grad_ys, grad_ys.new_zeros(B, 1, D)], dim=1)
-        index = torch.empty(B, 1, D, dtype=torch.long, device=grad_ys.device)
-        grads: list[Tensor | None] = [None] * len(problem.params)
-        counter = [0]
-        vjp = _make_vjp(problem.params, grads, counter)
-        nfe0 = problem.func.nfe
-        with torch.enable_grad():
-            state = tuple(x.detach() for x in integ.final_state)
-            adj = [torch.zeros_like(x) for x in state]
-            aux = method.begin(problem, state, integ.stats.t_final)
-            recon = torch.zeros(B, dtype=grad_ys.dtype, device=grad_ys.device)
-            landed_states = integ.landed_states
-            for rec in reversed(integ.records):
-                adj[0] = adj[0] + gy.gather(1, index.copy_(rec.slot.view(B, 1, 1))).squeeze(1)
-                if landed_states is not None:
-                    # Restart the reconstruction from the exact forward state at every observation, so that
-                    # round-off of the inverse accumulates only over the steps between two observations.
-                    landed = (rec.slot < gy.shape[1] - 1).view(B, 1)
-                    exact = [_at_slot(buf, rec.slot) for buf in landed_states]
-                    drift = (state[0] - exact[0]).abs().amax(dim=-1)
-                    recon = torch.maximum(recon, torch.where(landed.view(B), drift, torch.zeros_like(drift)))
-                    state = tuple(
-                        torch.where(landed.view((B,) + (1,) * (x.ndim - 1)), e, x)
-                        for x, e in zip(state, exact, strict=True)
-                    )
-                state, adj, aux = method.reverse_step(problem, rec, state, adj, aux, vjp)
-            adj[0] = adj[0] + gy[:, 0]
-            y0 = problem.y0.detach()
-            recon = torch.maximum(recon, (state[0] - y0).abs().amax(dim=-1))
-            g_y0 = method.finish(problem, state, adj, aux, vjp)
-        stats = integ.stats
-        stats.nfe_backward = problem.func.nfe - nfe0 + counter[0]
-        stats.extra["reconstruction_error"] = recon
-        bound = reconstruction_bound(problem, integ.ys.detach())
-        bad = ~(recon <= bound)  # also catches NaN
-        if bool(bad.any()):
-            b = int(torch.nonzero(bad)[0, 0])
-            raise RuntimeError(
-                f"grad={method.name!r} rebuilt the forward states with a reconstruction error of "
-                f"{float(recon[b]):.3g} (trajectory {b}, max-norm), above the bound {float(bound[b]):.3g} "
-                "(the solve's tolerance rtol*max|y| + atol, at least sqrt(eps)*max|y|): the inverse steps drifted "
-                "from the forward solve (e.g. dynamics that decay fast between two observations grow when "
-                "reversed), so the gradient would be wrong and is not returned. Fix: " + method.advice(problem)
-            )
-        g_params = [None if g is None else g.to(p.dtype) for g, p in zip(grads, problem.params, strict=True)]
-        return (None, None, None, g_y0, *g_params)
