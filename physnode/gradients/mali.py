@@ -94,11 +94,18 @@ class Mali(ReversibleGradient):
         # Rejected and inactive rows take a zero step so that f is only evaluated at states of the solve.
         h = torch.where(rec.accept, rec.h, torch.zeros_like(rec.h))
         half = (0.5 * h).unsqueeze(-1)
-        s = (y1 - half * v1).requires_grad_()
-        u = problem.func(rec.t + 0.5 * h, s)
-        u_val = u.detach()
-        v0 = (v1 - (2.0 * eta) * u_val) / c
-        y0 = s.detach() - half * v0
+        # The solver's own inverse step rebuilds (y, v); its one evaluation u = f(t + h/2, s) is taken at a leaf
+        # s so that its graph gives the vector-Jacobian product below.
+        taken: list[Tensor] = []
+
+        def f_at_leaf(t: Tensor, s: Tensor) -> Tensor:
+            leaf = s.detach().requires_grad_()
+            out = problem.func(t, leaf)
+            taken.extend((leaf, out))
+            return out.detach()
+
+        y0, v0 = cast(ALF, problem.solver).inverse(f_at_leaf, rec.t, h, state)[:2]
+        s, u = taken
         a_vv = a_v1 + half * a_y1
         a_u = torch.where(acc, (2.0 * eta) * a_vv, torch.zeros_like(a_vv))
         a_s = a_y1 + vjp(u, s, a_u)

@@ -18,7 +18,7 @@ at the final state and one at ``y0``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -51,7 +51,7 @@ class ReversibleHeunGradient(ReversibleGradient):
     def reverse_step(
         self, problem: Problem, rec: StepRecord, state: State, adj: list[Tensor], aux: Any, vjp: VJP
     ) -> tuple[State, list[Tensor], Any]:
-        y1, z1, g1 = state
+        y1, z1, _ = state  # g1 enters through the solver's inverse
         a_y1, a_z1, a_g1 = adj
         z1_leaf, g1_graph = aux
         acc = rec.accept.unsqueeze(-1)
@@ -62,11 +62,20 @@ class ReversibleHeunGradient(ReversibleGradient):
         a_y0 = a_y1 + 2.0 * a_zz
         a_g0 = half * a_y1 + hh * a_zz
         new_adj = [torch.where(acc, a_y0, a_y1), torch.where(acc, -a_zz, a_z1), torch.where(acc, a_g0, a_g1)]
-        # Rejected and inactive rows keep their state, so f is evaluated at the unchanged z for them.
-        z0 = torch.where(acc, 2.0 * y1 - z1 - hh * g1, z1).requires_grad_()
-        g0_graph = problem.func(rec.t, z0)
-        g0 = g0_graph.detach()
-        y0 = torch.where(acc, y1 - half * (g0 + g1), y1)
+        # The solver's own inverse step rebuilds the state; its one evaluation g = f(t, z) is taken at a leaf z
+        # (kept with its graph for the next vector-Jacobian product). Rejected and inactive rows keep their
+        # state, so f is evaluated at the unchanged z for them.
+        taken: list[Tensor] = []
+
+        def f_at_leaf(t: Tensor, z: Tensor) -> Tensor:
+            leaf = torch.where(acc, z, z1).requires_grad_()
+            out = problem.func(t, leaf)
+            taken.extend((leaf, out))
+            return out.detach()
+
+        y_inv, _, g0 = cast(ReversibleHeunSolver, problem.solver).inverse(f_at_leaf, rec.t, rec.h, state)
+        z0, g0_graph = taken
+        y0 = torch.where(acc, y_inv, y1)
         return (y0, z0.detach(), g0), new_adj, (z0, g0_graph)
 
     def finish(self, problem: Problem, state: State, adj: list[Tensor], aux: Any, vjp: VJP) -> Tensor:
