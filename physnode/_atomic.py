@@ -104,7 +104,7 @@ def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, fsync: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object], *, fsync: bool = False) -> Path:
     """Create ``path`` atomically: ``write(tmp)`` writes the content to a temporary file name in the same folder,
     which then replaces ``path``. On any error the temporary file is removed and the error propagates.
 

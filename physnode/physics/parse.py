@@ -154,7 +154,7 @@ class _Builder:
             f"{getattr(node, 'col_offset', '?')})."
         )
 
-    def _chain(self, node: ast.BinOp, family: tuple[type, ...]) -> tuple[ast.AST, list[tuple[ast.operator, ast.AST]]]:
+    def _chain(self, node: ast.expr, family: tuple[type, ...]) -> tuple[ast.AST, list[tuple[ast.operator, ast.AST]]]:
         """The left-deep chain ``a op b op c ...`` of one operator family, as its first operand and the rest."""
         rest: list[tuple[ast.operator, ast.AST]] = []
         while isinstance(node, ast.BinOp) and isinstance(node.op, family):
