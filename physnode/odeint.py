@@ -79,6 +79,7 @@ def _build_problem(
             f"takes at least one step. Raise max_steps to at least {n_intervals} (better a few times more)."
         )
     solver.check_compatible(func)
+    solver.set_tolerances(rtol, atol)
     unbatched = y0.ndim == 1
     y0b = y0.unsqueeze(0) if unbatched else y0
     B = y0b.shape[0]

@@ -257,6 +257,17 @@ def test_newton_tolerances_follow_the_solve_unless_given() -> None:
     assert (fixed.newton_rtol, fixed.newton_atol) == (1e-5, 1e-6)
 
 
+def test_odeint_hands_its_tolerances_to_the_newton_iterations() -> None:
+    """A solve at rtol 1e-4 iterates Newton to NEWTON_KAPPA * 1e-4, not to the defaults meant for rtol 1e-7."""
+    from physnode.solvers.esdirk import NEWTON_KAPPA
+
+    solver = _solver("kvaerno5")
+    y0, t = torch.ones(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    physnode.odeint(lambda t, y: -1e3 * (y - torch.cos(t).unsqueeze(-1)), y0, t, method=solver, rtol=1e-4, atol=1e-6)
+    assert solver.newton_rtol == pytest.approx(NEWTON_KAPPA * 1e-4, rel=1e-12)
+    assert float(solver.newton_atol) == pytest.approx(NEWTON_KAPPA * 1e-6, rel=1e-12)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "match"),
     [

@@ -121,6 +121,10 @@ class Solver(metaclass=ContractMeta):
         method has no estimate (the default). The loop compares ``h |lambda|`` with :attr:`stability_boundary`."""
         return None
 
+    def set_tolerances(self, rtol: float | Tensor, atol: float | Tensor) -> None:
+        """Receive the solve's ``rtol`` / ``atol`` before a solve (default: ignored). Implicit methods derive the
+        tolerances of their Newton iterations from them."""
+
     def check_compatible(self, func: object) -> None:
         """Raise a ``ValueError`` when this solver cannot integrate ``func`` (default: any ``func`` works)."""
 

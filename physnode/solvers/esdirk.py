@@ -291,7 +291,7 @@ class ESDIRK(Solver):
     def name(self) -> str:  # type: ignore[override]
         return self.tableau.name
 
-    def set_tolerances(self, rtol: float, atol: float | Tensor) -> None:
+    def set_tolerances(self, rtol: float | Tensor, atol: float | Tensor) -> None:
         """Derive the Newton tolerances not given explicitly from the solve's: ``NEWTON_KAPPA * rtol`` and
         ``NEWTON_KAPPA * atol`` (``atol`` may be a tensor broadcastable to ``(D,)``).
 
