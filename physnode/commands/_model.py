@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -239,8 +238,3 @@ def set_params(model: nn.Module, params: Mapping[str, Any], source: str = "param
         p.set_(v)
         done.append(name)
     return done
-
-
-def finite_or_none(x: float) -> float | None:
-    """JSON has no NaN: map non-finite numbers to ``None``."""
-    return x if math.isfinite(x) else None

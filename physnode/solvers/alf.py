@@ -60,7 +60,8 @@ class ALF(Solver):
         the parasitic mode (stable on dissipative systems) but is first order and its inverse amplifies
         rounding by ``1 / |1 - 2 eta|`` per step.
     adaptive
-        ``True`` (default): adaptive steps with the error estimate ``h eta (u - v)``. ``False``: fixed steps of
+        ``True`` (default): adaptive steps with the error estimate of the module docstring (the change of the
+        midpoint derivative ``u`` between steps, Heun–Euler-like, error order 2). ``False``: fixed steps of
         ``step_size`` (required).
 
     Raises
