@@ -5,7 +5,8 @@ and meanings, time unit, how initial states are drawn) and holds the two functio
 the initial-state sampler and the right-hand-side builder. :func:`generate` does the rest the same way for every
 system: check the options, seed the generator, draw the initial states, then solve, sample, add noise and drop
 entries (:func:`physnode.datasets._common.generate`). :func:`generator` turns a record into the keyword function
-registered in :data:`physnode.datasets.DATASETS`.
+registered in :data:`physnode.datasets.DATASETS`. A system with an :attr:`System.order` also accepts ``do=``
+state interventions (:class:`HeldRHS`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..data.trajectories import Trajectories
 from ._common import Spec, check_options
 from ._common import generate as _solve_and_observe
 
-__all__ = ["COMMON_OPTIONS", "Parameter", "System", "generate", "generator"]
+__all__ = ["COMMON_OPTIONS", "HeldRHS", "Parameter", "System", "generate", "generator"]
 
 #: Keywords that every generator accepts, in signature order (their defaults, but for ``irregular``, ``noise``,
 #: ``missing``, ``observe`` and ``seed``, come from the :class:`System`).
@@ -63,7 +64,7 @@ class Parameter:
     kind: Literal["keyword", "size", "constant"] = "keyword"
 
 
-#: Builds the right-hand side ``f(t, y)`` from the parameter values (as stored in the metadata).
+#: Builds the right-hand side ``f(t, y)`` from the parameter values (and what :attr:`System.prepare` built).
 RhsBuilder = Callable[[Mapping[str, Any]], Callable[[Tensor, Tensor], Tensor]]
 #: Draws ``y0 (N, S)`` from ``(generator, N, random_initial, parameters, options)``; may also return one metadata
 #: dict per trajectory.
@@ -107,9 +108,16 @@ class System:
         Further keywords of the sampler with their defaults (e.g. ``init_scale``), not physical parameters.
     prepare
         Checks the parameter values and returns the metadata's ``parameters`` (e.g. masses as a list, derived
-        constants); default: the values unchanged.
+        constants), or ``(parameters, built)``: ``built`` (e.g. system matrices drawn from a seed) is given to
+        :attr:`initial`, :attr:`rhs` and :attr:`attrs` with the parameters but not stored as parameters; default:
+        the values unchanged.
     attrs
-        Extra file attributes from ``(t0, t1)`` (e.g. ``t_split``).
+        Extra file attributes from ``(t0, t1, parameters and built)`` (e.g. ``t_split``, a stored graph).
+    order
+        ``1`` or ``2`` for a system that accepts ``do={state: value}`` interventions (keyword after the
+        parameters): the named components are held at the values from ``t0`` on (:class:`HeldRHS`); for order 2 the
+        state is positions then velocities, only positions may be named and their velocities are held at 0. The
+        file records ``attrs["do"]`` and ``attrs["order"]``. ``None``: no ``do`` keyword.
     notes
         Further remarks for the card.
     doc
@@ -131,8 +139,9 @@ class System:
     n_times: int = 200
     random_initial: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    attrs: Callable[[float, float], Mapping[str, Any]] | None = None
+    prepare: Callable[[dict[str, Any]], dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]] | None = None
+    attrs: Callable[[float, float, Mapping[str, Any]], Mapping[str, Any]] | None = None
+    order: Literal[1, 2] | None = None
     notes: str = ""
     doc: str = ""
 
@@ -178,6 +187,8 @@ class System:
         params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in common.items()]
         params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in self.options.items()]
         params += [P(k, P.KEYWORD_ONLY, default=p.default) for k, p in self.parameters.items() if p.kind == "keyword"]
+        if self.order is not None:
+            params.append(P("do", P.KEYWORD_ONLY, default=None))
         return inspect.Signature(params, return_annotation=Trajectories)
 
 
@@ -223,7 +234,8 @@ def generate(
         Draw random initial states (else every trajectory starts from the documented default state; default:
         :attr:`System.random_initial`).
     **values
-        The system's sizes, parameters and :attr:`System.options` (all of them, as given to the generator).
+        The system's sizes, parameters and :attr:`System.options` (all of them, as given to the generator), and
+        ``do`` for a system with an :attr:`System.order`.
 
     Returns
     -------
@@ -234,13 +246,16 @@ def generate(
     Raises
     ------
     ValueError
-        An option out of range, an unknown observed component, or parameters that :attr:`System.prepare` refuses.
+        An option out of range, an unknown observed component, a bad ``do``, or parameters that
+        :attr:`System.prepare` refuses.
     """
     n_trajectories = system.n_trajectories if n_trajectories is None else n_trajectories
     n_times = system.n_times if n_times is None else n_times
     t_span = system.t_span if t_span is None else t_span
     random_initial = system.random_initial if random_initial is None else random_initial
     keywords = {k for k, p in system.parameters.items() if p.kind != "constant"} | set(system.options)
+    if system.order is not None:
+        keywords.add("do")
     unknown = [k for k in values if k not in keywords]
     if unknown:
         accepted = ", ".join(system.signature().parameters)
@@ -262,18 +277,33 @@ def generate(
         **extra,
         **{k: given[k] for k, p in system.parameters.items() if p.kind == "keyword"},
     }
+    do = values.get("do")
+    if system.order is not None:
+        options["do"] = dict(do) if isinstance(do, Mapping) else do
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     t0, t1 = check_options(n_trajectories, n_times, t_span, noise, missing, seed)
-    params = system.prepare(given) if system.prepare is not None else given
+    prepared = system.prepare(given) if system.prepare is not None else given
+    params, built = prepared if isinstance(prepared, tuple) else (prepared, {})
+    model = {**params, **built}
     spec = system.spec(**{k: params[k] for k in system.sizes})
+    index: list[int] = []
+    if system.order is not None:  # do= is checked before anything is drawn or solved
+        index, held_values = _held_components(do, spec.state_names, len(spec.state_names) // system.order)
     gen = torch.Generator().manual_seed(seed)
-    drawn = system.initial(gen, n_trajectories, random_initial, params, extra)
+    drawn = system.initial(gen, n_trajectories, random_initial, model, extra)
     y0, per_trajectory = drawn if isinstance(drawn, tuple) else (drawn, None)
+    rhs = system.rhs(model)
+    attrs = dict(system.attrs(t0, t1, model)) if system.attrs is not None else {}
+    if index:
+        rhs = HeldRHS(rhs, index, held_values)
+        y0 = rhs.apply(y0)
+    if system.order is not None:
+        attrs.update({"do": dict(do or {}), "order": system.order})
     half = len(spec.state_names) // 2
     default_observe = spec.state_names[:half] if system.observed == "positions" else spec.state_names
     return _solve_and_observe(
         spec,
-        system.rhs(params),
+        rhs,
         y0,
         gen=gen,
         n_times=n_times,
@@ -286,9 +316,51 @@ def generate(
         default_observe=default_observe,
         parameters=params,
         options=options,
-        attrs=system.attrs(t0, t1) if system.attrs is not None else None,
+        attrs=attrs,
         per_trajectory=per_trajectory,
     )
+
+
+class HeldRHS:
+    """``rhs`` with the components ``index`` held at ``values`` (derivative zero, others see the values)."""
+
+    def __init__(self, rhs: Callable[[Tensor, Tensor], Tensor], index: list[int], values: list[float]) -> None:
+        self.rhs, self.index = rhs, torch.tensor(index)
+        self.values = torch.tensor(values, dtype=torch.float64)
+
+    def apply(self, y: Tensor) -> Tensor:
+        """``y`` with the held components set to their values."""
+        y = y.clone()
+        y[..., self.index] = self.values.to(y)
+        return y
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        f = self.rhs(t, self.apply(y))
+        f[..., self.index] = 0
+        return f
+
+
+def _held_components(do: Any, names: Sequence[str], positions: int) -> tuple[list[int], list[float]]:
+    """Indices and values of a state intervention ``do`` (positions of a second-order system also fix the velocity)."""
+    if do is None:
+        return [], []
+    if not isinstance(do, Mapping):
+        raise ValueError(f"do must be a dict {{variable: value}}, e.g. {{'x3': 0.5}}, got {do!r}.")
+    idx, vals = [], []
+    for k, v in do.items():
+        if k not in names[:positions]:
+            raise ValueError(
+                f"do names {k!r}, which is not a variable of this system; choose from {', '.join(names[:positions])}."
+            )
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"do[{k!r}] must be a number, got {v!r}.")
+        i = list(names).index(k)
+        idx.append(i)
+        vals.append(float(v))
+        if positions < len(names):  # second order: the held mass is at rest
+            idx.append(i + positions)
+            vals.append(0.0)
+    return idx, vals
 
 
 def generator(system: System) -> Callable[..., Trajectories]:
