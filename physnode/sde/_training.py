@@ -1,5 +1,5 @@
 """Shared pieces of the neural-SDE trainers (:mod:`.gan`, :mod:`.latent`): batches of irregular, masked
-observations on a union time grid, per-iteration seeds, and checkpoints.
+observations on a union time grid, per-iteration seeds, checkpoints, and the training loop itself.
 
 A batch of :class:`~physnode.data.Trajectories` has per-trajectory times, padded to a common length, and
 per-channel masks. The SDE is solved once for the batch on the sorted union of all valid observation times
@@ -8,24 +8,30 @@ per-channel masks. The SDE is solved once for the batch on the sorted union of a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ..data.trajectories import Trajectories
-from ..fit.checkpoint import load_checkpoint, save_checkpoint
+from ..fit.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 __all__ = [
     "Batch",
+    "Run",
     "check_trajectories",
     "fill_forward",
     "make_batch",
     "model_seed",
+    "resolve_resume",
     "resume_state",
+    "train",
     "write_state",
 ]
 
@@ -138,31 +144,36 @@ def model_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration * 7919 + 1) % (2**31 - 1)
 
 
-def _identity(
-    nets: Mapping[str, nn.Module], data: Trajectories, iterations: int, info: Mapping[str, str]
-) -> dict[str, Any]:
+@dataclass
+class Run:
+    """One training run: what its checkpoints hold and what they must match to be resumed.
+
+    ``nets`` and ``opts`` are keyed by name (the keys of the checkpoint's ``model`` and ``optimizer``); ``rng``
+    draws the batches and the trainer's noise; the data's digest, ``iterations`` and ``info`` (kind of training,
+    solver, ...) identify the run.
+    """
+
+    nets: Mapping[str, nn.Module]
+    opts: Mapping[str, torch.optim.Optimizer]
+    rng: torch.Generator
+    data: Trajectories
+    iterations: int
+    info: Mapping[str, str]
+
+
+def _identity(run: Run) -> dict[str, Any]:
     """What a checkpoint belongs to (the ``run`` entry of the fit checkpoint format): compared before resuming."""
-    tensors = {f"{name}.{k}": list(v.shape) for name, net in nets.items() for k, v in net.state_dict().items()}
+    tensors = {f"{name}.{k}": list(v.shape) for name, net in run.nets.items() for k, v in net.state_dict().items()}
     return {
         "optimizer": "adam",
-        "data_digest": data.digest(),
+        "data_digest": run.data.digest(),
         "tensors": tensors,
-        "epochs": int(iterations),
-        **info,
+        "epochs": int(run.iterations),
+        **run.info,
     }
 
 
-def write_state(
-    path: Path,
-    nets: Mapping[str, nn.Module],
-    opts: Mapping[str, torch.optim.Optimizer],
-    rng: torch.Generator,
-    data: Trajectories,
-    iterations: int,
-    info: Mapping[str, str],
-    history: list[dict[str, float]],
-    extra: Mapping[str, Any],
-) -> None:
+def write_state(path: Path, run: Run, history: list[dict[str, float]], extra: Mapping[str, Any]) -> None:
     """Write a training checkpoint in the format of :mod:`physnode.fit.checkpoint` (atomic, ``weights_only``).
 
     One "epoch" of that format is one iteration here; ``extra`` holds the trainer's own plain state.
@@ -171,27 +182,19 @@ def write_state(
         path,
         {
             "epoch": len(history),
-            "model": {name: net.state_dict() for name, net in nets.items()},
+            "model": {name: net.state_dict() for name, net in run.nets.items()},
             "learnables": {},
-            "optimizer": {name: opt.state_dict() for name, opt in opts.items()},
-            "rng": {"generator": rng.get_state(), "torch": torch.get_rng_state()},
+            "optimizer": {name: opt.state_dict() for name, opt in run.opts.items()},
+            "rng": {"generator": run.rng.get_state(), "torch": torch.get_rng_state()},
             "history": [{**h, "epoch": i + 1} for i, h in enumerate(history)],
-            "run": _identity(nets, data, iterations, info),
+            "run": _identity(run),
             "extra": dict(extra),
         },
     )
 
 
-def resume_state(
-    path: Path,
-    nets: Mapping[str, nn.Module],
-    opts: Mapping[str, torch.optim.Optimizer],
-    rng: torch.Generator,
-    data: Trajectories,
-    iterations: int,
-    info: Mapping[str, str],
-) -> tuple[int, list[dict[str, float]], dict[str, Any]]:
-    """Load a checkpoint written by :func:`write_state` into the networks, optimisers and generator.
+def resume_state(path: Path, run: Run) -> tuple[int, list[dict[str, float]], dict[str, Any]]:
+    """Load a checkpoint written by :func:`write_state` into the run's networks, optimisers and generator.
 
     Returns
     -------
@@ -204,10 +207,10 @@ def resume_state(
         The file is not a readable checkpoint (``physnode.fit.checkpoint`` says why), or belongs to another kind
         of training, other networks, data, number of iterations, solver or gradient.
     """
-    state = load_checkpoint(path, map_location=data.device)
+    state = load_checkpoint(path, map_location=run.data.device)
     where = f"checkpoint {str(path)!r}"
     fix = "pass the same arguments as the run that wrote it, or another checkpoint path to start afresh."
-    saved, ours = state.get("run"), _identity(nets, data, iterations, info)
+    saved, ours = state.get("run"), _identity(run)
     if not isinstance(saved, Mapping):
         raise ValueError(f"{where} has no run description; it was not written by a physnode.sde trainer.")
     for key, value in ours.items():
@@ -221,13 +224,80 @@ def resume_state(
         not isinstance(done, int)
         or not isinstance(history, list)
         or done != len(history)
-        or not 0 <= done <= iterations
+        or not 0 <= done <= run.iterations
     ):
         raise ValueError(f"{where} is inconsistent (iterations done vs its history); delete it to start afresh.")
-    for name, net in nets.items():
+    for name, net in run.nets.items():
         net.load_state_dict(state["model"][name])
-    for name, opt in opts.items():
+    for name, opt in run.opts.items():
         opt.load_state_dict(state["optimizer"][name])
-    rng.set_state(state["rng"]["generator"])
+    run.rng.set_state(state["rng"]["generator"])
     history = [{k: v for k, v in h.items() if k != "epoch"} for h in state["history"]]
     return done, history, dict(state.get("extra", {}))
+
+
+def resolve_resume(checkpoint: Any, resume: bool) -> Checkpoint | None:
+    """The trainers' ``checkpoint=`` as a :class:`~physnode.fit.Checkpoint` (or ``None``); ``resume`` needs one."""
+    ckpt = resolve_checkpoint(checkpoint)
+    if resume and ckpt is None:
+        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from).")
+    return ckpt
+
+
+def train(
+    run: Run,
+    step: Callable[[int, list[int]], dict[str, float]],
+    *,
+    batch_size: int,
+    checkpoint: Checkpoint | None,
+    resume: bool,
+    progress: bool,
+    desc: str,
+    postfix: tuple[str, str],
+    callback: Callable[[int, dict[str, float]], None] | None,
+    save: Callable[[], Mapping[str, Any]] = dict,
+    load: Callable[[Mapping[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, float]], float]:
+    """The training loop of the neural-SDE trainers: batches, history, progress bar, callback and checkpoints.
+
+    Starts at iteration 0, or where an existing ``checkpoint`` file left off with ``resume``. Iteration ``it``
+    (0-based) draws ``batch_size`` trajectory indices with ``run.rng`` (a fresh permutation appended when fewer
+    are left) and calls ``step(it, indices)``, which takes the optimiser step and returns the values of the history
+    entry ``{"iteration": it + 1, **values, "wall_time": seconds since this call started}``. ``postfix = (label,
+    key)`` shows the entry's ``key`` on the tqdm bar named ``desc``; ``callback(it + 1, entry)`` follows each step.
+    The checkpoint is written after every ``checkpoint.every`` iterations and after the last, its ``extra`` holding
+    the batch order and ``save()``; ``load(extra)`` restores the trainer's own state on resume.
+
+    Returns
+    -------
+    history, seconds_per_iteration
+        All entries of the run (resumed ones included); mean wall time of this call's iterations (``nan`` if none).
+    """
+    order: list[int] = []
+    history: list[dict[str, float]] = []
+    start = 0
+    if resume and checkpoint is not None and checkpoint.path.exists():
+        start, history, extra = resume_state(checkpoint.path, run)
+        order = [int(i) for i in extra.pop("order")]
+        if load is not None:
+            load(extra)
+    n, iterations = run.data.n_trajectories, run.iterations
+    t_start = time.perf_counter()
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress, desc=desc, leave=False)
+    for it in bar:
+        if len(order) < batch_size:
+            order = order + torch.randperm(n, generator=run.rng).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        entry = {"iteration": it + 1, **step(it, idx)}
+        entry["wall_time"] = time.perf_counter() - t_start
+        history.append(entry)
+        if progress:
+            label, key = postfix
+            bar.set_postfix({label: f"{entry[key]:.4g}"})
+        if callback is not None:
+            callback(it + 1, entry)
+        if checkpoint is not None and ((it + 1) % checkpoint.every == 0 or it + 1 == iterations):
+            write_state(checkpoint.path, run, history, {"order": order, **save()})
+    bar.close()
+    ran = iterations - start
+    return history, (time.perf_counter() - t_start) / ran if ran else math.nan

@@ -21,18 +21,15 @@ penalty baseline is exact (no adjoint truncation error).
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..data.trajectories import Trajectories
-from ..fit.checkpoint import resolve_checkpoint
-from ._training import Batch, check_trajectories, make_batch, model_seed, resume_state, write_state
+from ._training import Batch, Run, check_trajectories, make_batch, model_seed, resolve_resume, train
 from .sdeint import GRADS, METHODS, sdeint
 
 __all__ = [
@@ -425,6 +422,39 @@ def _initial_observations(batch: Batch, data_dim: int) -> Tensor:
     return batch.values[:, 0]
 
 
+class _WeightAverage:
+    """Running mean of a module's parameters over the iterations from ``start`` on (1-based; ``None``: never)."""
+
+    def __init__(self, module: nn.Module, start: int | None) -> None:
+        self.module, self.start = module, start
+        self.mean = [p.detach().clone() for p in module.parameters()]
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, iteration: int) -> None:
+        """Add the parameters after ``iteration`` (1-based) to the mean, from ``start`` on."""
+        if self.start is not None and iteration >= self.start:
+            self.count += 1
+            for a, p in zip(self.mean, self.module.parameters(), strict=True):
+                a.add_((p - a) / self.count)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint entries of the average."""
+        return {"averaged": self.mean, "n_averaged": self.count}
+
+    def load(self, extra: Mapping[str, Any]) -> None:
+        """Restore the average from a checkpoint's entries (:meth:`state`)."""
+        self.mean = [a.to(p) for a, p in zip(extra["averaged"], self.module.parameters(), strict=True)]
+        self.count = int(extra["n_averaged"])
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Replace the module's parameters by their mean (nothing if no iteration was averaged)."""
+        if self.count:
+            for a, p in zip(self.mean, self.module.parameters(), strict=True):
+                p.copy_(a)
+
+
 def _check_common(
     iterations: int, batch_size: int | None, method: str, grad: str, seed: int, n: int
 ) -> tuple[int, int]:
@@ -533,9 +563,7 @@ def fit_sde_gan(
         average_from = _int("average_from", average_from, 1)
         if average_from > iterations:
             raise ValueError(f"average_from = {average_from} is after the last iteration ({iterations}).")
-    ckpt = resolve_checkpoint(checkpoint)
-    if resume and ckpt is None:
-        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from).")
+    ckpt = resolve_resume(checkpoint, resume)
     if device is not None:
         generator.to(device)
         discriminator.to(device)
@@ -548,35 +576,20 @@ def fit_sde_gan(
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=(0.5, 0.9))
     rng = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    history: list[dict[str, float]] = []
-    start = 0
     if lipschitz == "clip":
         clip_lipschitz_(discriminator)
-    nets = {"generator": generator, "discriminator": discriminator}
-    opts = {"generator": opt_g, "discriminator": opt_d}
-    run_info = {"kind": "sde_gan", "lipschitz": lipschitz, "method": method, "grad": grad, "average": str(average_from)}
-    averaged = [p.detach().clone() for p in generator.parameters()]
-    n_averaged = 0
-    if resume and ckpt.path.exists():
-        start, history, extra = resume_state(ckpt.path, nets, opts, rng, data, iterations, run_info)
-        order = [int(i) for i in extra["order"]]
-        averaged = [a.to(p) for a, p in zip(extra["averaged"], generator.parameters(), strict=True)]
-        n_averaged = int(extra["n_averaged"])
-
-    def draw() -> list[int]:
-        nonlocal order
-        if len(order) < bs:
-            order = order + torch.randperm(data.n_trajectories, generator=rng).tolist()
-        idx, order = order[:bs], order[bs:]
-        return idx
-
-    t_start = time.perf_counter()
-    bar = tqdm(
-        range(start, iterations), initial=start, total=iterations, disable=not progress, desc="sde-gan", leave=False
+    run = Run(
+        nets={"generator": generator, "discriminator": discriminator},
+        opts={"generator": opt_g, "discriminator": opt_d},
+        rng=rng,
+        data=data,
+        iterations=iterations,
+        info={"kind": "sde_gan", "lipschitz": lipschitz, "method": method, "grad": grad, "average": str(average_from)},
     )
-    for it in bar:
-        batch = make_batch(data[draw()], t0)
+    average = _WeightAverage(generator, average_from)
+
+    def step(it: int, idx: list[int]) -> dict[str, float]:
+        batch = make_batch(data[idx], t0)
         y0 = _initial_observations(batch, generator.data_dim) if generator.initial == "data" else None
         state0 = generator.initial_state(bs, y0=y0, generator=rng)
         ys = generator.solve(batch.grid, state0, dt=dt, seed=model_seed(seed, it), method=method, grad=grad)
@@ -598,30 +611,21 @@ def fit_sde_gan(
         opt_d.step()
         if lipschitz == "clip":
             clip_lipschitz_(discriminator)
-        if average_from is not None and it + 1 >= average_from:
-            n_averaged += 1
-            with torch.no_grad():
-                for a, p in zip(averaged, generator.parameters(), strict=True):
-                    a.add_((p - a) / n_averaged)
-        entry = {
-            "iteration": it + 1,
-            "wasserstein": float(real_score.detach() - fake_score.detach()),
-            "penalty": float(pen.detach()),
-            "wall_time": time.perf_counter() - t_start,
-        }
-        history.append(entry)
-        if progress:
-            bar.set_postfix(w=f"{entry['wasserstein']:.4g}")
-        if callback is not None:
-            callback(it + 1, entry)
-        if ckpt is not None and ((it + 1) % ckpt.every == 0 or it + 1 == iterations):
-            extra = {"order": order, "averaged": averaged, "n_averaged": n_averaged}
-            write_state(ckpt.path, nets, opts, rng, data, iterations, run_info, history, extra)
-    bar.close()
-    if n_averaged:
-        with torch.no_grad():
-            for a, p in zip(averaged, generator.parameters(), strict=True):
-                p.copy_(a)
-    ran = iterations - start
-    secs = (time.perf_counter() - t_start) / ran if ran else math.nan
+        average.update(it + 1)
+        return {"wasserstein": float(real_score.detach() - fake_score.detach()), "penalty": float(pen.detach())}
+
+    history, secs = train(
+        run,
+        step,
+        batch_size=bs,
+        checkpoint=ckpt,
+        resume=resume,
+        progress=progress,
+        desc="sde-gan",
+        postfix=("w", "wasserstein"),
+        callback=callback,
+        save=average.state,
+        load=average.load,
+    )
+    average.apply()
     return SDEGANResult(history=history, seconds_per_iteration=secs)

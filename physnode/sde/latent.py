@@ -21,18 +21,15 @@ and its exact adjoint by default.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..data.trajectories import Trajectories
-from ..fit.checkpoint import resolve_checkpoint
-from ._training import Batch, check_trajectories, make_batch, model_seed, resume_state, write_state
+from ._training import Batch, Run, check_trajectories, make_batch, model_seed, resolve_resume, train
 from .diffusion import DiagonalDiffusion, LogPositive
 from .gan import _check_common, _int, _pos, mlp
 from .sdeint import sdeint
@@ -361,9 +358,7 @@ def fit_latent_sde(
     iterations, bs = _check_common(iterations, batch_size, method, grad, seed, data.n_trajectories)
     lr = _pos("lr", lr)
     kl_warmup = _int("kl_warmup", kl_warmup, 0)
-    ckpt = resolve_checkpoint(checkpoint)
-    if resume and ckpt is None:
-        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from).")
+    ckpt = resolve_resume(checkpoint, resume)
     if device is not None:
         model.to(device)
     ref = model._ref()
@@ -371,23 +366,10 @@ def fit_latent_sde(
     t0 = float(data.times[data.time_mask].min())
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    history: list[dict[str, float]] = []
-    start = 0
-    nets, opts = {"model": model}, {"model": opt}
     info = {"kind": "latent_sde", "method": method, "grad": grad}
-    if resume and ckpt.path.exists():
-        start, history, extra = resume_state(ckpt.path, nets, opts, rng, data, iterations, info)
-        order = [int(i) for i in extra["order"]]
+    run = Run(nets={"model": model}, opts={"model": opt}, rng=rng, data=data, iterations=iterations, info=info)
 
-    t_start = time.perf_counter()
-    bar = tqdm(
-        range(start, iterations), initial=start, total=iterations, disable=not progress, desc="latent-sde", leave=False
-    )
-    for it in bar:
-        if len(order) < bs:
-            order = order + torch.randperm(data.n_trajectories, generator=rng).tolist()
-        idx, order = order[:bs], order[bs:]
+    def step(it: int, idx: list[int]) -> dict[str, float]:
         batch = make_batch(data[idx], t0)
         w = min(1.0, (it + 1) / kl_warmup) if kl_warmup else 1.0
         elbo, parts = model.elbo(
@@ -398,21 +380,22 @@ def fit_latent_sde(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        entry = {
-            "iteration": it + 1,
+        return {
             "elbo": (parts["log_likelihood"] - parts["kl"]) / n_obs,
             "log_likelihood": parts["log_likelihood"] / n_obs,
             "kl": parts["kl"] / n_obs,
             "kl_weight": w,
-            "wall_time": time.perf_counter() - t_start,
         }
-        history.append(entry)
-        if progress:
-            bar.set_postfix(elbo=f"{entry['elbo']:.4g}")
-        if callback is not None:
-            callback(it + 1, entry)
-        if ckpt is not None and ((it + 1) % ckpt.every == 0 or it + 1 == iterations):
-            write_state(ckpt.path, nets, opts, rng, data, iterations, info, history, {"order": order})
-    bar.close()
-    ran = iterations - start
-    return LatentSDEResult(history, (time.perf_counter() - t_start) / ran if ran else math.nan)
+
+    history, secs = train(
+        run,
+        step,
+        batch_size=bs,
+        checkpoint=ckpt,
+        resume=resume,
+        progress=progress,
+        desc="latent-sde",
+        postfix=("elbo", "elbo"),
+        callback=callback,
+    )
+    return LatentSDEResult(history, secs)
