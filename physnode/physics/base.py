@@ -11,7 +11,7 @@ import sympy as sp
 import torch
 from torch import Tensor, nn
 
-from .compile import as_expression, canonical_symbol
+from .compile import CompiledComponents, as_expression, canonical_symbol
 from .params import Param
 
 __all__ = ["PhysicsModel", "SymbolSpec"]
@@ -195,6 +195,26 @@ class PhysicsModel(nn.Module):
         for name in self.params:
             table[name] = self.param_symbol(name)
         return table
+
+    def _declare_symbols(self, names: list[str], time: SymbolSpec) -> dict[str, sp.Symbol]:
+        """Declare the state variables and the time: the symbol table by name (:meth:`_symbol_table`).
+
+        Sets :attr:`state_names` (``names``), ``state_symbols`` and ``time_symbol``.
+        """
+        time_name = symbol_name(time, "time variable")
+        table = self._symbol_table(names, time_name)
+        self.state_names = names
+        self.time_symbol = table[time_name]
+        self.state_symbols = [table[n] for n in names]
+        return table
+
+    def _compile(self, exprs: list[sp.Expr], where: str) -> CompiledComponents:
+        """``exprs`` compiled over the declared state and time symbols and the ``param_names`` parameters.
+
+        ``where`` names the equations in errors (see :class:`~physnode.physics.compile.CompiledComponents`).
+        """
+        params = [self.param_symbol(n) for n in self.param_names]
+        return CompiledComponents(exprs, self.state_symbols, params, self.time_symbol, where=where)
 
     def _scalar_param_names(self) -> list[str]:
         for name, p in self.params.items():

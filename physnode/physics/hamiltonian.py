@@ -13,10 +13,8 @@ from .base import (
     SymbolSpec,
     canonicalize,
     check_derived_size,
-    symbol_name,
     symbol_names,
 )
-from .compile import CompiledComponents
 from .params import Param
 from .symbolic import is_separable, time_function_equations
 
@@ -86,11 +84,7 @@ class Hamiltonian(PhysicsModel):
                 f"Hamiltonian needs one momentum per coordinate; got {len(q_names)} coordinates {q_names} and "
                 f"{len(p_names)} momenta {p_names}."
             )
-        time_name = symbol_name(time, "time variable")
-        table = self._symbol_table(q_names + p_names, time_name)
-        self.state_names = q_names + p_names
-        self.time_symbol = table[time_name]
-        self.state_symbols = [table[n] for n in self.state_names]
+        table = self._declare_symbols(q_names + p_names, time)
         q = self.state_symbols[: len(q_names)]
         p = self.state_symbols[len(q_names) :]
         self.param_names = self._scalar_param_names()
@@ -103,13 +97,8 @@ class Hamiltonian(PhysicsModel):
             "write H with fewer or smaller terms, or give the equations directly as a SymbolicODE.",
         )
         self.separable = is_separable(self.rhs_exprs, self.state_symbols, self.time_symbol)
-        param_symbols = [self.param_symbol(n) for n in self.param_names]
-        self.compiled = CompiledComponents(
-            self.rhs_exprs, self.state_symbols, param_symbols, self.time_symbol, where="Hamilton's equations"
-        )
-        self.compiled_energy = CompiledComponents(
-            [self.H], self.state_symbols, param_symbols, self.time_symbol, where="the Hamiltonian H"
-        )
+        self.compiled = self._compile(self.rhs_exprs, "Hamilton's equations")
+        self.compiled_energy = self._compile([self.H], "the Hamiltonian H")
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """dy/dt = [∂H/∂p, −∂H/∂q] for ``y`` of shape ``(..., 2n)``, ``t`` of shape ``y.shape[:-1]``."""

@@ -14,10 +14,8 @@ from .base import (
     SymbolSpec,
     canonicalize,
     check_derived_size,
-    symbol_name,
     symbol_names,
 )
-from .compile import CompiledComponents
 from .params import Param
 
 __all__ = ["Lagrangian"]
@@ -91,12 +89,9 @@ class Lagrangian(PhysicsModel):
                     f"Lagrangian needs one velocity per coordinate; got {q_names} and velocities {v_names}."
                 )
         n = len(q_names)
-        time_name = symbol_name(time, "time variable")
-        table = self._symbol_table(q_names + v_names, time_name)
+        table = self._declare_symbols(q_names + v_names, time)
         self.n = n
-        self.state_names = q_names + v_names
-        self.time_symbol = t = table[time_name]
-        self.state_symbols = [table[k] for k in self.state_names]
+        t = self.time_symbol
         q, qd = self.state_symbols[:n], self.state_symbols[n:]
         self.param_names = self._scalar_param_names()
         self.L = canonicalize(L, table, "the Lagrangian L")
@@ -132,13 +127,7 @@ class Lagrangian(PhysicsModel):
                 "the mass matrix ∂²L/∂q̇² are zero), so the Euler–Lagrange equations cannot be solved for the "
                 f"accelerations. Add a term quadratic in each of {v_names}, or drop the coordinates that have none."
             )
-        self.compiled = CompiledComponents(
-            flat_m + self.force,
-            self.state_symbols,
-            [self.param_symbol(k) for k in self.param_names],
-            t,
-            where="the Euler–Lagrange equations",
-        )
+        self.compiled = self._compile(flat_m + self.force, "the Euler–Lagrange equations")
         self._check_mass_matrix_regular(v_names)
 
     @torch.no_grad()

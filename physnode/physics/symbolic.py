@@ -8,7 +8,7 @@ import sympy as sp
 from torch import Tensor
 
 from .base import PhysicsModel, SymbolSpec, canonicalize, symbol_name, symbol_names
-from .compile import CompiledComponents, as_expression
+from .compile import as_expression
 from .params import Param
 
 __all__ = ["SymbolicODE", "time_function_equations"]
@@ -87,8 +87,7 @@ class SymbolicODE(PhysicsModel):
         names = symbol_names(state, "state variable", "SymbolicODE")
         if not names:
             raise ValueError("SymbolicODE needs at least one state variable, e.g. SymbolicODE(['-x'], ['x']).")
-        time_name = symbol_name(time, "time variable")
-        table = self._symbol_table(names, time_name)
+        table = self._declare_symbols(names, time)
         if not isinstance(rhs, (Mapping, Sequence)) or isinstance(rhs, (str, sp.Basic)):
             got = f"the single expression {rhs!r}" if isinstance(rhs, (str, sp.Basic)) else type(rhs).__name__
             raise TypeError(
@@ -109,19 +108,10 @@ class SymbolicODE(PhysicsModel):
             raise ValueError(
                 f"rhs must hold one expression per state variable ({len(names)}: {shown}), got {len(rhs)}."
             )
-        self.state_names = names
-        self.time_symbol = table[time_name]
-        self.state_symbols = [table[n] for n in names]
         self.param_names = self._scalar_param_names()
         self.rhs_exprs = [canonicalize(e, table, f"rhs of d{n}/dt") for n, e in zip(names, rhs, strict=True)]
         self.separable = is_separable(self.rhs_exprs, self.state_symbols, self.time_symbol)
-        self.compiled = CompiledComponents(
-            self.rhs_exprs,
-            self.state_symbols,
-            [self.param_symbol(n) for n in self.param_names],
-            self.time_symbol,
-            where="the SymbolicODE right-hand side",
-        )
+        self.compiled = self._compile(self.rhs_exprs, "the SymbolicODE right-hand side")
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """dy/dt for ``y`` of shape ``(..., D)`` and ``t`` of shape ``y.shape[:-1]`` (or broadcastable)."""
