@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,51 +68,40 @@ def _vdp_np(t: float, y: np.ndarray) -> np.ndarray:
     return np.array([y[1], MU * (1 - y[0] ** 2) * y[1] - y[0]])
 
 
-def _hires(t: Tensor, y: Tensor) -> Tensor:
-    y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(-1)
+def _torch_rhs(terms: Callable[..., list[Any]]) -> Callable[[Tensor, Tensor], Tensor]:
+    """Batched torch right-hand side ``f(t, y (B, D)) -> (B, D)`` of ``terms(y_1, ..., y_D) -> [dy_i/dt]``."""
+
+    def func(t: Tensor, y: Tensor) -> Tensor:
+        return torch.stack(terms(*y.unbind(-1)), dim=-1)
+
+    return func
+
+
+def _numpy_rhs(terms: Callable[..., list[Any]]) -> Callable[[float, np.ndarray], np.ndarray]:
+    """NumPy right-hand side ``f(t, y (D,)) -> (D,)`` of the same ``terms`` (for scipy)."""
+
+    def func(t: float, y: np.ndarray) -> np.ndarray:
+        return np.array(terms(*y))
+
+    return func
+
+
+def _hires(y1: Any, y2: Any, y3: Any, y4: Any, y5: Any, y6: Any, y7: Any, y8: Any) -> list[Any]:
     r = 280.0 * y6 * y8
-    return torch.stack(
-        [
-            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            r - 1.81 * y7,
-            -r + 1.81 * y7,
-        ],
-        dim=-1,
-    )
+    return [
+        -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+        1.71 * y1 - 8.75 * y2,
+        -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+        8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+        -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+        -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+        r - 1.81 * y7,
+        -r + 1.81 * y7,
+    ]
 
 
-def _hires_np(t: float, y: np.ndarray) -> np.ndarray:
-    y1, y2, y3, y4, y5, y6, y7, y8 = y
-    r = 280.0 * y6 * y8
-    return np.array(
-        [
-            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            r - 1.81 * y7,
-            -r + 1.81 * y7,
-        ]
-    )
-
-
-def _orego(t: Tensor, y: Tensor) -> Tensor:
-    y1, y2, y3 = y[..., 0], y[..., 1], y[..., 2]
-    return torch.stack(
-        [77.27 * (y2 + y1 * (1 - 8.375e-6 * y1 - y2)), (y3 - (1 + y1) * y2) / 77.27, 0.161 * (y1 - y3)], dim=-1
-    )
-
-
-def _orego_np(t: float, y: np.ndarray) -> np.ndarray:
-    y1, y2, y3 = y
-    return np.array([77.27 * (y2 + y1 * (1 - 8.375e-6 * y1 - y2)), (y3 - (1 + y1) * y2) / 77.27, 0.161 * (y1 - y3)])
+def _orego(y1: Any, y2: Any, y3: Any) -> list[Any]:
+    return [77.27 * (y2 + y1 * (1 - 8.375e-6 * y1 - y2)), (y3 - (1 + y1) * y2) / 77.27, 0.161 * (y1 - y3)]
 
 
 @dataclass(frozen=True)
@@ -163,8 +153,16 @@ PROBLEMS: dict[str, StiffProblem] = {
     for p in (
         StiffProblem("robertson", _robertson, _robertson_np, (1.0, 0.0, 0.0), 1e5, 1e-10, 40.0),
         StiffProblem("van-der-pol", _vdp, _vdp_np, (2.0, 0.0), 3000.0, 1e-6, 1000.0),
-        StiffProblem("hires", _hires, _hires_np, (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057), 321.8122, 1e-8, 5.0),
-        StiffProblem("orego", _orego, _orego_np, (1.0, 2.0, 3.0), 360.0, 1e-6, 30.0),
+        StiffProblem(
+            "hires",
+            _torch_rhs(_hires),
+            _numpy_rhs(_hires),
+            (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057),
+            321.8122,
+            1e-8,
+            5.0,
+        ),
+        StiffProblem("orego", _torch_rhs(_orego), _numpy_rhs(_orego), (1.0, 2.0, 3.0), 360.0, 1e-6, 30.0),
     )
 }
 
