@@ -261,8 +261,9 @@ def train(
     """The training loop of the neural-SDE trainers: batches, history, progress bar, callback and checkpoints.
 
     Starts at iteration 0, or where an existing ``checkpoint`` file left off with ``resume``. Iteration ``it``
-    (0-based) draws ``batch_size`` trajectory indices with ``run.rng`` (a fresh permutation appended when fewer
-    are left) and calls ``step(it, indices)``, which takes the optimiser step and returns the values of the history
+    (0-based) takes the next ``batch_size`` trajectory indices of a permutation drawn with ``run.rng`` (a fresh
+    permutation when fewer are left: the leftovers are dropped, so a batch never holds a trajectory twice) and
+    calls ``step(it, indices)``, which takes the optimiser step and returns the values of the history
     entry ``{"iteration": it + 1, **values, "wall_time": seconds since this call started}``. ``postfix = (label,
     key)`` shows the entry's ``key`` on the tqdm bar named ``desc``; ``callback(it + 1, entry)`` follows each step.
     The checkpoint is written after every ``checkpoint.every`` iterations and after the last, its ``extra`` holding
@@ -285,8 +286,8 @@ def train(
     t_start = time.perf_counter()
     bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress, desc=desc, leave=False)
     for it in bar:
-        if len(order) < batch_size:
-            order = order + torch.randperm(n, generator=run.rng).tolist()
+        if len(order) < batch_size:  # leftovers dropped: a batch never holds a trajectory twice
+            order = torch.randperm(n, generator=run.rng).tolist()
         idx, order = order[:batch_size], order[batch_size:]
         entry = {"iteration": it + 1, **step(it, idx)}
         entry["wall_time"] = time.perf_counter() - t_start
