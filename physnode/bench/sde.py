@@ -60,8 +60,12 @@ def ou_ensemble(n: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor
     return grid.to(device), ys.to(device)
 
 
-def irregular(grid: Tensor, paths: Tensor, keep: float, seed: int) -> Trajectories:
-    """Each trajectory keeps each grid time with probability ``keep`` (the first always)."""
+def irregular(grid: Tensor, paths: Tensor, keep: float, seed: int, channels: list[str] | None = None) -> Trajectories:
+    """Each trajectory keeps each grid time with probability ``keep`` (the first always): per-trajectory times.
+
+    ``grid (T,)``, ``paths (n, T, D)``; the result lives on ``paths``' device, with ``channels`` (default names
+    when ``None``).
+    """
     g = torch.Generator().manual_seed(seed)
     n, T, D = paths.shape
     sel = torch.rand(n, T, generator=g) < keep
@@ -73,7 +77,7 @@ def irregular(grid: Tensor, paths: Tensor, keep: float, seed: int) -> Trajectori
         k = sel[i].nonzero().squeeze(1)
         times[i, : len(k)] = grid.cpu()[k]
         values[i, : len(k)] = paths[i, k].cpu()
-    return Trajectories(times, values, channels=["x"]).to(paths.device)
+    return Trajectories(times, values, channels=channels).to(paths.device)
 
 
 def _metrics(samples: Tensor, test: Tensor) -> dict[str, str]:
@@ -186,7 +190,7 @@ def run(argv: list[str] | None = None) -> int:
     grid, train_paths = ou_ensemble(n_train, seed=0, device=device)
     _, test = ou_ensemble(n_test, seed=1, device=device)
     _, fresh = ou_ensemble(n_samples, seed=2, device=device)
-    data = irregular(grid, train_paths, keep=0.5, seed=3)
+    data = irregular(grid, train_paths, keep=0.5, seed=3, channels=["x"])
     dt = GRID_DT / 2
     average_from = max(1, iters // 3)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from physnode.data import Trajectories
+from physnode.bench.sde import irregular  # the benchmark's subsampling into per-trajectory times, shared
 from physnode.sde import ScalarDiffusion, sdeint
+
+__all__ = ["MU", "SIGMA", "THETA", "irregular", "ou_paths"]
 
 THETA, MU, SIGMA = 2.0, 1.0, 0.5  # dX = THETA (MU - X) dt + SIGMA dW
 
@@ -28,19 +30,3 @@ def ou_paths(
             grad="direct",
         )
     return grid, ys
-
-
-def irregular(grid: torch.Tensor, paths: torch.Tensor, keep: float, seed: int) -> Trajectories:
-    """Each trajectory keeps each grid time with probability ``keep`` (always the first): per-trajectory times."""
-    g = torch.Generator().manual_seed(seed)
-    n, T, D = paths.shape
-    sel = torch.rand(n, T, generator=g) < keep
-    sel[:, 0] = True
-    L = int(sel.sum(1).max())
-    times = torch.full((n, L), float("nan"), dtype=paths.dtype)
-    values = torch.zeros(n, L, D, dtype=paths.dtype)
-    for i in range(n):
-        k = sel[i].nonzero().squeeze(1)
-        times[i, : len(k)] = grid[k]
-        values[i, : len(k)] = paths[i, k]
-    return Trajectories(times, values)
