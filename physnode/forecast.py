@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.trajectories import Trajectories
+from .fit.initial import initial_times
 from .odeint import odeint
 from .options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
 
@@ -77,10 +78,7 @@ def forecast(
                     "(e.g. result.initial_states)."
                 )
             y0 = data.metadata_tensor("initial_state", dtype=data.values.dtype).to(data.device)
-        if all("initial_time" in m for m in data.metadata):
-            t_init = data.metadata_tensor("initial_time", dtype=data.times.dtype).reshape(-1).to(data.device)
-        else:
-            t_init = data.times[:, 0]
+        t_init = initial_times(data)
     elif isinstance(data_or_y0, Tensor):
         y0 = data_or_y0
         if y0.ndim not in (1, 2):

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.trajectories import Trajectories, solver_ready_times
+from ..fit.initial import initial_times
 
 __all__ = ["Intervened", "forecast", "intervene", "prediction_error"]
 
@@ -169,11 +170,7 @@ def _initial(data: Trajectories) -> tuple[Tensor, Tensor]:
             "[{'initial_state': [...], 'initial_time': t0}, ...]."
         )
     y0 = data.metadata_tensor("initial_state", dtype=data.values.dtype).to(data.device)
-    if all("initial_time" in m for m in data.metadata):
-        t0 = data.metadata_tensor("initial_time", dtype=data.times.dtype).reshape(-1).to(data.device)
-    else:
-        t0 = data.times[:, 0]
-    return y0, t0
+    return y0, initial_times(data)
 
 
 def _predict(model: nn.Module, data: Trajectories, **solve_kw: Any) -> tuple[Tensor, Tensor]:

@@ -16,10 +16,10 @@ def _has(data: Trajectories, key: str) -> bool:
 
 
 def initial_times(data: Trajectories) -> Tensor:
-    """``(N,)`` time of each trajectory's initial state: metadata ``"initial_time"`` where every trajectory has
-    one, else the first observation time ``times[:, 0]``."""
+    """``(N,)`` time of each trajectory's initial state, on the data's device: metadata ``"initial_time"`` where
+    every trajectory has one, else the first observation time ``times[:, 0]``."""
     if _has(data, "initial_time"):
-        return data.metadata_tensor("initial_time", dtype=data.times.dtype).reshape(-1)
+        return data.metadata_tensor("initial_time", dtype=data.times.dtype).reshape(-1).to(data.device)
     return data.times[:, 0].clone()
 
 
