@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PYTEST_FLAGS ?= -n 2
 
-.PHONY: demo test test-slow lint bench docs clean
+.PHONY: demo test test-slow test-gpu lint bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_FLAGS) -m slow tests
+
+# On a machine with a GPU and a CUDA build of torch: every CUDA-marked test (including each device-parametrised
+# test on cuda) and the GPU benchmark (10,000 three-body trajectories vs torchode).
+test-gpu: $(STAMP)
+	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA device: torch.cuda.is_available() is False (a CUDA build of torch and a GPU).')"
+	$(PY) -m pytest -p no:xdist -m cuda tests
+	$(VENV)/bin/physnode bench gpu --device cuda --repeats 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -26,7 +26,9 @@ from registries import (  # noqa: F401 - re-exported: the one list (see the modu
 
 torch.set_num_threads(1)
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: Every available device; the CUDA parameter carries the ``cuda`` mark, so ``pytest -m cuda`` (``make test-gpu``)
+#: runs every device-parametrised test on the GPU.
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(params=DEVICES)

@@ -66,6 +66,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "cost of the generated physics right-hand sides",
         ),
         Benchmark(
+            "gpu",
+            "physnode.bench.gpu",
+            "10,000 three-body trajectories with their own times on one device (CUDA when present): forward and "
+            "direct/aca/mali gradients vs torchode, host syncs per step",
+        ),
+        Benchmark(
             "stiff",
             "physnode.bench.stiff",
             "stiff problems (Robertson, Van der Pol mu=1000, HIRES, OREGO): Kvaerno ESDIRK vs scipy Radau/BDF/LSODA",
