@@ -109,6 +109,10 @@ class Solver(metaclass=ContractMeta):
             fixed-step methods). The loop decides per trajectory whether to accept it.
         """
 
+    #: Order of the method's continuous extension (dense output), or ``None`` when it has none; methods with one
+    #: implement ``dense_terms()`` (see :class:`~physnode.solvers.rk.ExplicitRK`).
+    dense_order: int | None = None
+
     #: Length of the stability interval on the negative real axis (``h |lambda|`` beyond which a step is
     #: unstable on ``y' = lambda y``), for methods that can estimate ``h |lambda|``; ``None`` otherwise.
     stability_boundary: float | None = None

@@ -1,9 +1,20 @@
-"""Heun's method (explicit trapezoidal rule), order 2, fixed step."""
+"""Heun's method (explicit trapezoidal rule), order 2, fixed step; dense output: the quadratic through
+``y_n``, ``f(t_n, y_n)`` and ``y_(n+1)`` (order 2, no extra evaluation)."""
 
 from .rk import ExplicitRK
-from .tableau import Tableau
+from .tableau import Tableau, quadratic_dense
 
-TABLEAU = Tableau(name="heun", c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2)
+_B = (0.5, 0.5)
+
+TABLEAU = Tableau(
+    name="heun",
+    c=(0.0, 1.0),
+    a=((), (1.0,)),
+    b=_B,
+    order=2,
+    dense=quadratic_dense(_B),
+    dense_order=2,
+)
 
 
 class Heun(ExplicitRK):

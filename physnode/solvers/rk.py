@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..dense import dense_terms, theta_powers
 from .base import RHS, Solver, State
 from .tableau import Tableau
 
@@ -59,6 +60,10 @@ class ExplicitRK(Solver):
         self.stability_boundary = tab.real_stability_boundary if self._pair is not None else None
         #: ``(k_i, k_j, Y_i, Y_j)`` of the last step for :meth:`stiffness_terms` (references, no copies).
         self._probe: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self.dense_order = tab.dense_order
+        #: ``(y, h, ks)`` of the last step for :meth:`dense_terms` (references, no copies).
+        self._last: tuple[Tensor, Tensor, list[Tensor]] | None = None
+        self._dense_P: Tensor | None = None
 
     def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
         if self.tableau.fsal:
@@ -95,12 +100,40 @@ class ExplicitRK(Solver):
         if self.adaptive and tab.b_err is not None:  # adaptive implies an embedded pair (checked in __init__)
             err = hh * weighted_sum(tab.b_err, ks)
         new_state = (y_new, ks[-1]) if tab.fsal else (y_new,)
+        if tab.dense is not None:
+            self._last = (y, h, ks)  # kept until the next step (references only)
         if pair is not None and keep is not None:
             i, j = pair[:2]
             yi, yj = keep[i], keep[j]
             if yi is not None and yj is not None:
                 self._probe = (ks[i], ks[j], yi, yj)  # kept until the next step (references only)
         return new_state, err
+
+    def dense_coefficients(self, like: Tensor) -> Tensor:
+        """The tableau's dense-output coefficients as a ``(K, s)`` tensor on ``like``'s device and dtype:
+        ``b_i(theta) = sum_k P[k, i] theta^(k+1)``."""
+        dense = self.tableau.dense
+        if dense is None:
+            raise ValueError(f"method {self.tableau.name!r} has no continuous extension (its tableau has no dense).")
+        P = self._dense_P
+        if P is None or P.device != like.device or P.dtype != like.dtype:
+            P = torch.tensor(dense, dtype=like.dtype, device=like.device).T.contiguous()
+            self._dense_P = P
+        return P
+
+    def dense_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(y_n (B, D), h (B,), R (B, K, D))`` of the last step taken: its continuous extension is
+        ``y(t_n + theta h) = y_n + h sum_k theta^k R_k`` (:func:`physnode.dense.evaluate`). Carries the step's graph
+        when the step was taken with one."""
+        if self._last is None:
+            raise RuntimeError(f"{self!r} has taken no step with a continuous extension yet.")
+        y, h, ks = self._last
+        return y, h, dense_terms(self.dense_coefficients(y), ks)
+
+    def dense_weights(self, theta: Tensor) -> Tensor:
+        """Stage weights ``b_i(theta)`` ``(..., s)`` of the continuous extension at ``theta`` ``(...)``."""
+        P = self.dense_coefficients(theta)
+        return theta_powers(theta, P.shape[0]) @ P
 
     def stiffness_terms(self) -> Tensor | None:
         """``(2, B)``: ``||k_j - k_i||`` and ``||Y_j - Y_i||`` of the last step, two of its stages (see

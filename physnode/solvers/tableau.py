@@ -8,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["Tableau"]
+__all__ = ["Tableau", "dense_from_order_conditions", "hermite_dense", "quadratic_dense"]
 
 _TOL = 1e-12
 
@@ -34,6 +34,14 @@ class Tableau:
         Error weights ``b - b_hat`` of the embedded method (sum to 0), or ``None`` for a fixed-step method.
     embedded_order
         Order of the embedded solution ``b_hat``; required with ``b_err``.
+    dense
+        Continuous extension (dense output) of the step, or ``None``: ``dense[i][k]`` is the coefficient of
+        ``theta**(k + 1)`` in the weight ``b_i(theta)`` of stage ``i``, so that
+        ``y(t + theta h) = y + h sum_i b_i(theta) k_i`` for ``0 <= theta <= 1``. The weights must sum to
+        ``theta`` (consistency) and equal ``b`` at ``theta = 1`` (the interpolant ends on the step's solution).
+    dense_order
+        Order of the continuous extension (its local error is ``O(h**(dense_order + 1))``); required with
+        ``dense``.
 
     Raises
     ------
@@ -49,6 +57,8 @@ class Tableau:
     order: int
     b_err: tuple[float, ...] | None = None
     embedded_order: int | None = None
+    dense: tuple[tuple[float, ...], ...] | None = None
+    dense_order: int | None = None
     fsal: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,9 +87,37 @@ class Tableau:
             scale = max(abs(x) for x in self.b_err)
             if abs(math.fsum(self.b_err)) > _TOL * 10 * max(1.0, scale):
                 raise ValueError(f"tableau {self.name!r}: error weights sum to {math.fsum(self.b_err)!r}, expected 0.")
+        self._check_dense()
         # First-same-as-last: the last stage is evaluated at the propagated solution.
         fsal = s > 1 and self.c[-1] == 1.0 and tuple(self.a[-1]) == tuple(self.b[:-1]) and self.b[-1] == 0.0
         object.__setattr__(self, "fsal", fsal)
+
+    def _check_dense(self) -> None:
+        if (self.dense is None) != (self.dense_order is None):
+            raise ValueError(f"tableau {self.name!r}: dense and dense_order must be given together.")
+        if self.dense is None:
+            return
+        s = len(self.c)
+        degree = len(self.dense[0]) if self.dense else 0
+        if len(self.dense) != s or any(len(row) != degree for row in self.dense) or degree == 0:
+            raise ValueError(
+                f"tableau {self.name!r}: dense must hold one row of polynomial coefficients (theta^1, theta^2, ...) "
+                f"per stage, all of the same length; got {len(self.dense)} rows for {s} stages."
+            )
+        for k in range(degree):
+            total = math.fsum(row[k] for row in self.dense)
+            scale = max(1.0, max(abs(row[k]) for row in self.dense))
+            if abs(total - (1.0 if k == 0 else 0.0)) > 1e-10 * scale:
+                raise ValueError(
+                    f"tableau {self.name!r}: the dense-output weights must sum to theta; the theta^{k + 1} "
+                    f"coefficients sum to {total!r}."
+                )
+        for i, row in enumerate(self.dense):
+            if abs(math.fsum(row) - self.b[i]) > 1e-10 * max(1.0, max(abs(x) for x in row)):
+                raise ValueError(
+                    f"tableau {self.name!r}: the dense-output weight of stage {i} is {math.fsum(row)!r} at theta = 1, "
+                    f"expected b[{i}] = {self.b[i]!r} (the interpolant must end on the step's solution)."
+                )
 
     @property
     def stages(self) -> int:
@@ -132,3 +170,105 @@ class Tableau:
         ai = tuple(self.a[i]) + (0.0,) * (j - i)
         d = tuple(x - y for x, y in zip(self.a[j], ai, strict=True))
         return i, j, d
+
+
+def hermite_dense(b: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
+    """Cubic Hermite continuous extension of an FSAL tableau with weights ``b`` (order 3).
+
+    The cubic through ``y_n``, ``f(t_n, y_n) = k_1``, ``y_(n+1)`` and ``f(t_(n+1), y_(n+1)) = k_s`` (the last stage
+    of an FSAL method), written as stage weights: with the Hermite basis ``h10 = theta - 2 theta^2 + theta^3``,
+    ``h01 = 3 theta^2 - 2 theta^3`` and ``h11 = theta^3 - theta^2`` and ``y_(n+1) = y_n + h sum_i b_i k_i``,
+    ``b_i(theta) = h01(theta) b_i + h10(theta) [i = 1] + h11(theta) [i = s]`` (Hairer, Nørsett & Wanner,
+    *Solving ODEs I*, II.6).
+    """
+    s = len(b)
+    rows = []
+    for i, bi in enumerate(b):
+        row = [0.0, 3.0 * bi, -2.0 * bi]
+        if i == 0:
+            row = [row[0] + 1.0, row[1] - 2.0, row[2] + 1.0]
+        if i == s - 1:
+            row = [row[0], row[1] - 1.0, row[2] + 1.0]
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
+def quadratic_dense(b: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
+    """Quadratic continuous extension through ``y_n``, ``f(t_n, y_n) = k_1`` and ``y_(n+1)`` (order 2, no extra
+    evaluation): ``y(theta) = y_n + h [theta k_1 + theta^2 (sum_i b_i k_i - k_1)]``."""
+    return tuple((1.0, bi - 1.0) if i == 0 else (0.0, bi) for i, bi in enumerate(b))
+
+
+def _elementary_weights(c: np.ndarray, A: np.ndarray, order: int) -> list[tuple[np.ndarray, int, float]]:
+    """``(Phi, rho, gamma)`` of every rooted tree up to ``order`` (at most 5): the stage vector ``Phi`` with
+    ``sum_i b_i Phi_i = 1 / gamma`` the order condition of the tree, and its order ``rho`` (Butcher's trees,
+    Hairer, Nørsett & Wanner, *Solving ODEs I*, II.2, Table 2.2)."""
+    one = np.ones_like(c)
+    Ac = A @ c
+    trees = [
+        (one, 1, 1.0),
+        (c, 2, 2.0),
+        (c**2, 3, 3.0),
+        (Ac, 3, 6.0),
+        (c**3, 4, 4.0),
+        (c * Ac, 4, 8.0),
+        (A @ c**2, 4, 12.0),
+        (A @ Ac, 4, 24.0),
+        (c**4, 5, 5.0),
+        (c**2 * Ac, 5, 10.0),
+        (c * (A @ c**2), 5, 15.0),
+        (c * (A @ Ac), 5, 30.0),
+        (Ac**2, 5, 20.0),
+        (A @ c**3, 5, 20.0),
+        (A @ (c * Ac), 5, 40.0),
+        (A @ (A @ c**2), 5, 60.0),
+        (A @ (A @ Ac), 5, 120.0),
+    ]
+    if order > 5:
+        raise ValueError(f"order conditions are tabulated up to order 5, got {order}.")
+    return [t for t in trees if t[1] <= order]
+
+
+def dense_from_order_conditions(
+    c: tuple[float, ...], a: tuple[tuple[float, ...], ...], b: tuple[float, ...], order: int
+) -> tuple[tuple[float, ...], ...]:
+    """A continuous extension of order ``order`` from the existing stages, by solving its order conditions.
+
+    The weights ``b_i(theta) = sum_(k=1..order) P_ik theta^k`` must satisfy
+    ``sum_i b_i(theta) Phi_i(tau) = theta^rho(tau) / gamma(tau)`` for every tree ``tau`` with ``rho(tau) <= order``
+    (Hairer, Nørsett & Wanner, *Solving ODEs I*, II.6, Theorem 6.1), i.e. one linear system per power of
+    ``theta``, plus ``b_i(1) = b_i``; the minimum-norm solution is returned.
+
+    Raises
+    ------
+    ValueError
+        When the stages cannot carry an extension of that order (the residual of the conditions is not at
+        round-off level).
+    """
+    s = len(c)
+    A = np.zeros((s, s))
+    for i, row in enumerate(a):
+        A[i, :i] = row
+    trees = _elementary_weights(np.asarray(c, dtype=np.float64), A, order)
+    rows, rhs = [], []
+    for k in range(1, order + 1):  # unknowns P[:, k - 1] occupy columns (k - 1) * s .. k * s
+        for phi, rho, gamma in trees:
+            r = np.zeros(order * s)
+            r[(k - 1) * s : k * s] = phi
+            rows.append(r)
+            rhs.append(1.0 / gamma if rho == k else 0.0)
+    for i in range(s):
+        r = np.zeros(order * s)
+        r[i::s] = 1.0
+        rows.append(r)
+        rhs.append(b[i])
+    M, v = np.asarray(rows), np.asarray(rhs)
+    x = np.linalg.lstsq(M, v, rcond=None)[0]
+    residual = float(np.abs(M @ x - v).max())
+    if residual > 1e-10:
+        raise ValueError(
+            f"the {s} stages admit no continuous extension of order {order} (order-condition residual "
+            f"{residual:.1e}); ask for a lower order."
+        )
+    P = x.reshape(order, s).T
+    return tuple(tuple(float(v) for v in row) for row in P)
