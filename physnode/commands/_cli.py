@@ -10,10 +10,42 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "UsageError", "check_device", "check_writable_file", "check_writable_folder"]
+__all__ = [
+    "ArgumentParser",
+    "UsageError",
+    "check_device",
+    "check_writable_file",
+    "check_writable_folder",
+    "plain_text",
+]
+
+# :role:`target`, :role:`~a.b.Name` and :role:`text <target>` (Sphinx cross-references).
+_ROLE = re.compile(r":(?:py:)?[a-z]+:`(?P<tilde>~?)(?P<target>[^`<]+?)(?:\s*<(?P<ref>[^`>]+)>)?`")
+_LITERAL = re.compile(r"``(?P<text>[^`]+)``")
+_LITERAL_BLOCK = re.compile(r"(?<=\S)::$", re.MULTILINE)  # "Examples::" introduces a literal block
+
+
+def _role(match: re.Match[str]) -> str:
+    target = match.group("target").strip()
+    if match.group("tilde"):
+        target = target.rsplit(".", 1)[-1]
+    return target.lstrip(".")
+
+
+def plain_text(text: str) -> str:
+    """``text`` with its reStructuredText markup removed, as a terminal should show it.
+
+    The sub-commands' descriptions are their module docstrings, written for the API reference: ````x```` becomes
+    ``x`` and a cross-reference such as ``:class:`~physnode.data.Trajectories``` its displayed name
+    (``Trajectories``; the full target without ``~``), as Sphinx would show them; ``Examples::`` ends in one
+    colon.
+    """
+    text = _LITERAL.sub(lambda m: m.group("text"), _ROLE.sub(_role, text))
+    return _LITERAL_BLOCK.sub(":", text)
 
 
 class UsageError(ValueError):
@@ -21,7 +53,16 @@ class UsageError(ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """:class:`argparse.ArgumentParser` that raises :class:`UsageError` instead of printing usage and exiting."""
+    """:class:`argparse.ArgumentParser` that raises :class:`UsageError` instead of printing usage and exiting.
+
+    Its help is plain text: the reStructuredText markup of the descriptions (module docstrings) is removed.
+    """
+
+    def format_help(self) -> str:
+        return plain_text(super().format_help())
+
+    def format_usage(self) -> str:
+        return plain_text(super().format_usage())
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
