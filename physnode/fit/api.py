@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,19 @@ from .observe import resolve_observe
 from .problem import FitProblem
 from .shooting import resolve_shooting
 from .steer import check_steer, sample_end_time
-from .uncertainty import covariance, delta_method_errors, physical_quantities, residual_jacobian, to_python
+from .uncertainty import (
+    FitUncertainty,
+    UncertaintyWarning,
+    correlation,
+    covariance,
+    delta_method_errors,
+    entry_names,
+    physical_covariance,
+    physical_quantities,
+    precision_warning,
+    residual_jacobian,
+    to_python,
+)
 
 __all__ = ["OPTIMIZERS", "FitResult", "fit", "used_options"]
 
@@ -75,6 +88,27 @@ class FitResult:
         Number of epochs run (including those of a resumed checkpoint).
     requested_grad
         The gradient method asked for, when the fit used another one (Gauss–Newton); else ``None``.
+    covariance
+        ``(P, P)`` covariance of the learnable physical parameters' entries, in their physical units (the
+        Gauss–Newton / Fisher approximation behind ``uncertainty``, mapped from the unconstrained tensors by the
+        delta method, with fitted initial and segment states marginalised); its rows and columns are named by
+        ``covariance_names``, and ``sqrt(diag(covariance))`` are the standard errors. ``None`` without learnable
+        parameters or with ``uncertainty=False``. See also :attr:`correlation`.
+    covariance_names
+        The ``P`` entry names, in the order of the flattened learnable parameters: ``"k"`` for a scalar,
+        ``"masses[0]"``, ``"masses[1]"``, ... for the entries of a vector (``"W[1,2]"`` for a matrix).
+    raw_covariance
+        Covariance of the unconstrained unknowns that :func:`physnode.forecast` propagates: the raw tensors of the
+        learnable parameters (flattened, in the order of ``covariance_names``), followed, when the initial
+        states were fitted (``learn_initial_state=True``), by the ``N·S`` entries of ``initial_states``
+        (row-major).
+    residual_std
+        ``sqrt(RSS / (n_obs − p))`` (``loss="mse"``): the observation-noise standard deviation the residuals
+        imply (one value for all channels); e.g. ``forecast(..., noise=result.residual_std)``.
+    uncertainty_warning
+        ``None``, or a message saying why the standard errors are not meaningful: the residuals are at the
+        solver's precision (noise-free data), by the rule of :func:`physnode.fit.uncertainty.precision_warning`.
+        The same message is issued as a :class:`~physnode.fit.uncertainty.UncertaintyWarning` when the fit ends.
     """
 
     params: dict[str, Any]
@@ -89,6 +123,16 @@ class FitResult:
     converged: bool = False
     epochs: int = 0
     requested_grad: str | None = None
+    covariance: Tensor | None = None
+    covariance_names: list[str] = field(default_factory=list)
+    raw_covariance: Tensor | None = None
+    residual_std: float | None = None
+    uncertainty_warning: str | None = None
+
+    @property
+    def correlation(self) -> Tensor | None:
+        """``(P, P)`` correlation matrix of the learnable parameters (named by ``covariance_names``), or ``None``."""
+        return None if self.covariance is None else correlation(self.covariance)
 
     @property
     def grad(self) -> str:
@@ -121,6 +165,12 @@ class FitResult:
         }
         if self.requested_grad is not None:
             doc["requested_grad"] = self.requested_grad
+        if self.covariance is not None:
+            doc["covariance_names"] = list(self.covariance_names)
+            doc["covariance"] = to_python(self.covariance)
+            doc["correlation"] = to_python(correlation(self.covariance))
+        doc["residual_std"] = self.residual_std
+        doc["uncertainty_warning"] = self.uncertainty_warning
         return doc
 
 
@@ -639,16 +689,18 @@ def _finish(state: _Fit, uncertainty: bool) -> FitResult:
             )
         final = final.clone()
         D.all_reduce_([final])
-    se = (
+    unc = (
         _in_fit(
-            lambda: _uncertainty(problem, state.quantities, all_idx, rank, world_size),
+            lambda: _uncertainty(problem, state.quantities, all_idx, rank, world_size, state.options, data),
             "the standard errors after the fit",
             state.params_now,
             "",
         )
         if uncertainty
-        else {}
+        else FitUncertainty({})
     )
+    if unc.warning is not None and rank == 0:
+        warnings.warn(unc.warning, UncertaintyWarning, stacklevel=3)
     noise = None
     if problem.log_sigma is not None:
         sig = torch.exp(problem.log_sigma.detach()).cpu().tolist()
@@ -656,7 +708,7 @@ def _finish(state: _Fit, uncertainty: bool) -> FitResult:
     requested_grad = state.requested.grad_name
     return FitResult(
         params=state.params_now(),
-        uncertainty=se,
+        uncertainty=unc.standard_errors,
         history=state.history,
         model=state.model,
         solve_options=state.options,
@@ -667,6 +719,11 @@ def _finish(state: _Fit, uncertainty: bool) -> FitResult:
         converged=bool(state.lm["converged"]),
         epochs=len(state.history),
         requested_grad=requested_grad if requested_grad != state.options.grad_name else None,
+        covariance=unc.covariance,
+        covariance_names=unc.names,
+        raw_covariance=unc.raw_covariance,
+        residual_std=unc.residual_std,
+        uncertainty_warning=unc.warning,
     )
 
 
@@ -786,14 +843,25 @@ def _gauss_newton_step(problem: FitProblem, theta, all_idx, t_end, lm, rank, wor
     return rss, nfe
 
 
-def _uncertainty(problem: FitProblem, quantities, all_idx, rank, world_size) -> dict[str, Any]:
-    """Standard errors of the physical parameters at the current (fitted) values; see :mod:`.uncertainty`."""
+def _uncertainty(
+    problem: FitProblem,
+    quantities,
+    all_idx,
+    rank: int,
+    world_size: int,
+    options: SolveOptions,
+    data: Trajectories,
+) -> FitUncertainty:
+    """Standard errors and covariances of the physical parameters at the current (fitted) values, and the check
+    that the residuals are above the solver's precision; see :mod:`.uncertainty`."""
     learn_q = [q for q in quantities if q.raw is not None]
     if not learn_q:
-        return delta_method_errors(quantities, torch.zeros(0, 0))
-    extra = [p for k, p in problem.learnables().items() if k != "log_sigma"]
+        return FitUncertainty(delta_method_errors(quantities, torch.zeros(0, 0)))
+    learnables = problem.learnables()
+    extra = [p for k, p in learnables.items() if k != "log_sigma"]
     theta = [q.raw for q in learn_q] + extra
     p_phys = sum(q.raw.numel() for q in learn_q)
+    p_keep = p_phys + (learnables["initial_state"].numel() if "initial_state" in learnables else 0)
     P = sum(t.numel() for t in theta)
     n_obs = problem.count(all_idx, None)
     local = D.shard(all_idx, rank, world_size)
@@ -803,18 +871,39 @@ def _uncertainty(problem: FitProblem, quantities, all_idx, rank, world_size) -> 
             ev = problem.evaluate(local, None, grad="direct")
             r = problem.residuals(ev, n_obs, problem.N, normalised=False)
             J = residual_jacobian(r, theta)
-            r = r.detach()
-            rss_data = problem.residuals(ev, n_obs, problem.N, normalised=False)[: ev.errors.numel()].detach()
-            rss_data = rss_data.square().sum()
+            rss_data = r[: ev.errors.numel()].detach().square().sum()
+            err_sq = torch.where(ev.mask, ev.errors.detach(), torch.zeros((), dtype=dtype, device=device))
+            err_sq = err_sq.square().sum()
         else:
             J = torch.zeros(0, P, dtype=dtype, device=device)
             rss_data = torch.zeros((), dtype=dtype, device=device)
+            err_sq = torch.zeros((), dtype=dtype, device=device)
     A = J.T @ J
-    D.all_reduce_([A, rss_data])
+    D.all_reduce_([A, rss_data, err_sq])
+    residual_std = None
     if problem.loss_name == "mse":
         dof = n_obs - P
         scale = float(rss_data) / dof if dof > 0 else float("nan")
+        residual_std = math.sqrt(scale) if scale >= 0 else float("nan")
     else:
         scale = 1.0
-    cov = covariance(A, scale)[:p_phys, :p_phys]
-    return delta_method_errors(quantities, cov)
+    cov_all = covariance(A, scale)
+    raw_cov = cov_all[:p_keep, :p_keep].detach().clone()
+    cov = cov_all[:p_phys, :p_phys]
+    observed = data.values[data.mask]
+    data_rms = float(observed.square().mean().sqrt()) if observed.numel() else 0.0
+    warning = precision_warning(
+        math.sqrt(float(err_sq) / max(n_obs, 1)),
+        data_rms,
+        float(torch.as_tensor(options.rtol).max()),
+        float(torch.as_tensor(options.atol).max()),
+    )
+    return FitUncertainty(
+        standard_errors=delta_method_errors(quantities, cov),
+        covariance=physical_covariance(quantities, cov).detach().clone(),
+        names=entry_names(quantities),
+        raw_covariance=raw_cov,
+        initial_states_learned="initial_state" in learnables,
+        residual_std=residual_std,
+        warning=warning,
+    )

@@ -23,15 +23,29 @@ marginalised); network weights are held fixed (the errors are conditional on the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from ..physics.params import Param
 
-__all__ = ["Quantity", "delta_method_errors", "physical_quantities", "residual_jacobian"]
+__all__ = [
+    "PRECISION_FACTOR",
+    "FitUncertainty",
+    "Quantity",
+    "UncertaintyWarning",
+    "correlation",
+    "delta_method_errors",
+    "entry_names",
+    "physical_covariance",
+    "physical_quantities",
+    "precision_warning",
+    "residual_jacobian",
+    "value_jacobian",
+]
 
 #: Models without ``physical_parameters()`` report their trainable tensors when they hold at most this many numbers.
 MAX_PLAIN_PARAMETERS = 100
@@ -157,3 +171,142 @@ def covariance(JtJ: Tensor, scale: float) -> Tensor:
     if not bool(torch.isfinite(inv).all()):
         return torch.full_like(JtJ, float("nan"))
     return scale * inv
+
+
+# ------------------------------------------------------------------------------------------ covariance of a fit
+class UncertaintyWarning(UserWarning):
+    """Issued at the end of a fit whose standard errors are not meaningful (see :func:`precision_warning`)."""
+
+
+#: The standard errors are flagged as meaningless when the RMS of the fit's errors is at most this many times the
+#: solver's own error scale ``rtol · rms(data) + atol`` (see :func:`precision_warning`). A solve controls the local
+#: error per step to about ``rtol·|y| + atol``; its global error over many steps is typically one to a hundred
+#: times that, so residuals below the bound may be nothing but the solver's error.
+PRECISION_FACTOR = 100.0
+
+
+def entry_names(quantities: Sequence[Quantity]) -> list[str]:
+    """Names of the entries of the learnable quantities, in the order of their flattened raw tensors.
+
+    A scalar is named by itself (``"k"``), an entry of a vector or matrix by its index (``"masses[0]"``,
+    ``"W[1,2]"``).
+    """
+    names: list[str] = []
+    for q in quantities:
+        if q.raw is None:
+            continue
+        shape = tuple(q.value().shape)
+        if len(shape) == 0:
+            names.append(q.name)
+            continue
+        for idx in torch.cartesian_prod(*[torch.arange(n) for n in shape]).reshape(-1, len(shape)).tolist():
+            names.append(f"{q.name}[{','.join(str(i) for i in idx)}]")
+    return names
+
+
+def value_jacobian(quantities: Sequence[Quantity], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``G = ∂v/∂raw`` of shape ``(P_v, P_raw)``: the flattened values of the learnable quantities with respect to
+    their flattened raw tensors (in the order of :func:`entry_names`)."""
+    learn = [q for q in quantities if q.raw is not None]
+    raws = [q.raw for q in learn]
+    p_raw = sum(r.numel() for r in raws)
+    rows: list[Tensor] = []
+    with torch.enable_grad():
+        for q in learn:
+            vf = q.value().reshape(-1)
+            for k in range(vf.numel()):
+                grads = torch.autograd.grad(vf[k], raws, retain_graph=True, allow_unused=True)
+                rows.append(
+                    torch.cat(
+                        [
+                            (g if g is not None else torch.zeros_like(r)).reshape(-1).to(dtype=dtype, device=device)
+                            for g, r in zip(grads, raws, strict=True)
+                        ]
+                    )
+                    if raws
+                    else torch.zeros(0, dtype=dtype, device=device)
+                )
+    if not rows:
+        return torch.zeros(0, p_raw, dtype=dtype, device=device)
+    return torch.stack(rows)
+
+
+def physical_covariance(quantities: Sequence[Quantity], cov_raw: Tensor) -> Tensor:
+    """Covariance ``G Σ_raw Gᵀ`` (delta method) of the learnable quantities' values, ``(P_v, P_v)``.
+
+    ``cov_raw`` is the covariance of their flattened raw tensors (its leading ``P_raw`` rows and columns are used;
+    further unknowns such as initial states are marginalised by dropping them).
+    """
+    G = value_jacobian(quantities, cov_raw.dtype, cov_raw.device)
+    p_raw = G.shape[1]
+    block = cov_raw[:p_raw, :p_raw]
+    return G @ block @ G.T
+
+
+def correlation(cov: Tensor) -> Tensor:
+    """Correlation matrix ``C_ij = Σ_ij / sqrt(Σ_ii Σ_jj)`` of a covariance ``(P, P)``; NaN in the rows and columns
+    of entries whose variance is not positive."""
+    var = torch.diagonal(cov)
+    sd = torch.where(var > 0, var.clamp_min(0).sqrt(), torch.full_like(var, float("nan")))
+    return cov / (sd[:, None] * sd[None, :])
+
+
+def precision_warning(
+    error_rms: float, data_rms: float, rtol: float, atol: float, factor: float = PRECISION_FACTOR
+) -> str | None:
+    """A message when the fit's residuals are at the solver's precision (so the standard errors mean nothing).
+
+    The rule: ``error_rms <= factor · (rtol · data_rms + atol)``, with ``error_rms`` the root mean square of the
+    errors (prediction − data) over the observed entries, ``data_rms`` that of the data, and the solve's
+    tolerances (their largest entries when given per component). Such residuals are what the solver's own
+    discretisation error leaves on noise-free data: the Gauss–Newton standard errors, which scale with the
+    residuals, then describe the solver's error rather than the parameters' (they are far too small), while the
+    actual error of the estimates is set by the solver's bias.
+
+    Returns
+    -------
+    str or None
+        The message, or ``None`` when the residuals are well above the solver's error scale.
+    """
+    scale = rtol * data_rms + atol
+    if not (math.isfinite(error_rms) and math.isfinite(scale)) or error_rms > factor * scale:
+        return None
+    return (
+        f"standard errors not meaningful: the residuals (RMS {error_rms:.2g}) are at the solver's precision "
+        f"(rtol {rtol:.2g} x data RMS {data_rms:.2g} + atol {atol:.2g} = {scale:.2g}; flagged below {factor:g} "
+        "times that), as on noise-free data; the actual errors of the estimates are set by the solver's error and "
+        "may be much larger. Tighten rtol/atol to shrink them, or fit noisy data."
+    )
+
+
+@dataclass
+class FitUncertainty:
+    """What a fit's uncertainty analysis found (the fields :class:`~physnode.fit.FitResult` carries).
+
+    Attributes
+    ----------
+    standard_errors
+        ``{name: standard error}`` of every physical quantity (0 for known constants).
+    covariance
+        ``(P, P)`` covariance of the learnable quantities' entries (physical values, delta method), named by
+        ``names``; ``None`` without learnable quantities.
+    names
+        The ``P`` entry names (:func:`entry_names`).
+    raw_covariance
+        Covariance of the unconstrained unknowns: the learnable quantities' raw tensors (flattened, in order;
+        ``P_raw`` entries), then the ``N·S`` fitted initial states (row-major) when they were learned.
+    initial_states_learned
+        Whether ``raw_covariance`` ends with the initial-state block.
+    residual_std
+        ``sqrt(RSS / (n_obs − p))``: the noise level the residuals imply (``loss="mse"``), else ``None``.
+    warning
+        :func:`precision_warning`'s message, or ``None``.
+    """
+
+    standard_errors: dict[str, float | list]
+    covariance: Tensor | None = None
+    names: list[str] = field(default_factory=list)
+    raw_covariance: Tensor | None = None
+    initial_states_learned: bool = False
+    residual_std: float | None = None
+    warning: str | None = None
