@@ -156,6 +156,22 @@ def _plural(n: object, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def _file_counts(traj: Trajectories) -> str:
+    """What the file holds: trajectories, times per trajectory (each one's own count) and observed values."""
+    lengths = [int(n) for n in traj.lengths.tolist()]
+    if min(lengths) == max(lengths):
+        times = _plural(lengths[0], "time", "times") + (" each" if len(lengths) > 1 else "")
+    else:
+        times = f"{min(lengths)} to {max(lengths)} times (per trajectory: {', '.join(map(str, lengths))})"
+    valid = traj.mask & traj.time_mask.unsqueeze(-1)
+    observed, total = int(valid.sum()), sum(lengths) * traj.n_channels
+    return (
+        f"{_plural(traj.n_trajectories, 'trajectory', 'trajectories')} with {times}, "
+        f"{_plural(traj.n_channels, 'channel', 'channels')} ({', '.join(traj.channels)}), "
+        f"{observed} of {total} values observed"
+    )
+
+
 def card(name: str, traj: Trajectories, digest: str) -> str:
     """Markdown card of dataset ``name`` from its spec, generator signature and reference data."""
     spec = SPECS[name]
@@ -183,8 +199,9 @@ def card(name: str, traj: Trajectories, digest: str) -> str:
         spec.initial_conditions,
         "## Sampling",
         (
-            f"Generator defaults (`physnode.datasets.make({name!r})` without options; the reference file below "
-            f"was made with its own): {_plural(defaults.get('n_trajectories'), 'trajectory', 'trajectories')}, "
+            f"Generator defaults, i.e. what `physnode.datasets.make({name!r})` returns without options (the "
+            "reference file of this repository is smaller; its counts are under *Reference file*): "
+            f"{_plural(defaults.get('n_trajectories'), 'trajectory', 'trajectories')}, "
             f"{_plural(defaults.get('n_times'), 'time', 'times')} on t_span = {tuple(defaults.get('t_span', ()))} "
             f"({spec.time_units}), regular unless `irregular=True` (then t0 plus sorted uniform random times, a random "
             "count in [n_times // 2, n_times]). Options `noise` (Gaussian, channel units), `missing` (per-entry drop "
@@ -197,9 +214,8 @@ def card(name: str, traj: Trajectories, digest: str) -> str:
     parts += [
         "## Reference file",
         (
-            f"`{name}.nc`: `physnode.datasets.make({name!r}, {opts})` — {traj.n_trajectories} trajectories, "
-            f"up to {traj.n_times} times, channels {', '.join(traj.channels)}. Data digest (see `SHA256SUMS`): "
-            f"`{digest}`."
+            f"`{name}.nc`, made by `physnode.datasets.make({name!r}, {opts})`, holds {_file_counts(traj)}. "
+            f"Data digest (see `SHA256SUMS`): `{digest}`."
         ),
         "## Regenerate",
         (
