@@ -5,7 +5,8 @@ The public API is small:
 * :func:`odeint`, :func:`solve` — solve ``dy/dt = f(t, y)`` with per-trajectory times (``Solution``, ``Status``),
   their options validated into one :class:`SolveOptions`;
 * :data:`SOLVERS`, :data:`GRADIENTS` — the ``method=`` and ``grad=`` registries;
-* :func:`fit`, :func:`forecast` — recover unknown physics from trajectories and predict (``FitResult``);
+* :func:`fit`, :func:`forecast` — recover unknown physics from trajectories and predict (``FitResult``;
+  ``result.save(path)`` and :func:`load_result` keep it without pickle);
 * :func:`sdeint` — stochastic dynamics through torchsde;
 * sub-packages :mod:`physnode.physics` (symbolic physics), :mod:`physnode.data` (trajectories and files),
   :mod:`physnode.datasets` (the dataset zoo), :mod:`physnode.sde`, :mod:`physnode.solvers`,
@@ -22,7 +23,7 @@ from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflo
 
 # ``physnode.fit`` is the function; the package that holds it stays importable as ``physnode.fit.<module>``
 # through ``from physnode.fit import ...`` (the import system resolves it in ``sys.modules``).
-from .fit import FitResult, MultipleShooting, fit
+from .fit import FitResult, MultipleShooting, fit, load_result
 from .forecast import forecast
 from .gradients import GRADIENTS, GradientMethod
 from .odeint import odeint, solve
@@ -66,6 +67,7 @@ __all__ = [
     "__version__",
     "fit",
     "forecast",
+    "load_result",
     "odeint",
     "sdeint",
     "solve",

@@ -5,6 +5,7 @@
 * :mod:`.shooting` — multiple shooting (:class:`MultipleShooting`);
 * :mod:`.steer` — STEER random end times;
 * :mod:`.uncertainty` — exact residual Jacobians, Gauss–Newton standard errors;
+* :mod:`.saving` — :meth:`FitResult.save` / :func:`load_result`: fitted results without pickle;
 * :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints that refuse to resume another run (:class:`Checkpoint`);
 * :mod:`.distributed` — data-parallel fitting with ``torch.distributed`` / torchrun.
 """
@@ -15,6 +16,7 @@ from . import distributed
 from .api import OPTIMIZERS, FitResult, fit
 from .checkpoint import Checkpoint, CheckpointError
 from .loss import LOSSES, TIME_WEIGHTS
+from .saving import ResultFileError, load_result
 from .shooting import MultipleShooting
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "CheckpointError",
     "FitResult",
     "MultipleShooting",
+    "ResultFileError",
     "distributed",
     "fit",
+    "load_result",
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +32,7 @@ from .checkpoint import (
 from .loss import LOSSES
 from .observe import resolve_observe
 from .problem import FitProblem
+from .saving import data_provenance
 from .shooting import resolve_shooting
 from .steer import check_steer, sample_end_time
 from .uncertainty import (
@@ -105,6 +108,9 @@ class FitResult:
     residual_std
         ``sqrt(RSS / (n_obs − p))`` (``loss="mse"``): the observation-noise standard deviation the residuals
         imply (one value for all channels); e.g. ``forecast(..., noise=result.residual_std)``.
+    provenance
+        ``{"data": ...}``: what the fit was fitted to (digest, sizes, channels, units, time range, the data's
+        descriptive attributes; :func:`physnode.fit.saving.data_provenance`); callers may add entries.
     uncertainty_warning
         ``None``, or a message saying why the standard errors are not meaningful: the residuals are at the
         solver's precision (noise-free data), by the rule of :func:`physnode.fit.uncertainty.precision_warning`.
@@ -128,6 +134,22 @@ class FitResult:
     raw_covariance: Tensor | None = None
     residual_std: float | None = None
     uncertainty_warning: str | None = None
+    provenance: dict[str, Any] | None = None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this result (model description and tensors, options, fields) to ``path`` without pickle,
+        atomically; :func:`physnode.load_result` / :meth:`load` read it back. See :mod:`physnode.fit.saving`."""
+        from .saving import save_result
+
+        return save_result(self, path)
+
+    @staticmethod
+    def load(path: str | os.PathLike, *, model: nn.Module | None = None, map_location: Any = "cpu") -> FitResult:
+        """Read a result written by :meth:`save` (or a results folder of ``physnode fit``); see
+        :func:`physnode.fit.saving.load_result` (``model=`` for models physnode cannot describe)."""
+        from .saving import load_result
+
+        return load_result(path, model=model, map_location=map_location)
 
     @property
     def correlation(self) -> Tensor | None:
@@ -398,7 +420,8 @@ def fit(
         checkpoint records its run (optimizer, data digest, fitted tensor names and shapes, total epochs, solver
         and gradient method); resuming with any of these changed is refused.
     progress
-        Show a tqdm progress bar with the loss and parameters (rank 0 only).
+        Show a tqdm progress bar with the loss and the learnable physical parameters (the first four; rank 0
+        only).
     seed
         Seed of the fit's own random draws (batch order, STEER end times).
     uncertainty
@@ -585,6 +608,7 @@ def _attach_checkpoint(state: _Fit, ckpt: Any, resume: bool) -> None:
 def _run_epochs(state: _Fit, progress: bool) -> None:
     """The epochs from ``state.start_epoch``: one :func:`_epoch` each, a history entry, progress and checkpoints."""
     t_start = time.perf_counter()
+    learnable = [q.name for q in state.quantities if q.raw is not None]
     bar = tqdm(
         range(state.start_epoch, state.epochs),
         initial=state.start_epoch,
@@ -608,7 +632,8 @@ def _run_epochs(state: _Fit, progress: bool) -> None:
             entry["damping"] = state.lm["damping"]
         state.history.append(entry)
         if progress and state.rank == 0:
-            bar.set_postfix(loss=f"{loss_val:.4g}", **{k: _short(v) for k, v in list(entry["params"].items())[:4]})
+            shown = [k for k in learnable if k in entry["params"]][:4]  # the fitted ones; constants never move
+            bar.set_postfix(loss=f"{loss_val:.4g}", **{k: _short(entry["params"][k]) for k in shown})
         if state.ckpt is not None and state.rank == 0:
             ckpt = state.ckpt
             if (epoch + 1) % ckpt.every == 0 or epoch + 1 == state.epochs or state.lm["converged"]:
@@ -724,6 +749,7 @@ def _finish(state: _Fit, uncertainty: bool) -> FitResult:
         raw_covariance=unc.raw_covariance,
         residual_std=unc.residual_std,
         uncertainty_warning=unc.warning,
+        provenance={"data": data_provenance(data)},
     )
 
 

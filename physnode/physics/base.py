@@ -120,6 +120,34 @@ class PhysicsModel(nn.Module):
         """The model's equations with the current parameter values substituted (for read-back after a fit)."""
         raise NotImplementedError
 
+    def to_config(self) -> dict[str, Any]:
+        """A plain dict (numbers, strings, lists) from which :func:`~physnode.physics.from_config` rebuilds this
+        model: its kind, state names, equations as text and parameter tables (current values). Used to save fitted
+        models without pickle (:meth:`physnode.FitResult.save`).
+
+        Raises
+        ------
+        NotImplementedError
+            The model has no plain description (e.g. a :class:`Hybrid`, whose correction is a network).
+        ValueError
+            An equation uses something the expression parser does not read, so it cannot be written as text.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no plain description (to_config); save its state dict and rebuild the model "
+            "in code."
+        )
+
+    def _params_config(self) -> dict[str, Any]:
+        """The ``params`` table of :meth:`to_config`."""
+        return {name: p.to_config() for name, p in self.params.items()}
+
+    def _text(self, expr: sp.Expr, where: str) -> str:
+        """``expr`` as text that the model's parser reads back exactly (see :meth:`to_config`)."""
+        from .parse import expression_text
+
+        table = self._symbol_table(self.state_names, self.time_symbol.name)
+        return expression_text(expr, table, f"{type(self).__name__}: {where}")
+
     def _check_state(self, t: Tensor, y: Tensor) -> Tensor:
         if not isinstance(y, Tensor):
             raise TypeError(f"y must be a tensor of shape (..., {self.state_dim}), got {type(y).__name__}.")

@@ -8,6 +8,7 @@ from typing import Any
 from .base import PhysicsModel
 from .hamiltonian import Hamiltonian
 from .lagrangian import Lagrangian
+from .nbody import NBodyGravity
 from .params import Param
 from .symbolic import SymbolicODE
 
@@ -17,7 +18,9 @@ _KEYS = {
     "ode": ({"kind", "state", "rhs"}, {"params", "time"}),
     "hamiltonian": ({"kind", "coords", "momenta", "H"}, {"params", "time"}),
     "lagrangian": ({"kind", "coords", "L"}, {"params", "time", "velocities"}),
+    "nbody": ({"kind", "n_bodies"}, {"params", "dim", "softening"}),
 }
+_NBODY_PARAMS = {"G", "masses", "k_r", "k_v"}
 _ALIASES = {"symbolic": "ode", "symbolic_ode": "ode"}
 _PARAM_KEYS = {"value", "learnable", "positive", "bounds", "units"}
 
@@ -63,7 +66,8 @@ def _text(cfg: Mapping[str, Any], key: str) -> str:
 
 
 def from_config(config: Mapping[str, Any]) -> PhysicsModel:
-    """Build a :class:`SymbolicODE`, :class:`Hamiltonian` or :class:`Lagrangian` from a plain dict.
+    """Build a :class:`SymbolicODE`, :class:`Hamiltonian`, :class:`Lagrangian` or :class:`NBodyGravity` from a
+    plain dict (every model's :meth:`~physnode.physics.PhysicsModel.to_config` gives one back).
 
     Expressions are parsed with :func:`~physnode.physics.parse_expression` (an ``ast`` whitelist; nothing is
     evaluated), so configs from untrusted sources are safe to load.
@@ -77,6 +81,8 @@ def from_config(config: Mapping[str, Any]) -> PhysicsModel:
         * ``{"kind": "hamiltonian", "coords": ["q"], "momenta": ["p"], "H": "p**2/(2*m) + k*q**2/2"}``
         * ``{"kind": "lagrangian", "coords": ["theta"], "L": "...", "velocities": ["theta_dot"]}``
           (velocities optional, default ``<q>_dot``)
+        * ``{"kind": "nbody", "n_bodies": 3, "dim": 3, "softening": 0.0, "params": {"masses": {...}, "G": 1.0}}``
+          (parameters ``G``, ``masses``, ``k_r``, ``k_v``; defaults as in :class:`NBodyGravity`)
 
         plus optional ``"params"``: ``{name: number | {"value": ..., "learnable": ..., "positive": ...,
         "bounds": [lo, hi], "units": "..."}}`` (a bare number is a known constant; a table is learnable unless
@@ -123,5 +129,31 @@ def from_config(config: Mapping[str, Any]) -> PhysicsModel:
         return SymbolicODE(rhs, _names(config, "state"), params, time=time)
     if kind == "hamiltonian":
         return Hamiltonian(_text(config, "H"), _names(config, "coords"), _names(config, "momenta"), params, time=time)
+    if kind == "nbody":
+        return _nbody(config, params)
     velocities = _names(config, "velocities") if "velocities" in config else None
     return Lagrangian(_text(config, "L"), _names(config, "coords"), params, velocities=velocities, time=time)
+
+
+def _nbody(config: Mapping[str, Any], params: dict[str, Param | float]) -> NBodyGravity:
+    """The :class:`NBodyGravity` of an ``nbody`` config (its parameters already read)."""
+    unknown = set(params) - _NBODY_PARAMS
+    if unknown:
+        raise ValueError(f"nbody config has unknown params {sorted(unknown)}; allowed: {sorted(_NBODY_PARAMS)}.")
+    masses = params.get("masses")
+    if isinstance(masses, float):
+        raise ValueError(
+            "nbody params.masses must be a table with a list value, e.g. {value = [1.0, 1.0], learnable = false}."
+        )
+    try:
+        return NBodyGravity(
+            config["n_bodies"],
+            config.get("dim", 3),
+            G=params.get("G", 1.0),
+            masses=masses,
+            softening=config.get("softening", 0.0),
+            k_r=params.get("k_r", 1.0),
+            k_v=params.get("k_v", 1.0),
+        )
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"nbody config: {e}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sympy as sp
 from torch import Tensor
@@ -119,3 +120,16 @@ class Hamiltonian(PhysicsModel):
     def hamiltonian(self) -> sp.Expr:
         """``H`` with the current parameter values substituted."""
         return self.H.xreplace(self.substitutions())
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"kind": "hamiltonian", "coords", "momenta", "H", "params", "time"}`` for
+        :func:`~physnode.physics.from_config`."""
+        n = len(self.state_names) // 2
+        return {
+            "kind": "hamiltonian",
+            "coords": list(self.state_names[:n]),
+            "momenta": list(self.state_names[n:]),
+            "H": self._text(self.H, "the Hamiltonian H"),
+            "params": self._params_config(),
+            "time": self.time_symbol.name,
+        }

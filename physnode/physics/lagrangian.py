@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sympy as sp
 import torch
@@ -193,3 +194,15 @@ class Lagrangian(PhysicsModel):
     def lagrangian(self) -> sp.Expr:
         """``L`` with the current parameter values substituted."""
         return self.L.xreplace(self.substitutions())
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"kind": "lagrangian", "coords", "velocities", "L", "params", "time"}`` for
+        :func:`~physnode.physics.from_config`."""
+        return {
+            "kind": "lagrangian",
+            "coords": list(self.state_names[: self.n]),
+            "velocities": list(self.state_names[self.n :]),
+            "L": self._text(self.L, "the Lagrangian L"),
+            "params": self._params_config(),
+            "time": self.time_symbol.name,
+        }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import sympy as sp
 import torch
@@ -105,6 +106,17 @@ class NBodyGravity(PhysicsModel):
         self.dim = dim
         self.softening = float(softening)
         self.state_names = _position_names(n_bodies, dim) + _velocity_names(n_bodies, dim)
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"kind": "nbody", "n_bodies", "dim", "softening", "params": {"G", "masses", "k_r", "k_v"}}`` for
+        :func:`~physnode.physics.from_config`."""
+        return {
+            "kind": "nbody",
+            "n_bodies": self.n_bodies,
+            "dim": self.dim,
+            "softening": self.softening,
+            "params": self._params_config(),
+        }
 
     def acceleration(self, r: Tensor) -> Tensor:
         """Gravitational acceleration ``(..., n, dim)`` (including ``G``, without ``k_v``) at positions ``r``."""

@@ -187,6 +187,27 @@ class Param(nn.Module):
         self.raw.copy_(self._to_raw(v) if self.learnable else v)
         return self
 
+    def to_config(self) -> dict[str, Any]:
+        """This quantity as a ``[model.params]`` table of :func:`~physnode.physics.from_config`.
+
+        ``{"value": v, "learnable": ..., "positive": ..., "bounds": [lo, hi], "units": ...}`` (only the constraints
+        that are set); ``v`` is the current value, a number or a list. A learnable value that saturated on one of its
+        bounds is moved to the middle of the interval (a learnable ``Param`` must start strictly inside); the exact
+        tensor ``raw`` is part of the model's state dict.
+        """
+        value = self.forward().detach()
+        if self.learnable and self.bounds is not None:
+            lo, hi = self.bounds
+            value = torch.where((value > lo) & (value < hi), value, torch.full_like(value, (lo + hi) / 2))
+        spec: dict[str, Any] = {"value": value.cpu().to(torch.float64).tolist(), "learnable": self.learnable}
+        if self.positive:
+            spec["positive"] = True
+        if self.bounds is not None:
+            spec["bounds"] = list(self.bounds)
+        if self.units is not None:
+            spec["units"] = self.units
+        return spec
+
     def extra_repr(self) -> str:
         value = self.forward().detach()
         parts = [f"value={value.item() if value.ndim == 0 else value.tolist()}", f"learnable={self.learnable}"]

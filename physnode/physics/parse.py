@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 
 import sympy as sp
+from sympy.printing.str import StrPrinter
 
 from .compile import canonical_symbol
 
@@ -31,6 +32,7 @@ __all__ = [
     "MAX_EXPRESSION_LENGTH",
     "MAX_EXPRESSION_NODES",
     "check_expression_size",
+    "expression_text",
     "parse_expression",
 ]
 
@@ -384,3 +386,43 @@ def parse_declared(text: str, names: Mapping[str, sp.Expr]) -> sp.Expr:
         return _Builder(text, names).build(tree)
     except RecursionError:
         raise ValueError(f"expression {text[:80]!r} is nested too deeply.") from None
+
+
+class _TextPrinter(StrPrinter):
+    """SymPy's text printer with floats written as Python's shortest exact ``repr`` (15 significant digits, the
+    default, can lose the last bit of a float64 constant)."""
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        value = float(expr)
+        return repr(value) if value >= 0 else f"({value!r})"
+
+
+def expression_text(expr: sp.Expr, names: Mapping[str, sp.Expr], where: str) -> str:
+    """Text that :func:`parse_declared` reads back as exactly ``expr`` (the inverse of parsing, for saving models).
+
+    Parameters
+    ----------
+    expr
+        An expression over the symbols of ``names``.
+    names
+        The model's symbol table (name -> canonical symbol), as used to parse its text.
+    where
+        What the expression is, for the message (e.g. ``"the Hamiltonian H"``).
+
+    Raises
+    ------
+    ValueError
+        ``expr`` uses something the parser does not read (a function outside :data:`FUNCTIONS`, a derivative, a
+        piecewise expression, ...), so it cannot be written as text.
+    """
+    text = _TextPrinter().doprint(expr)
+    try:
+        back = parse_declared(text, names)
+    except ValueError as err:
+        raise ValueError(f"{where} cannot be written as text that physnode parses back ({err})") from None
+    if back != expr:
+        raise ValueError(
+            f"{where} cannot be written as text that physnode parses back exactly: {text[:80]!r} reads as "
+            f"{str(back)[:80]!r}."
+        )
+    return text

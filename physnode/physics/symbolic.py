@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sympy as sp
 from torch import Tensor
@@ -123,3 +124,14 @@ class SymbolicODE(PhysicsModel):
         subs = self.substitutions()
         rhs = [e.xreplace(subs) for e in self.rhs_exprs]
         return time_function_equations(self.state_symbols, rhs, self.state_symbols, self.time_symbol)
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"kind": "ode", "state", "rhs", "params", "time"}`` for :func:`~physnode.physics.from_config`."""
+        rhs = {n: self._text(e, f"rhs of d{n}/dt") for n, e in zip(self.state_names, self.rhs_exprs, strict=True)}
+        return {
+            "kind": "ode",
+            "state": list(self.state_names),
+            "rhs": rhs,
+            "params": self._params_config(),
+            "time": self.time_symbol.name,
+        }
