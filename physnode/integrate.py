@@ -17,13 +17,16 @@ more steps still needed than ``max_steps`` allows, fails early with :class:`~phy
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ._breakpoints import Cursor, current_window, fresh_rows, land_exactly, nudge, window
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError, StiffnessError
 from .solution import Stats, Status
 from .solvers.base import Solver, State
@@ -38,19 +41,46 @@ class CountingRHS:
     Parameters
     ----------
     func
-        The user's ``func(t, y)``.
+        The user's ``func(t, y)``, or ``func(t, y, u)`` when ``inputs`` is given.
     unbatched
         When true the user passed ``y0`` of shape ``(D,)``: ``func`` receives a 0-d ``t`` and ``y`` of shape
-        ``(D,)``.
+        ``(D,)`` (and ``u`` of shape ``(C,)``).
+    inputs
+        External inputs: a callable ``inputs(t (B,), window, side) -> u (B, C)`` (a prepared
+        :class:`~physnode.data.inputs.Inputs`), evaluated at every call on the side of its breakpoints that the
+        current step window (:mod:`physnode._breakpoints`) lies on.
+    windowed
+        Whether the solve has breakpoints: ``t`` is then nudged one unit in the last place into the current step
+        when it sits on the step's start or end (:func:`~physnode._breakpoints.nudge`).
+    direction
+        ``(B,)`` ``+1.0`` / ``-1.0``, direction of integration: the side of an evaluation outside any step.
     """
 
-    def __init__(self, func: Callable[[Tensor, Tensor], Tensor], unbatched: bool) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Tensor],
+        unbatched: bool,
+        inputs: Callable[[Tensor, Any, Tensor | None], Tensor] | None = None,
+        windowed: bool = False,
+        direction: Tensor | None = None,
+    ) -> None:
         self.func = func
         self.unbatched = unbatched
         self.nfe = 0
+        self.inputs = inputs
+        self.windowed = windowed or inputs is not None
+        self.direction = direction
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         self.nfe += 1
+        if self.windowed:
+            win = current_window()
+            t = nudge(t, win)
+            if self.inputs is not None:
+                u = self.inputs(t, win, self.direction)
+                if self.unbatched:
+                    return self._checked(self.func(t[0], y[0], u[0]), y[0]).unsqueeze(0)
+                return self._checked(self.func(t, y, u), y)
         if self.unbatched:
             return self._checked(self.func(t[0], y[0]), y[0]).unsqueeze(0)
         return self._checked(self.func(t, y), y)
@@ -98,6 +128,29 @@ class Problem:
     raise_on_failure: bool = True
     #: Fail early with :class:`~physnode.errors.StiffnessError` when the solve is stiff for the method.
     stiffness_check: bool = True
+    #: Known discontinuities, ``(B, K)`` in ``y0``'s dtype (NaN padding), or ``None``: every step ends on the next
+    #: one and ``f`` is evaluated on the side of the step (:mod:`physnode._breakpoints`); no output is written there.
+    breakpoints: Tensor | None = None
+
+    def replaying(self, t: Tensor, h: Tensor) -> contextlib.AbstractContextManager:
+        """The step window of a recorded step ``[t, t + h]`` (``(B,)`` each) for gradient methods that evaluate
+        ``f`` again in their backward pass (a no-op without breakpoints): the same sides, nudged times and fresh
+        derivatives as in the forward loop."""
+        if self.breakpoints is None:
+            return contextlib.nullcontext()
+        return window(t, h, fresh_rows(t, self.breakpoints), side=self.direction())
+
+    def one_sided(self, t: Tensor, side: float) -> contextlib.AbstractContextManager:
+        """Evaluations at ``t`` ``(B,)`` on one side (``side * direction``: ``-1.0`` the limit from the time before
+        ``t`` in the direction of integration, e.g. the derivative a step ending at ``t`` computed)."""
+        if self.breakpoints is None:
+            return contextlib.nullcontext()
+        zero = torch.zeros_like(t)
+        return window(t, zero, None, side=side * self.direction())
+
+    def direction(self) -> Tensor:
+        """``(B,)`` ``+1.0`` / ``-1.0``: the direction of integration of each trajectory."""
+        return torch.where(self.t[:, -1] < self.t[:, 0], -1.0, 1.0).to(self.t.dtype)
 
 
 @dataclass
@@ -460,10 +513,14 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     need = np.zeros(B)
     h_eff = np.zeros(B)
     iteration = -1
+    # Breakpoints: the next landing target is the next observation or the next breakpoint, whichever comes first.
+    cursor = None if problem.breakpoints is None else Cursor(problem.breakpoints, th, direction, sdtype, slack)
+    side_dev = _to_device(direction.astype(sdtype), dev)
 
     while True:
         iteration += 1
-        dt_rem = t_next - tc
+        target = t_next if cursor is None else cursor.target(t_next)
+        dt_rem = target - tc
         # Land on the next observation when it is within the step, or beyond it only by accumulated
         # round-off of the time variable (which would otherwise leave a step of a few ulps).
         if ctrl.adaptive:
@@ -478,14 +535,21 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             land = active & (n_left <= 1)
             h_eff = np.where(active, np.where(land, dt_rem, dt_rem / n_left), 0.0)
         else:
-            land = active & (direction * (dt_rem - h) <= slack * (np.abs(t_next) + np.abs(h)))
+            land = active & (direction * (dt_rem - h) <= slack * (np.abs(target) + np.abs(h)))
             h_eff = np.where(active, np.where(land, dt_rem, h), 0.0)
+        if cursor is not None:  # t + h of a landing step equals the target in the state's dtype (sides are exact)
+            h_eff = land_exactly(tc, h_eff, target, land, sdtype)
         packed = np.empty((2, B), dtype=sdtype)
         packed[0], packed[1] = tc, h_eff
         th_dev = _to_device(packed, dev)
         tc_dev, h_eff_dev = th_dev[0], th_dev[1]
         state_before = state
-        new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
+        if cursor is None:
+            new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
+        else:
+            fresh = cursor.fresh(tc)
+            with window(tc_dev, h_eff_dev, _to_device(fresh, dev) if fresh.any() else None, side_dev):
+                new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
         with torch.no_grad():
             y_new = new_state[0].detach()
             if ctrl.adaptive and err is None:
@@ -502,7 +566,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 hrho = np.abs(h_eff) * host[1] / np.maximum(host[2], 1e-300)  # NaN for a non-finite trial
         nonfinite = active & ~np.isfinite(en)
         accept = active & ctrl.accepts(en)
-        landed = accept & land
+        landed = accept & land if cursor is None else accept & land & (target == t_next)  # on an observation
         slot = np.where(landed, j, T)
         # The host knows the decisions: skip the merge when every row accepted, the write when none landed.
         if not accept.all():
@@ -519,7 +583,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         if record is not None:
             records.append(packed[0], packed[1], accept, slot, state_before)
 
-        tc = np.where(accept, np.where(land, t_next, tc + h_eff), tc)
+        tc = np.where(accept, np.where(land, target, tc + h_eff), tc)
+        if cursor is not None:
+            cursor.advance(tc)
         j = j + landed
         finished = j >= T
         t_next = th[rows, np.minimum(j, T - 1)]

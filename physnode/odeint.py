@@ -8,7 +8,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from ._forcing import Forcing, build_forcing, solve_with_boluses
 from ._validate import check_times, check_y0, describe
+from .data.inputs import Boluses, Inputs
 from .gradients import GradientMethod
 from .integrate import CountingRHS, Problem
 from .options import DEFAULT_ATOL, DEFAULT_GRAD, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
@@ -49,7 +51,13 @@ def _collect_params(func: Callable, params: Sequence[Tensor] | None) -> tuple[Te
 
 
 def _build_problem(
-    func: Callable, y0: Tensor, t: Tensor, opts: SolveOptions, params: Sequence[Tensor] | None, raise_on_failure: bool
+    func: Callable,
+    y0: Tensor,
+    t: Tensor,
+    opts: SolveOptions,
+    params: Sequence[Tensor] | None,
+    raise_on_failure: bool,
+    forcing: Forcing | None = None,
 ) -> tuple[Problem, GradientMethod, bool]:
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}.")
@@ -85,11 +93,16 @@ def _build_problem(
     B = y0b.shape[0]
     tb = tt.unsqueeze(0).expand(B, -1) if tt.ndim == 1 else tt
     all_params = _collect_params(func, params)
+    if forcing is not None:  # input values that require grad (dose optimisation) are differentiated too
+        all_params += tuple(p for p in forcing.params if not any(p is q for q in all_params))
     # Methods with their own backward pass (gm.needs_params) find tensors that func uses but that are not in
     # all_params themselves, when they solve (physnode.gradients._guards): a plain function needs no params=.
-    rhs = CountingRHS(func, unbatched)
+    rhs = CountingRHS(func, unbatched) if forcing is None else forcing.rhs(func, unbatched, tb)
     with torch.no_grad():  # the check's evaluation is counted in stats.nfe like every other
-        f_try = func(tt[0], y0.detach()) if unbatched else func(tb[:, 0], y0b.detach())
+        if forcing is not None:
+            f_try = forcing.first_call(func, tb[:, 0], y0b.detach(), unbatched)
+        else:
+            f_try = func(tt[0], y0.detach()) if unbatched else func(tb[:, 0], y0b.detach())
     rhs.nfe = 1
     if not isinstance(f_try, Tensor) or f_try.shape != y0.shape:
         got = tuple(f_try.shape) if isinstance(f_try, Tensor) else type(f_try).__name__
@@ -109,6 +122,7 @@ def _build_problem(
         all_params,
         raise_on_failure,
         stiffness_check=opts.stiffness_check,
+        breakpoints=None if forcing is None else forcing.breakpoints,
     )
     gm.check(problem)
     return problem, gm, unbatched
@@ -128,6 +142,9 @@ def solve(
     params: Sequence[Tensor] | None = None,
     options: Mapping[str, Any] | SolveOptions | None = None,
     raise_on_failure: bool = True,
+    inputs: Inputs | None = None,
+    boluses: Boluses | None = None,
+    breakpoints: Tensor | Sequence[float] | None = None,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` and return the states at the observation times with statistics.
 
@@ -183,6 +200,21 @@ def solve(
     raise_on_failure
         Raise a :class:`~physnode.errors.SolverError` when a trajectory fails (default). With ``False`` the
         per-trajectory status is returned in ``Solution.stats.status`` and failed entries of ``ys`` are NaN.
+    inputs
+        External inputs :class:`~physnode.data.Inputs` (controls, treatments, forcings; one series per trajectory
+        or one shared). ``func`` is then called as ``func(t, y, u)`` with ``u`` of shape ``(B, C)`` (``(C,)`` for
+        an unbatched ``y0``) evaluated at the stage time; every knot of the inputs is a breakpoint (see
+        ``breakpoints``). Input ``values`` that require grad are differentiated with every gradient method (they
+        are added to ``params``). Boluses carried by the inputs are applied as with ``boluses``.
+    boluses
+        Instantaneous jumps of the state (:class:`~physnode.data.Boluses`, e.g. bolus doses), applied exactly at
+        their times; the solution is right-continuous there and differentiable w.r.t. the bolus ``amounts``.
+    breakpoints
+        Known discontinuities of ``func`` (torchdiffeq's ``jump_t``): times ``(K,)`` shared or ``(B, K)`` per
+        trajectory (NaN padding). Every step ends on the next breakpoint (fixed-step methods take a shorter step
+        there), no output is written there, and ``func`` is evaluated on the side of the step: a stage at a
+        step's start or end gets ``t`` moved one unit in the last place into the step, and methods that reuse
+        the previous step's last derivative (FSAL) evaluate it again after a breakpoint.
 
     Returns
     -------
@@ -207,11 +239,79 @@ def solve(
         step_size=step_size,
         max_steps=max_steps,
     )
-    problem, gm, unbatched = _build_problem(func, y0, t, opts, params, raise_on_failure)
+    forcing: Forcing | None = None
+    if inputs is not None or breakpoints is not None or boluses is not None:
+        check_y0(y0)
+        y0b = y0.unsqueeze(0) if y0.ndim == 1 else y0
+        forcing, carried = build_forcing(inputs, breakpoints, y0b, y0.ndim == 1)
+        if carried is not None and boluses is not None:
+            raise ValueError("boluses given both in inputs.boluses and as boluses=; give them in one place.")
+        boluses = boluses if boluses is not None else carried
+        if boluses is not None:
+            return _solve_boluses(func, y0, t, boluses, inputs, breakpoints, opts, params, raise_on_failure)
+    problem, gm, unbatched = _build_problem(func, y0, t, opts, params, raise_on_failure, forcing)
     result = gm.solve(problem)
     result.stats.nfe += 1  # the evaluation that checked func's output shape and dtype
     ys = result.ys.squeeze(0) if unbatched else result.ys
     return Solution(ts=t, ys=ys, stats=result.stats)
+
+
+def _solve_boluses(
+    func: Callable,
+    y0: Tensor,
+    t: Tensor,
+    boluses: Boluses,
+    inputs: Inputs | None,
+    breakpoints: Tensor | Sequence[float] | None,
+    opts: SolveOptions,
+    params: Sequence[Tensor] | None,
+    raise_on_failure: bool,
+) -> Solution:
+    """:func:`solve` with boluses: segments between the bolus times (:func:`physnode._forcing.solve_with_boluses`)."""
+    if not isinstance(boluses, Boluses):
+        raise TypeError(f"boluses must be a physnode.data.Boluses, got {describe(boluses)}.")
+    if isinstance(t, Tensor) and t.requires_grad and torch.is_grad_enabled():
+        raise ValueError("gradients with respect to observation times are not supported with boluses; pass t.detach().")
+    unbatched = y0.ndim == 1
+    y0b = y0.unsqueeze(0) if unbatched else y0
+    tt = check_times(t, y0)
+    B = y0b.shape[0]
+    tb = tt.unsqueeze(0).expand(B, -1) if tt.ndim == 1 else tt
+    plain = None if inputs is None else inputs._replace(inputs.times, inputs.values, None)
+    if plain is not None and not plain.batched:
+        plain.batched = True  # y0 is batched inside the segments
+
+    def run(y_start: Tensor, t_seg: Tensor) -> Solution:
+        call = func
+        if unbatched:  # the segments run batched; func keeps its unbatched signature
+            call = _Batched(func, inputs is not None)
+        return solve(
+            call,
+            y_start,
+            t_seg,
+            options=opts,
+            params=params,
+            raise_on_failure=raise_on_failure,
+            inputs=plain,
+            breakpoints=breakpoints,
+        )
+
+    sol = solve_with_boluses(run, y0b, tb, boluses)
+    if unbatched:
+        return Solution(ts=t, ys=sol.ys.squeeze(0), stats=sol.stats)
+    return Solution(ts=t, ys=sol.ys, stats=sol.stats)
+
+
+class _Batched:
+    """An unbatched ``func(t, y[, u])`` called on a batch of one."""
+
+    def __init__(self, func: Callable, with_inputs: bool) -> None:
+        self.func, self.with_inputs = func, with_inputs
+
+    def __call__(self, t: Tensor, y: Tensor, u: Tensor | None = None) -> Tensor:
+        if self.with_inputs:
+            return self.func(t[0], y[0], u[0]).unsqueeze(0)  # type: ignore[index]
+        return self.func(t[0], y[0]).unsqueeze(0)
 
 
 def odeint(
@@ -227,6 +327,9 @@ def odeint(
     max_steps: int | None = None,
     params: Sequence[Tensor] | None = None,
     options: Mapping[str, Any] | SolveOptions | None = None,
+    inputs: Inputs | None = None,
+    boluses: Boluses | None = None,
+    breakpoints: Tensor | Sequence[float] | None = None,
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` and return the states at the observation times.
 
@@ -245,4 +348,7 @@ def odeint(
         max_steps=max_steps,
         params=params,
         options=options,
+        inputs=inputs,
+        boluses=boluses,
+        breakpoints=breakpoints,
     ).ys

@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._breakpoints import fresh_derivative
 from .base import RHS, Solver, State
 
 __all__ = ["ESDIRK", "NEWTON_KAPPA", "ImplicitTableau", "jacobian"]
@@ -443,6 +444,7 @@ class ESDIRK(Solver):
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         tab = self.tableau
         y, k0, J, stale, eta = state
+        k0 = fresh_derivative(func, t, y, k0)  # re-evaluated on a step that starts on a breakpoint
         with torch.no_grad():
             J = J.detach()
             fresh = stale.clone()

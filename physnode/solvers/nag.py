@@ -41,6 +41,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._breakpoints import fresh_derivative
 from .base import RHS, Solver, State
 
 __all__ = ["NAG"]
@@ -80,6 +81,7 @@ class NAG(Solver):
 
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         y, w = state
+        w = fresh_derivative(func, t, y, w)  # the momentum restarts on a step that starts on a breakpoint
         mu = self.mu
         hh = h.unsqueeze(-1)
         k = func(t + mu * h, torch.addcmul(y, mu * hh, w))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._breakpoints import fresh_derivative
 from .base import RHS, Solver, State
 
 __all__ = ["ReversibleHeun"]
@@ -52,6 +53,7 @@ class ReversibleHeun(Solver):
 
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         y, z, g = state
+        g = fresh_derivative(func, t, z, g)  # re-evaluated on a step that starts on a breakpoint
         hh = h.unsqueeze(-1)
         z_new = torch.addcmul(2.0 * y - z, hh, g)
         g_new = func(t + h, z_new)

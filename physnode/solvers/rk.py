@@ -7,6 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .._breakpoints import fresh_derivative
 from ..dense import dense_terms, theta_powers
 from .base import RHS, Solver, State
 from .tableau import Tableau
@@ -93,7 +94,8 @@ class ExplicitRK(Solver):
         y = state[0]
         pair = self._pair
         keep: dict[int, Tensor | None] | None = None if pair is None else dict.fromkeys(pair[:2])
-        ks = self.stages(func, t, h, y, state[1] if tab.fsal else None, keep)
+        # FSAL: the cached derivative, re-evaluated on a step that starts on a breakpoint (its right limit).
+        ks = self.stages(func, t, h, y, fresh_derivative(func, t, y, state[1]) if tab.fsal else None, keep)
         hh = h.unsqueeze(-1)
         y_new = torch.addcmul(y, hh, weighted_sum(tab.b, ks))
         err = None

@@ -1,0 +1,218 @@
+"""External inputs, breakpoints and boluses: interpolation against SciPy, exact integration of piecewise-constant
+inputs by every solver, sides at breakpoints, the ``breakpoints=`` (``jump_t``) option, and boluses."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from registries import ALL_SOLVERS
+
+import physnode
+from physnode.data import Boluses, Inputs
+from physnode.solvers import SOLVERS
+
+NAN = float("nan")
+
+#: Two trajectories with their own knots (row 0 padded with NaN) and values.
+KNOTS = [[0.0, 0.3, 0.7, 1.3, NAN], [0.1, 0.25, 0.5, 0.9, 1.7]]
+VALUES = [[1.0, -2.0, 3.0, 0.5, NAN], [2.0, 0.0, -1.0, 4.0, 1.0]]
+
+
+def _inputs(kind: str = "constant") -> Inputs:
+    times = torch.tensor(KNOTS, dtype=torch.float64)
+    values = torch.tensor(VALUES, dtype=torch.float64).unsqueeze(-1)
+    return Inputs(times, values, kind, names=["rate"], units=["mg/h"])
+
+
+def _integral_of_constant(b: int, t_end: float) -> float:
+    """``∫_0^t_end u_b(s) ds`` of the right-continuous piecewise-constant input of row ``b``, held at its end values."""
+    tk = [x for x in KNOTS[b] if x == x]
+    vk = VALUES[b][: len(tk)]
+    grid = sorted({0.0, t_end, *(x for x in tk if 0.0 < x < t_end)})
+    total = 0.0
+    for a, c in itertools.pairwise(grid):
+        mid = 0.5 * (a + c)
+        k = max(sum(1 for x in tk if x <= mid) - 1, 0)
+        total += vk[k] * (c - a)
+    return total
+
+
+def _solve_kwargs(method: str) -> dict:
+    return {} if SOLVERS.build(method).adaptive else {"step_size": 0.17}
+
+
+@pytest.mark.parametrize("method", ALL_SOLVERS, ids=ALL_SOLVERS)
+def test_piecewise_constant_input_is_integrated_exactly(method: str) -> None:
+    u = _inputs()
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    if method in ("leapfrog", "yoshida4"):  # separable [q, p] state: both halves integrate u
+        y0 = torch.zeros(2, 2, dtype=torch.float64)
+
+        def f(t, y, u):
+            return u.expand(-1, 2)
+    else:
+        y0 = torch.zeros(2, 1, dtype=torch.float64)
+
+        def f(t, y, u):
+            return u
+
+    sol = physnode.solve(f, y0, t, method=method, inputs=u, **_solve_kwargs(method))
+    ref = torch.tensor([[_integral_of_constant(b, float(x)) for x in t] for b in range(2)], dtype=torch.float64)
+    # Every step lies inside one constant piece, where every consistent method integrates a constant exactly: the
+    # only error left is round-off of a few dozen additions (1e-13 absolute on values of order 1).
+    torch.testing.assert_close(sol.ys[..., 0], ref, rtol=0, atol=1e-13)
+
+
+def test_fixed_step_without_inputs_is_not_exact() -> None:
+    """The exactness above comes from landing on the breakpoints: the same steps ignoring them are off."""
+    u = _inputs()
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    y0 = torch.zeros(2, 1, dtype=torch.float64)
+    vals = u.values
+
+    def plain(t, y):  # the same input, evaluated by the user, no breakpoints declared
+        return Inputs(u.times, vals)(t)
+
+    sol = physnode.solve(plain, y0, t, method="rk4", step_size=0.17)
+    ref = torch.tensor([[_integral_of_constant(b, float(x)) for x in t] for b in range(2)], dtype=torch.float64)
+    assert float((sol.ys[..., 0] - ref).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["linear", "cubic"])
+def test_interpolation_matches_scipy(kind: str) -> None:
+    interpolate = pytest.importorskip("scipy.interpolate")
+    u = _inputs(kind)
+    for b in range(2):
+        tk = np.array([x for x in KNOTS[b] if x == x])
+        vk = np.array(VALUES[b][: len(tk)])
+        tq = np.linspace(tk[0], tk[-1], 41)
+        got = torch.stack([u(torch.full((2,), x, dtype=torch.float64))[b, 0] for x in tq]).numpy()
+        ref = np.interp(tq, tk, vk) if kind == "linear" else interpolate.PchipInterpolator(tk, vk)(tq)
+        # Same formulas evaluated in a different order: round-off only.
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_constant_is_right_continuous_and_held_outside() -> None:
+    u = _inputs()
+    at = torch.tensor([0.3, 0.5], dtype=torch.float64)  # row 0 on its knot 0.3, row 1 on its knot 0.5
+    assert u(at)[:, 0].tolist() == [-2.0, -1.0]
+    before = torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    after = torch.tensor([9.0, 9.0], dtype=torch.float64)
+    assert u(before)[:, 0].tolist() == [1.0, 2.0]
+    assert u(after)[:, 0].tolist() == [0.5, 1.0]
+
+
+def test_cubic_is_monotone_on_monotone_data() -> None:
+    times = torch.tensor([0.0, 1.0, 1.5, 4.0], dtype=torch.float64)
+    values = torch.tensor([[0.0], [0.0], [5.0], [5.2]], dtype=torch.float64)
+    u = Inputs(times, values, "cubic")
+    tq = torch.linspace(0.0, 4.0, 401, dtype=torch.float64)
+    vals = torch.stack([u(x) for x in tq])[:, 0]
+    assert bool((vals.diff() >= -1e-14).all())  # never decreases (round-off aside)
+    assert float(vals.min()) >= -1e-14 and float(vals.max()) <= 5.2 + 1e-14
+
+
+def test_plain_breakpoints_see_the_correct_side() -> None:
+    """torchdiffeq's jump_t: a plain func with a step at t = b is integrated exactly when b is declared."""
+    b = 0.7
+
+    def f(t, y):
+        return torch.where(t >= b, 3.0, 1.0).unsqueeze(-1).to(y.dtype)
+
+    y0 = torch.zeros(1, dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    exact = b + 3.0 * (2.0 - b)
+    for method in ("dopri5", "rk4", "bosh3"):
+        kw = {"step_size": 0.3} if method == "rk4" else {}
+        sol = physnode.solve(f, y0, t, method=method, breakpoints=[b], **kw)
+        # Exact up to the one-ulp nudge of t (1e-16) and round-off of a few additions.
+        assert abs(float(sol.ys[-1, 0]) - exact) < 1e-13, method
+    # Without the breakpoint a fixed step straddles the jump and is off by a fraction of a step times the jump.
+    loose = physnode.solve(f, y0, t, method="rk4", step_size=0.3)
+    assert abs(float(loose.ys[-1, 0]) - exact) > 1e-3
+
+
+def test_breakpoints_cost_no_output_and_fsal_reevaluates() -> None:
+    u = _inputs()
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    y0 = torch.zeros(2, 1, dtype=torch.float64)
+    sol = physnode.solve(lambda t, y, u: u, y0, t, method="dopri5", inputs=u)
+    assert sol.ys.shape == (2, 2, 1)
+    # Row 0 has 3 breakpoints inside (0, 2) after t0 = 0 (0 itself is one too), row 1 has 5: at least one step per
+    # piece.
+    assert sol.stats.n_accepted.tolist()[0] >= 4 and sol.stats.n_accepted.tolist()[1] >= 6
+
+
+def test_nonlinear_input_response_matches_scipy_on_segments() -> None:
+    integrate = pytest.importorskip("scipy.integrate")
+    times = torch.tensor([0.0, 0.4, 1.1, 1.6], dtype=torch.float64)
+    values = torch.tensor([[0.0], [2.5], [0.3], [1.0]], dtype=torch.float64)
+    u = Inputs(times, values, "constant")
+
+    def f(t, y, u):  # logistic growth driven by the input
+        return 1.3 * y * (1.0 - y) + u * torch.sin(3.0 * t).unsqueeze(-1) ** 2
+
+    t = torch.linspace(0.0, 2.0, 9, dtype=torch.float64)
+    y0 = torch.tensor([0.1], dtype=torch.float64)
+    got = physnode.odeint(f, y0, t, inputs=u, rtol=1e-10, atol=1e-12)
+    # Reference: scipy on each constant piece separately (restarted at every knot).
+    knots = [0.0, 0.4, 1.1, 1.6, 2.0]
+    vals = [0.0, 2.5, 0.3, 1.0]
+    y = [0.1]
+    ref = {0.0: 0.1}
+    for a, c, v in zip(knots[:-1], knots[1:], vals, strict=True):
+        ts = [float(x) for x in t if a < float(x) <= c]
+        sol = integrate.solve_ivp(
+            lambda s, z, v=v: 1.3 * z * (1 - z) + v * np.sin(3.0 * s) ** 2,
+            (a, c),
+            y,
+            t_eval=sorted({*ts, c}),
+            rtol=1e-12,
+            atol=1e-14,
+            method="DOP853",
+        )
+        for x, z in zip(ts, sol.y[0], strict=False):
+            ref[x] = float(z)
+        y = [float(sol.y[0, -1])]
+    expected = torch.tensor([[ref[float(x)]] for x in t], dtype=torch.float64)
+    # Both solvers at tight tolerances: agreement to ~1e-9.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-8)
+
+
+def test_boluses_jump_the_state_exactly() -> None:
+    bol = Boluses(torch.tensor([[0.5, 1.5], [1.0, NAN]], dtype=torch.float64), torch.tensor([[2.0, 1.0], [3.0, NAN]]))
+    y0 = torch.ones(2, 1, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    k = 0.7
+    ys = physnode.odeint(lambda t, y: -k * y, y0, t, boluses=bol.to(dtype=torch.float64), rtol=1e-11, atol=1e-13)
+
+    def exact(b: int, x: float) -> float:
+        y, s = 1.0, 0.0
+        for tb, a in ((0.5, 2.0), (1.5, 1.0)) if b == 0 else ((1.0, 3.0),):
+            if tb <= x:
+                y = y * np.exp(-k * (tb - s)) + a
+                s = tb
+        return y * np.exp(-k * (x - s))
+
+    ref = torch.tensor([[[exact(b, float(x))] for x in t] for b in range(2)], dtype=torch.float64)
+    # Tight tolerances: 1e-9 leaves the global error of the adaptive solve.
+    torch.testing.assert_close(ys, ref, rtol=0, atol=1e-9)
+
+
+def test_input_errors_say_what_to_change() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Inputs(torch.tensor([0.0, 1.0, 1.0]), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="NaN may only pad the end"):
+        Inputs(torch.tensor([[0.0, NAN, 1.0]]), torch.zeros(1, 3, 1))
+    with pytest.raises(ValueError, match="unknown interpolation kind"):
+        Inputs(torch.tensor([0.0, 1.0]), torch.zeros(2, 1), "spline")
+    with pytest.raises(ValueError, match=r"values must have shape \(K, C\)"):
+        Inputs(torch.tensor([0.0, 1.0]), torch.zeros(2))
+    u = _inputs()
+    with pytest.raises(ValueError, match="inputs hold 2 trajectories but the solve has 3"):
+        physnode.odeint(lambda t, y, u: u, torch.zeros(3, 1, dtype=torch.float64), torch.tensor([0.0, 1.0]), inputs=u)
+    with pytest.raises(ValueError, match="breakpoints must have shape"):
+        physnode.odeint(lambda t, y: y, torch.zeros(2, 1), torch.tensor([0.0, 1.0]), breakpoints=torch.zeros(3, 2))
