@@ -496,6 +496,11 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 f"the remaining {abs(th[idx, -1] - tc[idx]):.4g} time units need ≈ {need[idx]:.3g} more steps, "
                 f"max_steps = {problem.max_steps}."
             )
+        if code == Status.STEP_UNDERFLOW and ctrl.min_step > 0:
+            return (
+                f" A step of at most min_step = {ctrl.min_step:.4g} was rejected (error estimate > tolerance): "
+                "lower min_step or loosen rtol/atol."
+            )
         return ""
 
     status[~active] = int(Status.NON_FINITE)
@@ -531,6 +536,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                 n_full = np.maximum(np.ceil(dt_rem / h * (1 - slack)), 1.0)
                 n_less = np.maximum(n_full - 1.0, 1.0)
                 stretch_ok = ~retry & (dt_rem / n_less <= STRETCH * h * (1 + slack))
+                stretch_ok &= np.abs(dt_rem / n_less) <= ctrl.max_step * (1 + slack)  # the bound on |h|
             n_left = np.where(stretch_ok, n_less, n_full)
             land = active & (n_left <= 1)
             h_eff = np.where(active, np.where(land, dt_rem, dt_rem / n_left), 0.0)
@@ -601,6 +607,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err)
             last_nonfinite = np.where(active, nonfinite, last_nonfinite)
             underflow = active & ~finished & (np.abs(h) <= tiny * np.maximum(np.abs(tc), 1.0))
+            # A rejected step already at the lower bound on |h| cannot be retried with a shorter one.
+            underflow |= active & ~finished & ~accept & (np.abs(h_eff) <= ctrl.min_step * (1 + slack))
             if terms is not None and boundary is not None:
                 pinned = hrho >= STIFF_FRACTION * boundary
                 stiff_run = np.where(accept, np.where(pinned, stiff_run + 1, 0), stiff_run)

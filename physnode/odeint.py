@@ -112,6 +112,10 @@ def _build_problem(
         )
     if f_try.dtype != y0.dtype:
         raise TypeError(f"func returned {f_try.dtype} for y of dtype {y0.dtype}; keep them equal.")
+    if opts.compile:  # options={"compile": True}: this solve's steps as one compiled function (physnode.compiled)
+        from .compiled import compile_step
+
+        compile_step(solver, rhs)
     problem = Problem(
         rhs,
         y0b,

@@ -57,6 +57,13 @@ LOOP_OPTIONS: dict[str, tuple[object, str]] = {
         "fail early with StiffnessError when an adaptive Runge–Kutta solve is pinned at its stability limit and "
         "would exceed max_steps (bool)",
     ),
+    "compile": (
+        False,
+        "run each explicit Runge–Kutta step (stages, right-hand side, error estimate) as one torch.compile-d "
+        "function, in the forward loop and in the replays of the custom-backward methods; the first compilation "
+        "takes seconds to a minute; warns and solves eagerly where compiling is impossible (bool; see "
+        "physnode.compiled)",
+    ),
 }
 
 _TOL_WHAT = "a non-negative float (or a tensor of shape (D,) with one value per state component)"
@@ -226,6 +233,11 @@ class SolveOptions:
     def stiffness_check(self) -> bool:
         """The loop option ``"stiffness_check"`` (default ``True``)."""
         return bool(self._loop_options["stiffness_check"])
+
+    @property
+    def compile(self) -> bool:
+        """The loop option ``"compile"`` (default ``False``): the compiled step of :mod:`physnode.compiled`."""
+        return bool(self._loop_options["compile"])
 
     @property
     def method_name(self) -> str:

@@ -78,6 +78,9 @@ class Stats:
     nfe_backward
         Right-hand-side evaluations (or vector-Jacobian products) spent by the gradient method in the backward
         pass, filled in after ``backward()`` for the methods that run one.
+    njev, nlu
+        Implicit solvers: batched Jacobian evaluations and batched LU factorisations in the forward solve
+        (scipy's ``njev`` / ``nlu``; one call covers the batch); ``0`` for explicit solvers.
     """
 
     nfe: int
@@ -86,6 +89,8 @@ class Stats:
     status: Tensor
     t_final: Tensor
     nfe_backward: int = 0
+    njev: int = 0
+    nlu: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

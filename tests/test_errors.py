@@ -206,15 +206,6 @@ def test_rhs_that_changes_its_output_shape_is_caught() -> None:
         physnode.odeint(f, y0, t)
 
 
-def test_times_that_require_grad_raise() -> None:
-    y0, t = y0_t()
-    for grad in ("direct", "aca"):
-        with pytest.raises(ValueError, match=r"gradients with respect to observation times.*t\.detach\(\)"):
-            physnode.odeint(decay, y0, t.clone().requires_grad_(), grad=grad)
-    with torch.no_grad():  # no graph is built: nothing would be lost
-        physnode.odeint(decay, y0, t.clone().requires_grad_())
-
-
 def test_tolerances_are_checked_against_types_and_dtype() -> None:
     y0, t = y0_t()
     with pytest.raises(TypeError, match=r"rtol must be a non-negative float.*got True \(bool\)"):

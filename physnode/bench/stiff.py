@@ -198,8 +198,8 @@ def solve_physnode(
         sol = physnode.solve(p.func, p.y0_tensor(device=device), t, method=solver, rtol=rtol, atol=p.atol)
     counts = {
         "nfe": int(sol.stats.nfe),
-        "njev": solver.counters["jacobians"],
-        "nlu": solver.counters["factorizations"],
+        "njev": int(sol.stats.njev),
+        "nlu": int(sol.stats.nlu),
         "steps": int((sol.stats.n_accepted + sol.stats.n_rejected).sum()),
     }
     return sol.ys[-1].cpu().numpy(), counts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +25,10 @@ class StepController:
     """
 
     adaptive: bool = False
+    #: Bounds on the magnitude of adaptive steps (time units). The loop fails a trajectory whose rejected step
+    #: was no longer than ``min_step``, and stretches no step beyond ``max_step``.
+    min_step: float = 0.0
+    max_step: float = math.inf
 
     def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
         """Signed first step ``(B,)`` for trajectories starting at ``t0`` ``(B,)`` and spanning ``span``."""
@@ -90,6 +96,10 @@ class PIController(StepController):
         Relative and absolute tolerances; ``atol`` may be a tensor broadcastable to ``(D,)``.
     first_step
         Optional magnitude of the first step (time units); chosen automatically when ``None``.
+    min_step, max_step
+        Bounds on the magnitude of every proposed step, the first included (time units).
+    norm
+        Error norm of the scaled error ``err / (atol + rtol max(|y|, |y_new|))`` ``(B, D) -> (B,)``; ``None``: RMS.
     """
 
     rtol: float
@@ -101,6 +111,9 @@ class PIController(StepController):
     beta2: float = 0.4
     first_step: float | None = None
     adaptive: bool = True
+    min_step: float = 0.0
+    max_step: float = math.inf
+    norm: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         # Whether some component has atol = 0 (validated tolerances: one host check per solve, not per step).
@@ -114,13 +127,39 @@ class PIController(StepController):
             # makes a zero error count as zero (and a nonzero one as far too large).
             scale.clamp_min_(torch.finfo(scale.dtype).tiny)
         # NaN (a non-finite trial state) propagates and is treated as a failed step by the loop.
+        if self.norm is not None:
+            return self._custom_norm(err.div(scale))
         return torch.linalg.vector_norm(err.div(scale), dim=-1).mul_(err.shape[-1] ** -0.5)
+
+    def _custom_norm(self, scaled: Tensor) -> Tensor:
+        """``norm(scaled)`` checked to be a real ``(B,)`` tensor (host metadata only: no synchronisation)."""
+        assert self.norm is not None
+        out = self.norm(scaled)
+        B = scaled.shape[0]
+        if not isinstance(out, Tensor) or out.shape != (B,) or not out.is_floating_point():
+            got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"norm must map the scaled error of shape {tuple(scaled.shape)} to one real value per trajectory, "
+                f"shape ({B},); it returned {got}. Reduce over the last axis, e.g. lambda e: e.abs().amax(-1)."
+            )
+        return out
 
     def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
         direction = torch.sign(span)
         if self.first_step is not None:
             h = torch.minimum(torch.full_like(span, self.first_step), span.abs())
             return direction * h
+        return direction * self._bounded(self._automatic_step(func, t0, y0, f0, span, order))
+
+    def _bounded(self, h: Tensor) -> Tensor:
+        """``h`` (magnitudes) clipped to ``[min_step, max_step]``."""
+        if self.min_step > 0 or self.max_step != math.inf:
+            return h.clamp(min=self.min_step, max=self.max_step)
+        return h
+
+    def _automatic_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
+        """Magnitude of the first step ``(B,)`` by Hairer's rule."""
+        direction = torch.sign(span)
         # Hairer, Nørsett & Wanner, Solving ODEs I, II.4 ("starting step size"), per trajectory.
         scale = y0.abs().mul(self.rtol).add_(self.atol)
         d0 = (y0 / scale).square().mean(-1).sqrt()
@@ -138,7 +177,7 @@ class PIController(StepController):
             (0.01 / dmax) ** (1.0 / (order + 1)),
         )
         h = torch.minimum(torch.minimum(100 * h0, h1), span.abs())
-        return direction * torch.nan_to_num(h, nan=1e-6)
+        return torch.nan_to_num(h, nan=1e-6)
 
     def adapt(
         self, h: np.ndarray, err_norm: np.ndarray, prev_err_norm: np.ndarray, accept: np.ndarray, error_order: int
@@ -154,4 +193,7 @@ class PIController(StepController):
         factor_rej = np.minimum(np.maximum(self.safety * e ** (-1.0 / k), self.factor_min), 1.0)
         factor = np.where(accept, factor_acc, factor_rej)
         factor[np.isnan(factor)] = self.factor_min
-        return (h * factor).astype(h.dtype)
+        h_new = h * factor
+        if self.min_step > 0 or self.max_step != math.inf:
+            h_new = np.sign(h) * np.clip(np.abs(h_new), self.min_step, self.max_step)
+        return h_new.astype(h.dtype)

@@ -152,18 +152,6 @@ BAD: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
     ),
     ("t-meta", lambda: ode(t=torch.zeros(3, device="meta")), ValueError, r"t is on meta but y0 is on cpu"),
     (
-        "t-requires-grad",
-        lambda: ode(t=ts().requires_grad_()),
-        ValueError,
-        r"gradients with respect to observation times are not supported yet.*t\.detach\(\)",
-    ),
-    (
-        "t-requires-grad-aca",
-        lambda: ode(t=ts().requires_grad_(), grad="aca"),
-        ValueError,
-        r"observation times.*grad='aca'",
-    ),
-    (
         "t-overflows-float32",
         lambda: ode(y0=torch.ones(3), t=torch.tensor([0.0, 1e300], dtype=F64)),
         ValueError,
