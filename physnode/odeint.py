@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -16,6 +17,7 @@ from .integrate import CountingRHS, Problem
 from .options import DEFAULT_ATOL, DEFAULT_GRAD, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
 from .solution import Solution
 from .solvers import FixedController, PIController, Solver
+from .time_input import observation_time_terms, shifted_initial_state
 
 __all__ = ["odeint", "solve"]
 
@@ -27,6 +29,9 @@ _KEYWORD_DEFAULTS: dict[str, Any] = {
     "atol": DEFAULT_ATOL,
     "step_size": None,
     "max_steps": None,
+    "min_step": 0.0,
+    "max_step": math.inf,
+    "norm": None,
 }
 
 
@@ -62,11 +67,6 @@ def _build_problem(
     if not callable(func):
         raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}.")
     check_y0(y0)
-    if isinstance(t, Tensor) and t.requires_grad and torch.is_grad_enabled():
-        raise ValueError(
-            f"t requires grad, but gradients with respect to observation times are not supported yet (grad="
-            f"{opts.grad_name!r}); the times would be silently treated as constants. Pass t.detach()."
-        )
     tt = check_times(t, y0)
     if not isinstance(raise_on_failure, bool):
         raise TypeError(f"raise_on_failure must be True or False, got {describe(raise_on_failure)}.")
@@ -76,7 +76,14 @@ def _build_problem(
     controller: PIController | FixedController
     if solver.adaptive:
         # Tolerances may be (D,) tensors (one per state component); the controller broadcasts them.
-        controller = PIController(rtol=rtol, atol=atol, first_step=opts.step_size)  # type: ignore[arg-type]
+        controller = PIController(
+            rtol=rtol,  # type: ignore[arg-type]
+            atol=atol,
+            first_step=opts.step_size,
+            min_step=opts.min_step,
+            max_step=opts.max_step,
+            norm=opts.norm,
+        )
     else:
         controller = FixedController(step_size=float(cast(float, opts.step_size)))  # SolveOptions: set when fixed
     max_steps = opts.max_steps
@@ -146,6 +153,9 @@ def solve(
     params: Sequence[Tensor] | None = None,
     options: Mapping[str, Any] | SolveOptions | None = None,
     raise_on_failure: bool = True,
+    min_step: float = 0.0,
+    max_step: float = math.inf,
+    norm: Callable[[Tensor], Tensor] | None = None,
     inputs: Inputs | None = None,
     boluses: Boluses | None = None,
     breakpoints: Tensor | Sequence[float] | None = None,
@@ -165,8 +175,9 @@ def solve(
     t
         Observation times ``(T,)`` shared by the batch, or ``(B, T)`` with each trajectory its own times;
         strictly monotonic along the last axis (decreasing integrates backwards); ``t[..., 0]`` is the
-        initial time. Converted to ``y0``'s dtype. Gradients with respect to ``t`` are not supported yet: a
-        ``t`` that requires grad raises (pass ``t.detach()``).
+        initial time. Converted to ``y0``'s dtype. A ``t`` that requires grad gets the gradient of the exact
+        flow, ``dy(t_i)/dt_i = f(t_i, y(t_i))`` and ``dy(t_i)/dt_0 = -dy(t_i)/dy_0 f(t_0, y_0)``, with every
+        gradient method (see :mod:`physnode.time_input`; it costs ``T + 1`` extra evaluations of ``func``).
     method
         Solver name or a :class:`~physnode.solvers.Solver`. Adaptive Runge–Kutta: ``"dopri5"``, ``"tsit5"``,
         ``"dopri8"``, ``"bosh3"``, ``"heun_euler"``; fixed-step Runge–Kutta: ``"euler"``, ``"midpoint"``,
@@ -186,7 +197,8 @@ def solve(
         roundoff of the dtype raises; about ``10 * eps`` (1.2e-6 in float32, 2.2e-15 in float64) is the
         smallest sensible value.
     step_size
-        Step of the fixed-step methods (required there); initial step for adaptive methods.
+        Step of the fixed-step methods (required there); first step of adaptive methods (torchdiffeq's
+        ``first_step``; chosen automatically when ``None``).
     max_steps
         Limit on accepted plus rejected steps per trajectory (default 100 000); at least the number of
         observation intervals.
@@ -204,6 +216,13 @@ def solve(
     raise_on_failure
         Raise a :class:`~physnode.errors.SolverError` when a trajectory fails (default). With ``False`` the
         per-trajectory status is returned in ``Solution.stats.status`` and failed entries of ``ys`` are NaN.
+    min_step, max_step
+        Bounds on ``|h|`` of adaptive methods (time units; defaults ``0`` and ``inf``). A rejected step of
+        ``min_step`` or shorter fails the trajectory (``StepSizeUnderflowError``, status ``STEP_UNDERFLOW``);
+        steps landing on an observation time may be shorter.
+    norm
+        Error norm of adaptive methods, ``norm(scaled_error (B, D)) -> (B,)``, applied to
+        ``err / (atol + rtol max(|y|, |y_new|))``; a step is accepted when it is at most 1. Default: RMS.
     inputs
         External inputs :class:`~physnode.data.Inputs` (controls, treatments, forcings; one series per trajectory
         or one shared). ``func`` is then called as ``func(t, y, u)`` with ``u`` of shape ``(B, C)`` (``(C,)`` for
@@ -242,6 +261,9 @@ def solve(
         atol=atol,
         step_size=step_size,
         max_steps=max_steps,
+        min_step=min_step,
+        max_step=max_step,
+        norm=norm,
     )
     forcing: Forcing | None = None
     if inputs is not None or breakpoints is not None or boluses is not None:
@@ -253,9 +275,29 @@ def solve(
         boluses = boluses if boluses is not None else carried
         if boluses is not None:
             return _solve_boluses(func, y0, t, boluses, inputs, breakpoints, opts, params, raise_on_failure)
-    problem, gm, unbatched = _build_problem(func, y0, t, opts, params, raise_on_failure, forcing)
+    # Gradients with respect to the times (physnode.time_input): the solve itself runs on detached times.
+    t_grad = isinstance(t, Tensor) and t.requires_grad and torch.is_grad_enabled()
+    problem, gm, unbatched = _build_problem(
+        func, y0, t.detach() if t_grad else t, opts, params, raise_on_failure, forcing
+    )
+    nfe_times = 0  # evaluations of func spent on the time gradients
+    if t_grad:
+        t_obs = t.to(problem.y0.dtype)
+        t_obs = t_obs.unsqueeze(0).expand(problem.y0.shape[0], -1) if t_obs.ndim == 1 else t_obs
+        nfe0 = problem.func.nfe
+        problem.y0 = shifted_initial_state(problem.func, t_obs[:, 0], problem.y0)
+        nfe_times = problem.func.nfe - nfe0
+    counters = getattr(problem.solver, "counters", None)  # implicit solvers count Jacobians and factorisations
+    work0 = dict(counters) if isinstance(counters, dict) else None
     result = gm.solve(problem)
     result.stats.nfe += 1  # the evaluation that checked func's output shape and dtype
+    if work0 is not None and isinstance(counters, dict):
+        result.stats.njev = int(counters.get("jacobians", 0) - work0.get("jacobians", 0))
+        result.stats.nlu = int(counters.get("factorizations", 0) - work0.get("factorizations", 0))
+    if t_grad:
+        nfe0 = problem.func.nfe
+        result.ys = observation_time_terms(problem.func, t_obs, result.ys)
+        result.stats.nfe += nfe_times + problem.func.nfe - nfe0
     ys = result.ys.squeeze(0) if unbatched else result.ys
     return Solution(ts=t, ys=ys, stats=result.stats)
 
@@ -331,6 +373,9 @@ def odeint(
     max_steps: int | None = None,
     params: Sequence[Tensor] | None = None,
     options: Mapping[str, Any] | SolveOptions | None = None,
+    min_step: float = 0.0,
+    max_step: float = math.inf,
+    norm: Callable[[Tensor], Tensor] | None = None,
     inputs: Inputs | None = None,
     boluses: Boluses | None = None,
     breakpoints: Tensor | Sequence[float] | None = None,
@@ -352,6 +397,9 @@ def odeint(
         max_steps=max_steps,
         params=params,
         options=options,
+        min_step=min_step,
+        max_step=max_step,
+        norm=norm,
         inputs=inputs,
         boluses=boluses,
         breakpoints=breakpoints,
