@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,7 @@ LOOP_OPTIONS: dict[str, tuple[object, str]] = {
 }
 
 _TOL_WHAT = "a non-negative float (or a tensor of shape (D,) with one value per state component)"
-_FIELDS = ("method", "grad", "rtol", "atol", "step_size", "max_steps", "options")
+_FIELDS = ("method", "grad", "rtol", "atol", "step_size", "max_steps", "options", "min_step", "max_step", "norm")
 _JSON_SCALARS = (bool, int, float, str)
 
 
@@ -133,6 +133,15 @@ class SolveOptions:
         Keyword options of the solver or the gradient method (e.g. ``{"eta": 0.9}``) and of the loop
         (:data:`LOOP_OPTIONS`: ``"stiffness_check"``); each key is routed to the one that accepts it, unknown keys
         raise.
+    min_step, max_step
+        Bounds on the magnitude of the steps of adaptive methods (time units; defaults ``0`` and ``inf``). The
+        controller never proposes a step outside them; a step of ``min_step`` or shorter that the error estimate
+        rejects fails the trajectory with status ``STEP_UNDERFLOW`` (``StepSizeUnderflowError``). Steps that land
+        on an observation time may be shorter than ``min_step``. Fixed-step methods take neither.
+    norm
+        Error norm of adaptive methods: a callable taking the scaled error ``err / (atol + rtol max(|y|, |y_new|))``
+        ``(B, D)`` and returning one non-negative value per trajectory ``(B,)``; a step is accepted when it is at
+        most 1. ``None`` (default): the RMS norm. Not written by :meth:`to_dict` (a function is not data).
 
     Raises
     ------
@@ -147,6 +156,10 @@ class SolveOptions:
     step_size: float | None = None
     max_steps: int = DEFAULT_MAX_STEPS
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Step bounds and error norm of the adaptive controller (validated in _check_step_control).
+    min_step: float = 0.0
+    max_step: float = math.inf
+    norm: Callable[[Tensor], Tensor] | None = None
     _solver_options: dict[str, Any] = field(init=False, repr=False)
     _gradient_options: dict[str, Any] = field(init=False, repr=False)
     _loop_options: dict[str, Any] = field(init=False, repr=False)
@@ -174,6 +187,7 @@ class SolveOptions:
         max_steps = check_int("max_steps", max_steps, "a positive integer or None (default 100 000)")
         if max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+        self._check_step_control(solver, step_size)
         setattr_(self, "rtol", rtol)
         setattr_(self, "atol", atol)
         setattr_(self, "step_size", step_size)
@@ -182,6 +196,33 @@ class SolveOptions:
         setattr_(self, "_solver_options", m_opts)
         setattr_(self, "_gradient_options", g_opts)
         setattr_(self, "_loop_options", loop_opts)
+
+    def _check_step_control(self, solver: Solver, step_size: float | None) -> None:
+        """Validate and normalise ``min_step``, ``max_step`` and ``norm``."""
+        lo = check_real("min_step", self.min_step, "a non-negative float (time units); default 0")
+        hi = check_real("max_step", self.max_step, "a positive float or inf (time units); default inf")
+        if not (math.isfinite(lo) and lo >= 0):
+            raise ValueError(f"min_step must be a non-negative finite number (time units), got {self.min_step!r}.")
+        if not (hi > 0) or math.isnan(hi):
+            raise ValueError(f"max_step must be positive (time units; inf for no bound), got {self.max_step!r}.")
+        if lo > hi:
+            raise ValueError(f"min_step = {lo!r} exceeds max_step = {hi!r}; choose min_step <= max_step.")
+        if self.norm is not None and not callable(self.norm):
+            raise TypeError(
+                f"norm must be a function of the scaled error (B, D) -> (B,) or None (RMS), got {describe(self.norm)}."
+            )
+        custom = lo > 0 or hi != math.inf or self.norm is not None
+        if custom and not solver.adaptive:
+            raise ValueError(
+                f"min_step, max_step and norm control adaptive steps; method={solver.name!r} takes fixed steps of "
+                "step_size. Drop them, or choose an adaptive method such as 'dopri5'."
+            )
+        if step_size is not None and solver.adaptive and not lo <= step_size <= hi:
+            raise ValueError(
+                f"the first step step_size = {step_size!r} lies outside [min_step, max_step] = [{lo!r}, {hi!r}]."
+            )
+        object.__setattr__(self, "min_step", lo)
+        object.__setattr__(self, "max_step", hi)
 
     def _split_options(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """Route ``options`` to the solver, the gradient method and the loop (:data:`LOOP_OPTIONS`)."""
@@ -323,6 +364,15 @@ class SolveOptions:
                 )
         if self.options:
             out["options"] = dict(self.options)
+        if self.min_step != 0.0:
+            out["min_step"] = self.min_step
+        if self.max_step != math.inf:
+            out["max_step"] = self.max_step
+        if self.norm is not None:
+            raise TypeError(
+                f"norm = {describe(self.norm)} cannot be written to a results or TOML file (a function is not data); "
+                "pass it again when solving, e.g. options.replace(norm=None).to_dict() to write the rest."
+            )
         return out
 
     @classmethod
@@ -365,10 +415,14 @@ class SolveOptions:
                     return False
             elif isinstance(x, Tensor) or isinstance(y, Tensor) or x != y:
                 return False
-        return (self.step_size, self.max_steps, dict(self.options)) == (
+        if self.norm is not other.norm:
+            return False
+        return (self.step_size, self.max_steps, dict(self.options), self.min_step, self.max_step) == (
             other.step_size,
             other.max_steps,
             dict(other.options),
+            other.min_step,
+            other.max_step,
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -395,7 +449,8 @@ def resolve_options(
     defaults
         The entry point's keyword defaults, to tell given keywords from defaults.
     **keywords
-        ``method``, ``grad``, ``rtol``, ``atol``, ``step_size``, ``max_steps`` as the caller received them.
+        ``method``, ``grad``, ``rtol``, ``atol``, ``step_size``, ``max_steps`` (and ``min_step``, ``max_step``,
+        ``norm`` where the entry point takes them) as the caller received them.
 
     Raises
     ------
