@@ -31,6 +31,8 @@ from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflo
 from .solution import Stats, Status
 from .solvers.base import Solver, State
 from .solvers.controller import StepController
+from .step_grad import ControlTrace
+from .step_grad import start as start_step_graph
 
 __all__ = ["CountingRHS", "Integration", "Problem", "StepRecord", "integrate"]
 
@@ -131,6 +133,9 @@ class Problem:
     #: Known discontinuities, ``(B, K)`` in ``y0``'s dtype (NaN padding), or ``None``: every step ends on the next
     #: one and ``f`` is evaluated on the side of the step (:mod:`physnode._breakpoints`); no output is written there.
     breakpoints: Tensor | None = None
+    #: Differentiate through the step-size controller (:mod:`physnode.step_grad`): steps are the controller's
+    #: proposals with a remainder step landing on each target, and ``dh/dθ`` is on the graph.
+    step_grad: bool = False
 
     def replaying(self, t: Tensor, h: Tensor) -> contextlib.AbstractContextManager:
         """The step window of a recorded step ``[t, t + h]`` (``(B,)`` each) for gradient methods that evaluate
@@ -271,6 +276,8 @@ class Integration:
     #: With ``record="landings"``: every solver-state entry at every observation, ``(B, T + 1, ...)`` each (slot
     #: ``T`` is scratch). Reversible gradient methods restart their reconstruction from these exact states.
     landed_states: tuple[Tensor, ...] | None = None
+    #: With ``problem.step_grad`` and a record: the controller's inputs per iteration (:mod:`physnode.step_grad`).
+    control: ControlTrace | None = None
 
 
 class _Reuse:
@@ -476,6 +483,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
 
     new_state: State | None = None
     err: Tensor | None = None
+    sg = start_step_graph(problem, h, tc, sdtype, record)  # step sizes on the graph (physnode.step_grad), or None
 
     def detail(idx: int, code: Status) -> str:
         """What the generic status message cannot know: numbers and the likely cause (failure path only)."""
@@ -528,7 +536,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         dt_rem = target - tc
         # Land on the next observation when it is within the step, or beyond it only by accumulated
         # round-off of the time variable (which would otherwise leave a step of a few ulps).
-        if ctrl.adaptive:
+        if ctrl.adaptive and sg is not None:  # the proposal, and the remainder to land (physnode.step_grad)
+            land, h_eff = sg.landing(dt_rem, h, retry, active, ctrl.max_step)
+        elif ctrl.adaptive:
             # Reach the next observation in equal steps: ceil(d / h) of them, or one fewer when that needs steps at
             # most STRETCH times the proposal (instead of ending the interval with a short remainder step). The
             # error estimate still decides; right after a rejection nothing is stretched, so a retry is shorter.
@@ -549,6 +559,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         packed[0], packed[1] = tc, h_eff
         th_dev = _to_device(packed, dev)
         tc_dev, h_eff_dev = th_dev[0], th_dev[1]
+        if sg is not None:
+            tc_dev, h_eff_dev = sg.inputs(tc_dev, h_eff_dev, land, active)
         state_before = state
         if cursor is None:
             new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
@@ -556,6 +568,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             fresh = cursor.fresh(tc)
             with window(tc_dev, h_eff_dev, _to_device(fresh, dev) if fresh.any() else None, side_dev):
                 new_state, err = solver.step(func, tc_dev, h_eff_dev, state)
+        if sg is not None:
+            sg.observe(err, state[0], new_state[0])
         with torch.no_grad():
             y_new = new_state[0].detach()
             if ctrl.adaptive and err is None:
@@ -605,6 +619,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             keep = landed & (np.abs(h_new) < np.abs(h))
             h = np.where(keep, h, h_new)
             prev_err = np.where(accept, np.maximum(en, 1e-4), prev_err)
+            if sg is not None:
+                sg.advance(accept, keep, tc, h, prev_err)
             last_nonfinite = np.where(active, nonfinite, last_nonfinite)
             underflow = active & ~finished & (np.abs(h) <= tiny * np.maximum(np.abs(tc), 1.0))
             # A rejected step already at the lower bound on |h| cannot be retried with a shorter one.
@@ -642,4 +658,12 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         if not active.any():
             break
 
-    return Integration(out[:, :T], stats(), state, records, h0=h_dev, landed_states=landed_states)
+    return Integration(
+        out[:, :T],
+        stats(),
+        state,
+        records,
+        h0=h_dev,
+        landed_states=landed_states,
+        control=None if sg is None else sg.trace,
+    )

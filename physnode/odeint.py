@@ -133,6 +133,7 @@ def _build_problem(
         all_params,
         raise_on_failure,
         stiffness_check=opts.stiffness_check,
+        step_grad=opts.step_grad,
         breakpoints=None if forcing is None else forcing.breakpoints,
     )
     gm.check(problem)

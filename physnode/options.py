@@ -64,6 +64,13 @@ LOOP_OPTIONS: dict[str, tuple[object, str]] = {
         "takes seconds to a minute; warns and solves eagerly where compiling is impossible (bool; see "
         "physnode.compiled)",
     ),
+    # Differentiating through the step-size controller (physnode.step_grad): validated in _split_options.
+    "step_grad": (
+        False,
+        "put the adaptive step sizes on the graph: dh/dθ through the controller's update of each step from its "
+        "error estimate, with the last step of each interval the remainder; grad='direct', 'aca' and "
+        "'symplectic' only (bool; see docs/concepts/gradients.md)",
+    ),
 }
 
 _TOL_WHAT = "a non-negative float (or a tensor of shape (D,) with one value per state component)"
@@ -248,6 +255,15 @@ class SolveOptions:
                 raise ValueError(
                     f"unknown option {k!r} for method={method!r}, grad={grad!r}; accepted: {', '.join(accepted)}."
                 )
+        if loop_opts["step_grad"]:
+            gcls = GRADIENTS.cls(grad) if isinstance(grad, str) else type(grad)
+            if not getattr(gcls, "step_grad", False):
+                supported = [n for n in GRADIENTS.names() if getattr(GRADIENTS.cls(n), "step_grad", False)]
+                raise ValueError(
+                    f"options={{'step_grad': True}} is not supported by grad={_registered_name(GRADIENTS, grad)!r}, "
+                    f"which differentiates with the step sizes held constant; use grad= one of {supported}, or "
+                    "drop step_grad."
+                )
         return m_opts, g_opts, loop_opts
 
     # ------------------------------------------------------------------------------------------------ building
@@ -274,6 +290,11 @@ class SolveOptions:
     def stiffness_check(self) -> bool:
         """The loop option ``"stiffness_check"`` (default ``True``)."""
         return bool(self._loop_options["stiffness_check"])
+
+    @property
+    def step_grad(self) -> bool:
+        """The loop option ``"step_grad"`` (default ``False``): differentiate through the step-size controller."""
+        return bool(self._loop_options["step_grad"])
 
     @property
     def compile(self) -> bool:

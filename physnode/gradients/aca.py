@@ -13,6 +13,13 @@ the gradient also flows through the cached derivative; for the asynchronous leap
    share of ``dL/dθ``; a rejected or inactive row is the identity map, so its adjoint passes through;
 3. finally backprop ``Ā_0`` through ``S_0 = solver.init(func, t_0, y_0, h_0)``.
 
+ACA's paper holds the step sizes constant, and so does this method by default. With
+``options={"step_grad": True}`` (:mod:`physnode.step_grad`) the steps are differentiable functions of the error
+estimates: every iteration is replayed (rejected ones too, whose error norm shrinks the next step) and the
+adjoints of time, proposal and previous error norm (:class:`~physnode.step_grad.ControlAdjoint`) ride along with
+``Ā_n``, so the result still equals ``grad="direct"`` with the same option.
+
+
 This equals backprop through the same discrete solve up to round-off and works for any :class:`Solver`
 (it only calls ``init`` and ``step``). Memory: ``O(N·Z)`` for the states plus ``O(s·L)`` for the graph of
 one replayed step.
@@ -27,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..integrate import Integration, Problem, Trace
+from ..step_grad import ControlAdjoint
 from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["ACA"]
@@ -44,6 +52,7 @@ class ACA(ReplayGradient):
     """
 
     name = "aca"
+    step_grad = True
     record = "states"
 
     def backward(
@@ -55,8 +64,9 @@ class ACA(ReplayGradient):
         any_accepted: np.ndarray | list[bool] = records.any_accepted() if records else []
         adj: list[Tensor | None] = [torch.zeros_like(s) if s.is_floating_point() else None for s in result.final_state]
         g_params = [torch.zeros_like(p) for p in params]
+        control = ControlAdjoint.of(problem, result)  # step sizes on the graph (physnode.step_grad), or None
         for n in range(len(records) - 1, -1, -1):
-            if not any_accepted[n]:
+            if control is None and not any_accepted[n]:
                 continue  # every row is the identity map and wrote no output
             rec = records[n]
             assert rec.state is not None
@@ -64,16 +74,25 @@ class ACA(ReplayGradient):
             state = tuple(s.detach().requires_grad_() if s.is_floating_point() else s for s in rec.state)
             diff_in = [s for s in state if s.requires_grad]
             with torch.enable_grad():
-                new_state, _ = solver.step(func, rec.t, rec.h, state)
+                t_n, h_n = (rec.t, rec.h) if control is None else control.inputs(n, rec.t, rec.h)
+                new_state, err = solver.step(func, t_n, h_n, state)
                 outs, cots = [], []
                 for s_new, a in zip(new_state, adj, strict=True):
                     if a is not None:
                         outs.append(s_new)
                         cots.append(torch.where(_mask(rec.accept, a), a, 0.0))
-                grads = vjp(outs, diff_in + list(params), cots)
+                leaves: list[Tensor] = []
+                if control is not None:  # the controller's update from this step's error estimate
+                    c_outs, c_cots = control.outputs(err, state[0], new_state[0], rec.accept)
+                    outs, cots, leaves = outs + c_outs, cots + c_cots, control.leaves
+                grads = vjp(outs, diff_in + leaves + list(params), cots)
             it = iter(grads[: len(diff_in)])
-            adj = [None if a is None else torch.where(_mask(rec.accept, a), next(it), a) for a in adj]
-            for g, gp in zip(g_params, grads[len(diff_in) :], strict=True):
+            if control is None:
+                adj = [None if a is None else torch.where(_mask(rec.accept, a), next(it), a) for a in adj]
+            else:  # a rejected row passes its adjoint through and adds the error estimate's share
+                adj = [None if a is None else next(it) + torch.where(_mask(rec.accept, a), 0.0, a) for a in adj]
+                control.take(grads[len(diff_in) : len(diff_in) + len(leaves)])
+            for g, gp in zip(g_params, grads[len(diff_in) + len(leaves) :], strict=True):
                 g.add_(gp)
         adj[0] = cast(Tensor, adj[0]) + grad_ys[:, 0]
         # Through the initial state S_0 = init(t_0, y_0, h_0) (e.g. the cached f(t_0, y_0) of FSAL methods).

@@ -61,6 +61,9 @@ class GradientMethod(metaclass=ContractMeta):
     requires_method: ClassVar[str | None] = None
     #: Whether the gradient equals backprop through the same discrete solve (all but the continuous adjoint).
     exact: ClassVar[bool] = True
+    #: Whether it differentiates through the step-size controller with ``options={"step_grad": True}``
+    #: (:mod:`physnode.step_grad`); the others hold the steps constant and refuse the option.
+    step_grad: ClassVar[bool] = False
     #: The solvers this method differentiates (instances of this class).
     solvers: ClassVar[type[Solver]] = Solver  # type: ignore[type-abstract]  # the abstract base: any solver
 
