@@ -13,6 +13,7 @@ time of that method).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def _loss(ys: Tensor) -> Tensor:
     return ys[..., :9].square().sum()
 
 
-def _physnode_runner(grad: str, default_method: str = "dopri5") -> Runner:
+def _physnode_runner(grad: str, default_method: str = "dopri5", step_grad: bool = False) -> Runner:
     cls = physnode.GRADIENTS.cls(grad)
     method = cls.requires_method or default_method
 
@@ -89,10 +90,66 @@ def _physnode_runner(grad: str, default_method: str = "dopri5") -> Runner:
             kw["step_size"] = s.dt
             if "adaptive" in physnode.SOLVERS.accepted_options(method):
                 kw["options"] = {"adaptive": False}
+        elif step_grad:
+            kw["options"] = {"step_grad": True}
         return physnode.odeint(f, y0, s.t, method=method, grad=grad, rtol=s.tol, atol=s.tol, **kw)
 
-    runner.method = method + (" (fixed dt)" if grad in FIXED_STEP else "")  # type: ignore[attr-defined]
+    label = method + (" (fixed dt)" if grad in FIXED_STEP else "") + (", step_grad" if step_grad else "")
+    runner.method = label  # type: ignore[attr-defined]
     return runner
+
+
+#: The methods shown with and without differentiating through the step-size controller (options step_grad).
+STEP_GRAD = ("direct", "aca")
+#: Tolerances of ``--sweep`` (gradient error against tolerance, with and without step_grad, and the peers).
+SWEEP_TOLS = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+SWEEP_COLUMNS = ("rtol=atol", "library", "method", "time", "NFE", "err masses", "err y0")
+
+
+def _sweep(args: argparse.Namespace, s: Setup, device: torch.device, ref_m: Tensor, ref_y0: Tensor) -> Table:
+    """Gradient error against tolerance: physnode direct/aca with and without step_grad, torchode, torchdiffeq."""
+    repeats = 0 if args.quick else args.repeats
+    rows: list[tuple[str, str, Runner]] = []
+    for grad in STEP_GRAD:
+        for sg in (False, True):
+            runner = _physnode_runner(grad, args.method, step_grad=sg)
+            rows.append(("physnode", f"grad={grad!r}, {runner.method}", runner))  # type: ignore[attr-defined]
+    for library, label, runner in (
+        ("torchode", "AutoDiffAdjoint (backprop), Dopri5", _torchode),
+        ("torchdiffeq", "odeint (backprop), dopri5", _torchdiffeq_backprop),
+    ):
+        if optional_import(library) is not None:
+            rows.append((library, label, runner))
+    tols = SWEEP_TOLS[:2] if args.quick else SWEEP_TOLS
+    table = Table(
+        f"Gradient error against tolerance, three-body loss, float64, {len(s.t)} observations on [0, "
+        f"{float(s.t[-1]):g}], device={device}, threads={args.threads}, clock={args.clock}",
+        SWEEP_COLUMNS,
+    )
+    for tol in tols:
+        setup_ = Setup(s.y0, s.t, tol, s.dt)
+        for library, label, runner in rows:
+            row: dict[str, object] = {"rtol=atol": f"{tol:g}", "library": library, "method": label}
+            try:
+                t0 = now()
+                nfe, _, g_m, g_y0 = _measure(runner, setup_, device)
+                first = now() - t0
+                secs, _ = time_capped(lambda r=runner, u=setup_: _measure(r, u, device), first, repeats, device)
+            except Exception as exc:
+                table.add_row({**row, "time": error_cell(exc)})
+                continue
+            row.update(time=fmt_seconds(secs), NFE=nfe)
+            row.update({"err masses": fmt_float(rel_error(g_m, ref_m)), "err y0": fmt_float(rel_error(g_y0, ref_y0))})
+            table.add_row(row)
+    table.notes += [
+        f"reference gradient: physnode dopri5, grad='direct', rtol=atol={REF_TOL:g}; errors are relative 2-norms.",
+        "step_grad: options={'step_grad': True}, the step sizes on the graph (dh/dθ through the PI controller, the "
+        "last step of each interval the remainder); without it each interval is divided into equal steps that are "
+        "constants of the parameters (ACA's convention). torchode differentiates through its controller and "
+        "serves the observations by interpolation; torchdiffeq holds its steps constant.",
+        f"time: median of forward + backward over {repeats} run(s) after a warm-up (one run when slow).",
+    ]
+    return table
 
 
 def _torchdiffeq_backprop(f: Counted, y0: Tensor, s: Setup) -> Tensor:
@@ -234,6 +291,12 @@ def run(argv: list[str] | None = None) -> int:
         help="solver of the physnode methods that take any solver (default dopri5; e.g. dopri8, tsit5)",
     )
     p.add_argument("--skip", default="", help="comma-separated rows to skip: physnode method names or peer libraries")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="only the gradient error against rtol = atol = 1e-5..1e-9: direct and aca with and without "
+        "options={'step_grad': True}, torchode, torchdiffeq",
+    )
     args = p.parse_args(argv)
     device = setup(args)
     repeats = 0 if args.quick else args.repeats  # quick: the first run itself is reported
@@ -249,6 +312,9 @@ def run(argv: list[str] | None = None) -> int:
 
     ref_setup = Setup(s.y0, s.t, REF_TOL, dt)
     _, _, ref_m, ref_y0 = _measure(_physnode_runner("direct"), ref_setup, device)
+    if args.sweep:
+        print(_sweep(args, s, device, ref_m, ref_y0).render(args.markdown), flush=True)
+        return 0
 
     table = Table(
         f"Gradient of the three-body loss, float64, rtol=atol={tol:g}, fixed dt={dt:.3g}, {n_obs} observations on "
@@ -266,6 +332,7 @@ def run(argv: list[str] | None = None) -> int:
         runner: Runner | None,
         speedup_vs: str | None,
         setup_: Setup | None = None,
+        primary: bool = True,
     ) -> None:
         setup_ = s if setup_ is None else setup_
         row: dict[str, object] = {"library": library, "method": label, "compares to": compares}
@@ -291,7 +358,8 @@ def run(argv: list[str] | None = None) -> int:
             if compares in peer_time:
                 row["speed-up"] = f"{peer_time[compares] / secs:.2f}×"
         elif speedup_vs is None:
-            physnode_time[compares] = secs
+            if primary:
+                physnode_time[compares] = secs
         else:
             peer_time.setdefault(compares, secs)
             if speedup_vs in physnode_time:
@@ -308,6 +376,9 @@ def run(argv: list[str] | None = None) -> int:
             table.add_row({"library": "physnode", "method": f"grad={grad!r}", "time": error_cell(exc)})
             continue
         add("physnode", label, grad, runner, None)
+        if grad in STEP_GRAD:  # the same method differentiating through the step-size controller
+            runner = _physnode_runner(grad, args.method, step_grad=True)
+            add("physnode", f"grad={grad!r}, {runner.method}", grad, runner, None, primary=False)  # type: ignore[attr-defined]
     for library, label, compares, runner in PEERS:
         if library in skip:
             continue
@@ -335,6 +406,8 @@ def run(argv: list[str] | None = None) -> int:
         "of the gradient w.r.t. the masses and w.r.t. y0.",
         f"time: median of forward + backward over {repeats} run(s) after a warm-up; '(1 run)': a warm-up over "
         f"{SLOW:g} s, then timed once; '(warm-up)': the warm-up took over {SLOW_ONE:g} s and is the time.",
+        "step_grad: options={'step_grad': True} (the step sizes on the graph through the PI controller; the last "
+        "step of each interval the remainder); speed-ups compare with the row without it.",
         "NFE: calls of the right-hand side, forward and backward together (vector-Jacobian products inside "
         "backprop are not calls).",
         "speed-up: peer time / physnode time of the method it compares to (>1: physnode faster); on the rows with "
