@@ -133,6 +133,10 @@ class Problem:
     #: Known discontinuities, ``(B, K)`` in ``y0``'s dtype (NaN padding), or ``None``: every step ends on the next
     #: one and ``f`` is evaluated on the side of the step (:mod:`physnode._breakpoints`); no output is written there.
     breakpoints: Tensor | None = None
+    #: Called after every iteration with the times ``(B,)`` (host, float64), the accept mask ``(B,)`` (host) and the
+    #: solver state after it; returns a host bool ``(B,)``: accepted rows to stop there (their status stays
+    #: ``SUCCESS``, later outputs stay NaN). Event location (:mod:`physnode.events`) uses it.
+    monitor: Callable[[np.ndarray, np.ndarray, State], np.ndarray] | None = None
     #: Differentiate through the step-size controller (:mod:`physnode.step_grad`): steps are the controller's
     #: proposals with a remainder step landing on each target, and ``dh/dθ`` is on the graph.
     step_grad: bool = False
@@ -608,6 +612,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             cursor.advance(tc)
         j = j + landed
         finished = j >= T
+        if problem.monitor is not None and accept.any():  # e.g. terminal events (physnode.events)
+            finished = finished | (accept & problem.monitor(tc, accept, state))
         t_next = th[rows, np.minimum(j, T - 1)]
         n_acc += accept
         n_rej += active & ~accept
