@@ -118,9 +118,8 @@ def build_forcing(
             )
         boluses = inputs.boluses
         params = inputs.differentiable()
-        expanded = inputs.expand(B)
-        prepared = expanded.prepare(dtype=y0b.dtype, device=y0b.device)
-        parts.append(expanded.breakpoints.to(y0b.dtype))
+        prepared = inputs.prepare(dtype=y0b.dtype, device=y0b.device, batch=B)
+        parts.append(inputs.expand(B).breakpoints.to(y0b.dtype))
     if breakpoints is not None:
         parts.append(_breakpoint_tensor(breakpoints, B, y0b))
     bp = torch.cat(parts, dim=1) if parts else None

@@ -141,13 +141,20 @@ class Problem:
     #: proposals with a remainder step landing on each target, and ``dh/dθ`` is on the graph.
     step_grad: bool = False
 
-    def replaying(self, t: Tensor, h: Tensor) -> contextlib.AbstractContextManager:
+    def replaying(self, t: Tensor, h: Tensor, fresh: Tensor | str | None = "find") -> contextlib.AbstractContextManager:
         """The step window of a recorded step ``[t, t + h]`` (``(B,)`` each) for gradient methods that evaluate
         ``f`` again in their backward pass (a no-op without breakpoints): the same sides, nudged times and fresh
-        derivatives as in the forward loop."""
+        derivatives as in the forward loop. ``fresh`` (:meth:`fresh`) is found (one host synchronisation) unless
+        given."""
         if self.breakpoints is None:
             return contextlib.nullcontext()
-        return window(t, h, fresh_rows(t, self.breakpoints), side=self.direction())
+        rows = self.fresh(t) if isinstance(fresh, str) else fresh
+        return window(t, h, rows, side=self.direction())
+
+    def fresh(self, t: Tensor) -> Tensor | None:
+        """``(B,)`` bool: the rows whose step from ``t`` starts on a breakpoint (their carried derivative is
+        evaluated again), or ``None`` when there is none (one host synchronisation; ``None`` without breakpoints)."""
+        return fresh_rows(t, self.breakpoints)
 
     def one_sided(self, t: Tensor, side: float) -> contextlib.AbstractContextManager:
         """Evaluations at ``t`` ``(B,)`` on one side (``side * direction``: ``-1.0`` the limit from the time before

@@ -273,6 +273,8 @@ class ControlAdjoint:
         self.trace = trace
         self.adj = [torch.zeros(batch, dtype=like.dtype, device=like.device) for _ in range(3)]
         self.leaves: list[Tensor] = []
+        self._partial: list[Tensor] = []
+        self._active: Tensor | None = None
         self._rec: ControlRecord | None = None
         self._h_eff: Tensor | None = None
 
@@ -311,3 +313,38 @@ class ControlAdjoint:
     def take(self, grads: list[Tensor]) -> None:
         """The gradients of the three leaves: the adjoints of the iteration before."""
         self.adj = list(grads)
+
+    def controller_vjp(
+        self, n: int, t: Tensor, h_eff: Tensor, err: Tensor, y: Tensor, y_new: Tensor, accept: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For methods that differentiate the step itself by hand (the symplectic adjoint): one vector-Jacobian
+        product of the controller's update of iteration ``n`` with the adjoints after it.
+
+        Returns ``(dL/d err, dL/d y, dL/d y_new)`` ``(B, D)`` through the error norm and ``dL/d h_eff`` ``(B,)``
+        through the update; the shares of time, proposal and previous norm are kept for :meth:`finish_step`.
+        """
+        rec = self._rec = self.trace[n]
+        self._active = h_eff != 0
+        leaves = [x.detach().clone().requires_grad_() for x in (t, rec.h, rec.prev, h_eff, err, y, y_new)]
+        tc, h, prev, he, e, yl, ynl = leaves
+        with torch.enable_grad():
+            en = error_norm(self.ctrl, e, yl, ynl)
+            outs = advance(self.ctrl, self.order, tc, h, prev, he, en, accept, rec.land, rec.keep)
+            grads = torch.autograd.grad(outs, leaves, self.adj, allow_unused=True)
+        g = [torch.zeros_like(x) if gx is None else gx for gx, x in zip(grads, leaves, strict=True)]
+        self.leaves = [tc, h]
+        self._partial = g[:3]
+        return g[4], g[5], g[6], g[3]
+
+    def finish_step(self, g_h_eff: Tensor, g_t: Tensor) -> None:
+        """Close iteration ``n`` of :meth:`controller_vjp`: ``g_h_eff`` ``(B,)`` is ``dL/d h_eff`` in total (the
+        update's share plus the step's), ``g_t`` ``(B,)`` the step's ``dL/dt`` through ``f(t, y)``."""
+        tc, h = self.leaves
+        rec = self._rec
+        assert rec is not None
+        with torch.enable_grad():
+            he = step_input(tc, h, rec.land, self._active)
+            g = torch.autograd.grad(he, [tc, h], g_h_eff, allow_unused=True)
+        g_tc, g_h = (torch.zeros_like(tc) if x is None else x for x in g)
+        p_tc, p_h, p_prev = self._partial
+        self.adj = [p_tc + g_tc + g_t, p_h + g_h, p_prev]

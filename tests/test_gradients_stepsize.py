@@ -2,16 +2,18 @@
 
 Checked two ways: against central finite differences of the same discrete solve (the host decisions do not change
 under a perturbation of 1e-7, so the discrete solve is smooth there and its derivative includes ``dh/dθ``), and
-``grad="aca"`` against ``grad="direct"`` on the same solve.
+``grad="aca"`` and ``grad="symplectic"`` against ``grad="direct"`` on the same solve (every adaptive solver).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from systems import ThreeBody, three_body_y0
+from registries import ADAPTIVE, ALL_GRADIENTS, solvers_for
+from systems import ThreeBody, TimeDependent, three_body_y0
 
 import physnode
+from physnode.gradients import GRADIENTS
 from physnode.options import SolveOptions
 
 STEP_GRAD = {"step_grad": True}
@@ -56,17 +58,18 @@ def test_step_grad_equals_finite_differences_of_the_discrete_solve():
     assert float((g_const - fd_t).abs().max()) > 1e-6 * scale
 
 
-def test_aca_equals_direct_with_step_grad():
+@pytest.mark.parametrize("grad", ["aca", "symplectic"], ids=str)
+def test_replay_equals_direct_with_step_grad(grad):
     y0, t = _setup(batch=2)
     grads = {}
-    for grad in ("direct", "aca"):
+    for g in ("direct", grad):
         f = ThreeBody()
         y = y0.clone().requires_grad_()
-        sol = physnode.solve(f, y, t, grad=grad, rtol=1e-6, atol=1e-6, options=STEP_GRAD)
+        sol = physnode.solve(f, y, t, grad=g, rtol=1e-6, atol=1e-6, options=STEP_GRAD)
         assert int(sol.stats.n_rejected.sum()) > 0  # rejected steps shape the next step: they must be replayed
         loss = sol.ys[..., :9].square().sum() + sol.ys.sum()
-        grads[grad] = torch.autograd.grad(loss, (f.masses, y))
-    for a, d in zip(grads["aca"], grads["direct"], strict=True):
+        grads[g] = torch.autograd.grad(loss, (f.masses, y))
+    for a, d in zip(grads[grad], grads["direct"], strict=True):
         # Same discrete solve, same operations replayed: equal to round-off (1e-10 leaves room for reordering).
         torch.testing.assert_close(a, d, rtol=1e-10, atol=1e-10 * float(d.abs().max()))
 
@@ -83,7 +86,36 @@ def test_step_grad_values_do_not_depend_on_grad_mode():
     torch.testing.assert_close(graphed.ys.detach(), plain.ys, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("grad", ["adjoint", "mali", "reversible_heun"], ids=str)
+#: Every method that differentiates through the controller, other than direct, on every adaptive solver it supports.
+CASES = [
+    (grad, method)
+    for grad in ALL_GRADIENTS
+    if GRADIENTS.cls(grad).step_grad and grad != "direct"
+    for method in solvers_for(grad)
+    if method in ADAPTIVE
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("grad", "method"), CASES, ids=[f"{g}-{m}" for g, m in CASES])
+def test_every_step_grad_method_equals_direct_on_every_adaptive_solver(grad, method):
+    # A forced oscillator (f depends on t: the time adjoint through f is exercised), two trajectories with their own
+    # observation times, loose tolerances so that steps are rejected.
+    y0 = torch.tensor([[1.0, 0.0], [0.5, -0.3]], dtype=torch.float64)
+    t = torch.stack([torch.linspace(0.0, 1.5, 4), torch.linspace(0.1, 1.2, 4)]).double()
+    grads = {}
+    for g in ("direct", grad):
+        f = TimeDependent()
+        y = y0.clone().requires_grad_()
+        sol = physnode.solve(f, y, t, method=method, grad=g, rtol=1e-3, atol=1e-5, options=STEP_GRAD)
+        loss = (sol.ys * torch.linspace(-1.0, 2.0, sol.ys.numel(), dtype=torch.float64).view_as(sol.ys)).sum()
+        grads[g] = torch.autograd.grad(loss, (f.theta, y))
+    for a, d in zip(grads[grad], grads["direct"], strict=True):
+        # Same discrete solve (the same host decisions), the derivatives replayed: equal to round-off.
+        torch.testing.assert_close(a, d, rtol=1e-9, atol=1e-9 * float(d.abs().max()))
+
+
+@pytest.mark.parametrize("grad", [g for g in ALL_GRADIENTS if not GRADIENTS.cls(g).step_grad], ids=str)
 def test_methods_that_hold_steps_constant_refuse_step_grad(grad):
     with pytest.raises(ValueError, match=r"step_grad.*not supported by grad="):
         SolveOptions(grad=grad, options=STEP_GRAD)

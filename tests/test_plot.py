@@ -12,8 +12,8 @@ from physnode import plot
 from physnode.data import Trajectories
 
 
-def _circle_data(noise: float = 0.0, n_times: int = 41) -> Trajectories:
-    """Two bodies on circles, channels x1, y1, z1, x2, y2, z2, t in [0, 2], t_split = 1."""
+def _circle_data(noise: float = 0.0, n_times: int = 41, split: bool = True) -> Trajectories:
+    """Two bodies on circles, channels x1, y1, z1, x2, y2, z2, t in [0, 2], t_split = 1 (when ``split``)."""
     t = torch.linspace(0, 2, n_times, dtype=torch.float64)
     cols = []
     for b in range(2):
@@ -22,7 +22,7 @@ def _circle_data(noise: float = 0.0, n_times: int = 41) -> Trajectories:
     values = torch.stack(cols, -1).unsqueeze(0)
     values = values + noise * torch.randn(values.shape, dtype=values.dtype)
     ch = ["x1", "y1", "z1", "x2", "y2", "z2"]
-    return Trajectories(t, values, channels=ch, attrs={"t_split": 1.0})
+    return Trajectories(t, values, channels=ch, attrs={"t_split": 1.0} if split else {})
 
 
 def _history(n: int = 12) -> list[dict]:
@@ -86,16 +86,62 @@ def test_time_series_without_prediction_or_split_and_masked(tmp_path):
 
 @pytest.mark.parametrize("dims", [2, 3], ids=["2d", "3d"])
 def test_orbits(tmp_path, dims):
-    obs = _circle_data(noise=0.01)
+    obs = _circle_data(noise=0.01, split=False)
     fig = plot.plot_orbits(obs, _circle_data(), dims=dims, path=tmp_path / "orbit.png")
     _png(tmp_path / "orbit.png")
     (ax,) = fig.axes
     assert ax.name == ("3d" if dims == 3 else "rectilinear")
     lines = ax.get_lines()
-    assert len(lines) == 4  # two bodies: observed points and predicted path each
+    assert len(lines) == 4  # two bodies: observed points and predicted path each (no forecast window)
     # Body 2 moves on a circle of radius 2.
     x, y = (lines[3].get_data_3d() if dims == 3 else lines[3].get_data())[:2]
     np.testing.assert_allclose(np.hypot(x, y), 2.0, rtol=1e-12)
+
+
+def test_orbits_windows_projections_and_one_legend(tmp_path):
+    """Fit window solid, forecast dashed (joined at t_split, marked by a cross), three projections, and a single
+    legend with each entry once."""
+    obs = _circle_data(noise=0.01)  # t_split = 1 in its attributes
+    fig = plot.plot_orbits(obs, _circle_data(n_times=401), projections="all", path=tmp_path / "orbits.png")
+    _png(tmp_path / "orbits.png")
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes] == [("x", "y"), ("x", "z"), ("y", "z")]
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 8  # per body: observed, fit window, forecast window, position at t_split
+    fit_part, forecast_part, cross = lines[1:4]
+    assert fit_part.get_linestyle() == "-" and forecast_part.get_linestyle() == "--" and cross.get_marker() == "x"
+    t = np.linspace(0, 2, 401)
+    np.testing.assert_allclose(fit_part.get_xdata(), np.cos(t[t <= 1.0]), rtol=1e-12)
+    assert forecast_part.get_xdata()[0] == fit_part.get_xdata()[-1]  # the two windows join
+    np.testing.assert_allclose(cross.get_xdata(), [np.cos(1.0)], rtol=1e-12)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert len(labels) == len(set(labels))
+    assert labels[:2] == ["body 1 (x1, y1, z1)", "body 2 (x2, y2, z2)"]
+    assert "model, forecast (t > 1)" in labels and not any(ax.get_legend() for ax in fig.axes)
+    with pytest.raises(ValueError, match="projections must be pairs"):
+        plot.plot_orbits(obs, projections=[(0, 5)])
+
+
+def test_time_series_several_trajectories_and_residuals():
+    a, b = _circle_data(noise=0.01), _circle_data(noise=0.02)
+    obs = Trajectories.concat([a, b])
+    dense = Trajectories.concat([_circle_data(n_times=401), _circle_data(n_times=401)])
+    at_obs = Trajectories.concat([_circle_data(), _circle_data()])
+    fig = plot.plot_time_series(obs, dense, trajectories=[0, 1], residuals=at_obs, channels=["x1", "y1"])
+    ax, _, rax, _ = [ax for ax in fig.axes if ax.get_visible()]  # row of channel panels, then their residuals
+    assert [ln.get_label() for ln in ax.get_lines()] == ["_observed 0", "trajectory 0", "_observed 1", "trajectory 1"]
+    assert len(ax.get_lines()[1].get_xdata()) == 401  # the dense curve, not a polyline through the observations
+    # The residual panel shows observed − predicted at the observation times (the added noise).
+    resid = rax.get_lines()[0].get_ydata()
+    np.testing.assert_allclose(resid, (a.values[0, :, 0] - at_obs.values[0, :, 0]).numpy(), rtol=1e-12)
+    assert rax.get_ylabel() == "resid." and rax.get_shared_x_axes().joined(ax, rax)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["forecast window", "trajectory 0", "trajectory 1", "observed", "model"]
+    with pytest.raises(ValueError, match="lists a trajectory twice"):
+        plot.plot_time_series(obs, trajectories=[1, 1])
+    with pytest.raises(ValueError, match="predictions at the observed times"):
+        plot.plot_time_series(obs, dense, residuals=dense)
 
 
 def test_orbits_state_style_names_and_explicit_bodies():
@@ -136,6 +182,33 @@ def test_tensor_parameter_values():
     hist = [{"params": {"m": torch.tensor([1.0, 2.0])}, "loss": 1.0} for _ in range(3)]
     fig = plot.plot_parameters(hist, truth={"m": torch.tensor([1.5, 2.5])})
     assert len(fig.axes[0].get_lines()) == 4
+
+
+def test_parameter_traces_from_initial_guess_with_errors_and_relative_error():
+    hist = _history()
+    fig = plot.plot_parameters(
+        hist,
+        names=["masses"],
+        truth={"masses": [1.0, 1.1]},
+        initial={"masses": [1.3, 1.4]},
+        errors={"masses": [0.01, 0.02]},
+        relative_error=True,
+    )
+    ax, eax = [a for a in fig.axes if a.get_visible()]
+    trace = ax.get_lines()[0]
+    assert trace.get_xdata()[0] == 0.0 and trace.get_ydata()[0] == 1.3  # starts at the initial guess
+    np.testing.assert_allclose(trace.get_ydata()[1:], [h["params"]["masses"][0] for h in hist])
+    final = hist[-1]["params"]["masses"][0]
+    assert trace.get_label() == f"masses[0] = {final:.7g} ± 0.01"
+    (bars,) = [c for c in ax.containers if c.has_yerr]
+    segments = bars.lines[2][0].get_segments()
+    np.testing.assert_allclose([s[:, 1] for s in segments[:1]], [[final - 0.01, final + 0.01]], rtol=1e-12)
+    assert eax.get_yscale() == "log"
+    rel = eax.get_lines()[0].get_ydata()
+    np.testing.assert_allclose(rel[0], 0.3, rtol=1e-12)  # |1.3 − 1| / 1
+    np.testing.assert_allclose(rel[-1], abs(final - 1.0), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"initial has parameter\(s\) \['k'\]"):
+        plot.plot_parameters(hist, names=["masses"], initial={"k": 1.0})
 
 
 def test_atomic_save_leaves_no_temporary_files(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._atomic import atomic_write_text
 from ..data.trajectories import Trajectories
@@ -23,7 +23,18 @@ from ..data.trajectories import Trajectories
 if TYPE_CHECKING:
     from ..options import SolveOptions
 
-__all__ = ["OUTPUT_NAMES", "forecast_error", "format_table", "predict", "prepare_results", "write_json", "write_plots"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "dense_grid",
+    "forecast_error",
+    "format_table",
+    "predict",
+    "predict_dense",
+    "prediction_attrs",
+    "prepare_results",
+    "write_json",
+    "write_plots",
+]
 
 #: Every file a fit may write into its results folder.
 OUTPUT_NAMES = frozenset(
@@ -37,6 +48,7 @@ OUTPUT_NAMES = frozenset(
         "orbits.png",
         "loss.png",
         "parameters.png",
+        "result.pt",
     }
 )
 
@@ -95,6 +107,81 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     atomic_write_text(path, text)
 
 
+def prediction_attrs(
+    model: nn.Module,
+    params: Mapping[str, Any],
+    solver: Mapping[str, Any],
+    *,
+    command: str,
+    fit: Mapping[str, Any] | None = None,
+    t_split: float | None = None,
+    data: Trajectories | None = None,
+) -> dict[str, Any]:
+    """The attributes of a predictions file: what produced the numbers in it.
+
+    Parameters
+    ----------
+    model
+        The fitted model.
+    params
+        Its fitted parameter values (all named quantities).
+    solver
+        The solve options of the predictions (:meth:`~physnode.SolveOptions.to_dict`); for the predictions of a
+        fit its own options, whose ``grad`` is the gradient method the fit differentiated with.
+    command
+        The command line that wrote the file.
+    fit
+        Facts of the fit (optimizer, epochs, loss, requested gradient method, ...).
+    t_split
+        End of the fit window (time units), if any.
+    data
+        The data the predictions are compared with (its dataset name and digest are recorded).
+    """
+    from .. import __version__
+
+    attrs: dict[str, Any] = {
+        "title": f"Predictions of the fitted {type(model).__name__} model",
+        "source": f"physnode {__version__}",
+        "physnode_version": __version__,
+        "command": command,
+        "predicted_by": type(model).__name__,
+        "fitted_parameters": dict(params),
+        "solver": dict(solver),
+    }
+    if fit:
+        attrs["fit"] = dict(fit)
+    if t_split is not None:
+        attrs["t_split"] = float(t_split)
+    if data is not None:
+        attrs["data"] = {"digest": data.digest(), **{k: data.attrs[k] for k in ("dataset", "title") if k in data.attrs}}
+    state_names = getattr(model, "state_names", None)
+    if state_names is not None:
+        attrs["state_names"] = list(state_names)
+    return attrs
+
+
+def _as_channels(pred: Trajectories, data: Trajectories, observe: Sequence[int] | None) -> Tensor:
+    """``(N, T, C)`` values of ``pred`` (model states) as the data's channels (by name, else by ``observe``)."""
+    if list(pred.channels) == list(data.channels):
+        return pred.values
+    if all(c in pred.channels for c in data.channels):
+        return pred.select_channels(data.channels).values
+    idx = list(range(data.n_channels)) if observe is None else list(observe)
+    return pred.values[..., idx]
+
+
+def _metadata(data: Trajectories, y0: Tensor | None) -> list[dict[str, Any]]:
+    """Each trajectory's initial state and time as predicted from (not the data's other metadata, e.g. the true
+    parameters of generated data)."""
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(data.metadata):
+        entry: dict[str, Any] = {k: m[k] for k in ("initial_state", "initial_time") if k in m}
+        if y0 is not None:
+            entry["initial_state"] = y0[i].detach().cpu().tolist()
+        out.append(entry)
+    return out
+
+
 def predict(
     model: nn.Module,
     data: Trajectories,
@@ -102,37 +189,69 @@ def predict(
     *,
     options: SolveOptions,
     y0: torch.Tensor | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> Trajectories:
-    """Predictions of ``model`` at the valid times of ``data``, as the data's channels.
+    """Predictions of ``model`` at the valid times of ``data``, as the data's channels (same lengths, units, ids).
 
     Solves from each trajectory's initial state (``y0 (N, S)``, else metadata ``initial_state`` /
     ``initial_time``) with :func:`physnode.forecast.forecast` and the fit's ``options``
     (:class:`~physnode.SolveOptions`), and maps the state onto the channels with ``observe`` (state indices per
-    channel; ``None`` when the state components are named like the channels or equal them).
+    channel; ``None`` when the state components are named like the channels or equal them). ``attrs`` (see
+    :func:`prediction_attrs`) describe what produced them; the data's own attributes are not copied (they
+    describe how the data were made, e.g. a generator's true parameters and solver).
     """
     from ..forecast import forecast
 
     with torch.no_grad():
         pred = forecast(model, data, data.times, y0=y0, options=options)
-    if list(pred.channels) == list(data.channels):
-        out_values = pred.values
-    elif all(c in pred.channels for c in data.channels):
-        out_values = pred.select_channels(data.channels).values
-    else:
-        idx = list(range(data.n_channels)) if observe is None else list(observe)
-        out_values = pred.values[..., idx]
     n = data.n_times
     mask = data.time_mask.unsqueeze(-1).expand(-1, -1, data.n_channels)
     return Trajectories(
         data.times,
-        out_values[:, :n].to(data.values.dtype).to(data.device),
+        _as_channels(pred, data, observe)[:, :n].to(data.values.dtype).to(data.device),
         mask,
         data.lengths,
         channels=data.channels,
         units=data.units,
         time_units=data.time_units,
-        metadata=data.metadata,
-        attrs={**data.attrs, "predicted_by": type(model).__name__},
+        metadata=_metadata(data, y0),
+        attrs=dict(attrs) if attrs is not None else {"predicted_by": type(model).__name__},
+        ids=data.ids,
+    )
+
+
+def dense_grid(data: Trajectories, n_points: int) -> Tensor:
+    """``(N, n_points)`` uniform times from each trajectory's initial time to its last valid time."""
+    from ..fit.initial import initial_times
+
+    t0 = initial_times(data).to(torch.float64).cpu()
+    last = data.times.detach().to(torch.float64).cpu().gather(1, (data.lengths.cpu() - 1).unsqueeze(1)).squeeze(1)
+    s = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64)
+    return (t0.unsqueeze(1) + (last - t0).unsqueeze(1) * s).to(data.times.dtype)
+
+
+def predict_dense(
+    model: nn.Module,
+    data: Trajectories,
+    observe: Sequence[int] | None,
+    *,
+    options: SolveOptions,
+    y0: torch.Tensor | None = None,
+    n_points: int = 400,
+) -> Trajectories:
+    """Predictions on ``n_points`` uniform times per trajectory over its own time span (for smooth curves in
+    figures), as the data's channels; see :func:`predict`."""
+    from ..forecast import forecast
+
+    grid = dense_grid(data, n_points).to(data.device)
+    with torch.no_grad():
+        pred = forecast(model, data, grid, y0=y0, options=options)
+    return Trajectories(
+        grid,
+        _as_channels(pred, data, observe).to(data.values.dtype),
+        channels=data.channels,
+        units=data.units,
+        time_units=data.time_units,
         ids=data.ids,
     )
 
@@ -179,24 +298,68 @@ def write_plots(
     truth: Mapping[str, Any] | None,
     t_split: float | None,
     orbits: bool,
+    dense: Trajectories | None = None,
+    names: Sequence[str] | None = None,
+    initial: Mapping[str, Any] | None = None,
+    errors: Mapping[str, Any] | None = None,
+    errors_note: str | None = None,
+    max_trajectories: int = 3,
 ) -> list[Path]:
-    """Write ``time_series.png``, ``loss.png``, ``parameters.png`` (and ``orbits.png``) into ``out``."""
+    """Write ``time_series.png``, ``loss.png``, ``parameters.png`` (and ``orbits.png``) into ``out``.
+
+    Parameters
+    ----------
+    data, pred
+        The data and the predictions at its times (for the residual panels).
+    dense
+        Predictions on a fine grid (:func:`predict_dense`), drawn as the model's curves; default ``pred``.
+    names, initial, errors, truth
+        The learnable parameters to trace, their initial guesses, standard errors and true values.
+    errors_note
+        Why the standard errors are not meaningful (``FitResult.uncertainty_warning``), if they are not: the error
+        bars' legend entry says so.
+    max_trajectories
+        The time series overlay the first ``max_trajectories`` trajectories.
+    """
     from .. import plot
 
+    curves = dense if dense is not None else pred
     written = []
-    fig = plot.plot_time_series(data, pred, t_split=t_split, path=out / "time_series.png")
+    shown = list(range(min(data.n_trajectories, max_trajectories)))
+    title = "observed (dots), fitted model (lines), residuals below" + (
+        f"; first {len(shown)} of {data.n_trajectories} trajectories" if data.n_trajectories > len(shown) else ""
+    )
+    plot.plot_time_series(
+        data, curves, trajectories=shown, residuals=pred, t_split=t_split, title=title, path=out / "time_series.png"
+    )
     written.append(out / "time_series.png")
-    del fig
     if orbits:
-        plot.plot_orbits(data, pred, path=out / "orbits.png")
+        plot.plot_orbits(
+            data, curves, projections="all", t_split=t_split, title="orbits (trajectory 0)", path=out / "orbits.png"
+        )
         written.append(out / "orbits.png")
     if history:
         if all("loss" in h for h in history):
-            plot.plot_loss(history, path=out / "loss.png")
+            plot.plot_loss(history, title="training loss per epoch", path=out / "loss.png")
             written.append(out / "loss.png")
         if all(isinstance(h.get("params"), Mapping) and h["params"] for h in history):
-            names = list(history[0]["params"])
-            tr = {k: v for k, v in (truth or {}).items() if k in names}
-            plot.plot_parameters(history, truth=tr, path=out / "parameters.png")
-            written.append(out / "parameters.png")
+            names = list(history[0]["params"]) if names is None else [n for n in names if n in history[0]["params"]]
+            if names:
+
+                def only(table: Mapping[str, Any] | None) -> dict[str, Any]:
+                    return {k: v for k, v in (table or {}).items() if k in names and v is not None}
+
+                plot.plot_parameters(
+                    history,
+                    names=names,
+                    truth=only(truth),
+                    initial=only(initial),
+                    errors=only(errors),
+                    errors_label="±1 std. error"
+                    + (" (not meaningful: fit at solver precision)" if errors_note else ""),
+                    relative_error=True,
+                    title="learnable parameters per epoch",
+                    path=out / "parameters.png",
+                )
+                written.append(out / "parameters.png")
     return written

@@ -19,6 +19,7 @@ import argparse
 import functools
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -34,7 +35,16 @@ from ..data.trajectories import Trajectories
 from ..options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, FIT_GRAD, SolveOptions
 from ._cli import ArgumentParser, check_device, check_writable_folder
 from ._model import THREE_BODY, load_config, model_from_config, solve_options_from_table, three_body_model
-from ._results import forecast_error, format_table, predict, prepare_results, write_json, write_plots
+from ._results import (
+    forecast_error,
+    format_table,
+    predict,
+    predict_dense,
+    prediction_attrs,
+    prepare_results,
+    write_json,
+    write_plots,
+)
 
 __all__ = ["CONFIG_EXAMPLE", "MAX_OBSERVATION_TIMES", "main"]
 
@@ -304,6 +314,7 @@ class _Outcome:
     forecast: dict[str, float] | None
     y0: torch.Tensor | None
     wall: float
+    dense: Trajectories | None = None  # predictions on a fine grid, for the figures
 
 
 @dataclass
@@ -328,6 +339,8 @@ class _Job:
     files: list[str]  # besides data.nc, predictions.nc, summary.json, fit.json
     before_save: Callable[[Path], None]  # writes the job's own files (config.toml)
     report: Callable[[_Job, _Outcome], tuple[dict[str, Any], list[str], list[str]]]  # summary entries, head, tail
+    command: str = "physnode fit"  # the command line, recorded in the results
+    data_file: str | None = None  # the data file fitted, recorded in the result's provenance
 
 
 def _run_job(job: _Job, start: float) -> int:
@@ -358,26 +371,55 @@ def _predict_and_measure(job: _Job, result: Any, start: float) -> _Outcome:
     """Predictions of the fitted model with the options the fit used, the parameter table and the forecast error."""
     fitted_model = result.model.to("cpu")
     y0 = result.initial_states.detach().cpu() if job.fit_options.get("learn_initial_state") else None
-    pred = predict(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0)
+    fit_facts = {
+        "optimizer": result.optimizer,
+        "epochs": result.epochs,
+        "loss": result.loss,
+        "grad": result.grad,
+        "method": result.method,
+        "requested_grad": result.requested_grad,
+        "learnable": list(job.start_values),
+    }
+    attrs = prediction_attrs(
+        fitted_model,
+        result.params,
+        result.solve_options.to_dict(),
+        command=job.command,
+        fit={k: v for k, v in fit_facts.items() if v is not None},
+        t_split=job.t_split,
+        data=job.data,
+    )
+    pred = predict(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0, attrs=attrs)
+    dense = None
+    if job.plots:
+        dense = predict_dense(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0)
     params = {k: v for k, v in result.params.items() if k in job.start_values}
     rows = _pairs(params, result.uncertainty, job.truth(params), job.start_values)
     fc = forecast_error(pred, job.reference, job.t_split) if job.t_split is not None else None
-    return _Outcome(result, pred, params, rows, fc, y0, time.perf_counter() - start)
+    return _Outcome(result, pred, params, rows, fc, y0, time.perf_counter() - start, dense)
 
 
 def _write_results(job: _Job, outcome: _Outcome, entries: dict[str, Any]) -> Path:
-    """The results folder: the job's files, data.nc, predictions.nc, fit.json, plots, summary.json (last)."""
+    """The results folder: the job's files, data.nc, predictions.nc, result.pt, fit.json, plots, summary.json
+    (last). The solver and gradient method are the fit's own (``result.solve_options``) everywhere."""
     result = outcome.result
     out = prepare_results(job.out_dir)
     job.before_save(out)
     job.data.save(out / "data.nc")
     outcome.pred.save(out / "predictions.nc")
+    result.provenance = {**(result.provenance or {}), "command": job.command}
+    if job.data_file is not None:
+        result.provenance["data_file"] = job.data_file
+    result.save(out / "result.pt")
     summary: dict[str, Any] = {
         **entries,
+        "grad": result.grad,
+        "method": result.method,
         "solver": result.solve_options.to_dict(),
         "epochs_run": len(result.history),
         "wall_seconds": outcome.wall,
-        "files": [*job.files, "data.nc", "predictions.nc", "summary.json", "fit.json"],
+        "command": job.command,
+        "files": [*job.files, "data.nc", "predictions.nc", "result.pt", "summary.json", "fit.json"],
     }
     if result.requested_grad is not None:
         summary["requested_grad"] = result.requested_grad
@@ -385,11 +427,27 @@ def _write_results(job: _Job, outcome: _Outcome, entries: dict[str, Any]) -> Pat
     if job.plots:
         truth = job.truth(outcome.params)
         pngs = write_plots(
-            out, job.data, outcome.pred, result.history, truth=truth, t_split=job.t_split, orbits=job.orbits
+            out,
+            job.data,
+            outcome.pred,
+            result.history,
+            truth=truth,
+            t_split=job.t_split,
+            orbits=job.orbits,
+            dense=outcome.dense,
+            names=list(job.start_values),
+            initial=job.start_values,
+            errors=result.uncertainty,
+            errors_note=getattr(result, "uncertainty_warning", None),
         )
         summary["files"] += [p.name for p in pngs]
     write_json(out / "summary.json", summary)
     return out
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    """``physnode fit ARGS`` as one shell-quoted line (recorded in the results)."""
+    return shlex.join(["physnode", "fit", *argv])
 
 
 def _gradient_text(result: Any) -> str:
@@ -438,10 +496,10 @@ def three_body(argv: Sequence[str]) -> int:
     if _is_main_rank():
         check_writable_folder(args.out)
     start = time.perf_counter()
-    return _run_job(_three_body_job(args, solve), start)
+    return _run_job(_three_body_job(args, solve, argv), start)
 
 
-def _three_body_job(args: argparse.Namespace, solve: SolveOptions) -> _Job:
+def _three_body_job(args: argparse.Namespace, solve: SolveOptions, argv: Sequence[str]) -> _Job:
     """Generate the data (and its noise-free twin) and describe the three-body job."""
     from ..datasets import three_body as make_three_body
 
@@ -487,6 +545,7 @@ def _three_body_job(args: argparse.Namespace, solve: SolveOptions) -> _Job:
         files=[],
         before_save=lambda out: None,
         report=functools.partial(_three_body_report, args),
+        command=_command_line([THREE_BODY, *argv]),
     )
 
 
@@ -558,7 +617,7 @@ def fit_config(argv: Sequence[str]) -> int:
     """``physnode fit CONFIG.toml``: fit a user's model to a data file; see :data:`CONFIG_EXAMPLE`."""
     args = _config_parser().parse_args(argv)
     start = time.perf_counter()
-    return _run_job(_config_job(args), start)
+    return _run_job(_config_job(args, argv), start)
 
 
 def _load_config_data(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple[Path, Trajectories, float | None]:
@@ -576,7 +635,7 @@ def _load_config_data(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple
     return data_path, data, None if t_split is None else float(t_split)
 
 
-def _config_job(args: argparse.Namespace) -> _Job:
+def _config_job(args: argparse.Namespace, argv: Sequence[str]) -> _Job:
     """Read the config and its data, check the options and the results folder, and describe the job."""
     cfg = load_config(args.config)
     source = str(args.config)
@@ -622,6 +681,8 @@ def _config_job(args: argparse.Namespace) -> _Job:
         files=["config.toml"],
         before_save=functools.partial(_save_config, args.config),
         report=functools.partial(_config_report, args, data_path, observe),
+        command=_command_line(argv),
+        data_file=str(data_path.resolve()),
     )
 
 

@@ -1,9 +1,12 @@
 """``physnode forecast``: predictions of a fitted model, written to a ``.nc`` (or ``.h5``) trajectory file.
 
-The model is rebuilt from a results folder of ``physnode fit`` (its ``summary.json`` and, for a CONFIG.toml fit,
-its copy ``config.toml``), or from ``three-body`` / a CONFIG.toml plus ``--params`` (a results folder or a JSON
-file with ``"params"``). Each trajectory starts from the initial state in the data's metadata and is solved at the
-data's times, or on ``--n-times`` uniform times up to ``--t-end``.
+The model is loaded from a results folder of ``physnode fit`` (its ``result.pt``; folders without one are rebuilt
+from ``summary.json`` and, for a CONFIG.toml fit, its copy ``config.toml``), or built from ``three-body`` / a
+CONFIG.toml plus ``--params`` (a results folder or a JSON file with ``"params"``). Each trajectory starts from the
+initial state in the data's metadata and is solved at the data's times (keeping each trajectory's length, mask
+and channel units), or on ``--n-times`` uniform times from its own initial time up to ``--t-end``. The file's
+attributes record the fitted parameters, the fit's solver and gradient method, the forecast's solver, the
+physnode version and the command.
 
 Examples::
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +104,15 @@ def _summary(folder: Path) -> dict[str, Any]:
     return doc
 
 
+def _loaded_model(folder: Path, args: argparse.Namespace) -> torch.nn.Module | None:
+    """The fitted model of a results folder's ``result.pt`` (``None`` without one, or with ``--params``)."""
+    from ..fit.saving import RESULT_FILE, load_result
+
+    if args.params is not None or not (folder / RESULT_FILE).is_file():
+        return None
+    return load_result(inside(folder, RESULT_FILE, "result file")).model
+
+
 def _resolve(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Path | None, dict[str, Any]]:
     """The model (parameters not yet set), the parameters, the default data file and the fit's summary."""
     target = Path(args.model)
@@ -152,9 +165,53 @@ def _solve_options(summary: dict[str, Any], args: argparse.Namespace) -> SolveOp
         raise ValueError(f"summary.json solver{' with ' + where if where else ''}: {err}") from None
 
 
+def _times(args: argparse.Namespace, data: Trajectories) -> tuple[torch.Tensor, bool]:
+    """The forecast times ``(N, T)`` and whether they are the data's own (padded) times.
+
+    With ``--t-end``: ``--n-times`` uniform times from each trajectory's own initial time (metadata
+    ``initial_time``, else its first time) to ``--t-end``.
+    """
+    if args.t_end is None:
+        return data.times, True
+    from ..fit.initial import initial_times
+
+    t0 = initial_times(data).to(torch.float64).cpu()
+    late = [i for i in range(len(t0)) if not args.t_end > float(t0[i])]
+    if late:
+        i = late[0]
+        raise ValueError(
+            f"--t-end {args.t_end} must lie after the first time of the data, {float(t0.min())}: trajectory {i} "
+            f"starts at {float(t0[i])} ({len(late)} of {len(t0)} trajectories start at or after --t-end); choose a "
+            f"later --t-end."
+        )
+    s = torch.linspace(0.0, 1.0, args.n_times, dtype=torch.float64)
+    grid = t0.unsqueeze(1) + (args.t_end - t0).unsqueeze(1) * s
+    grid[:, -1] = args.t_end  # exactly the requested end
+    return grid.to(data.times.dtype), False
+
+
+def _units(model: torch.nn.Module, data: Trajectories, channels: Sequence[str]) -> list[str]:
+    """Units of the forecast's channels: the data's for its channels, else the data's ``state_units``."""
+    units: dict[str, str] = {}
+    names, state_units = data.attrs.get("state_names"), data.attrs.get("state_units")
+    if isinstance(names, list) and isinstance(state_units, list) and len(names) == len(state_units):
+        units.update({str(n): str(u) for n, u in zip(names, state_units, strict=True)})
+    units.update(dict(zip(data.channels, data.units, strict=True)))
+    return [units.get(c, "1") for c in channels]
+
+
+def _fitted_values(model: torch.nn.Module) -> dict[str, Any]:
+    """The model's named physical quantities as numbers or lists."""
+    quantities = getattr(model, "physical_parameters", None)
+    if not callable(quantities):
+        return {}
+    return {k: v.detach().cpu().to(torch.float64).tolist() for k, v in quantities().items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``physnode forecast``; returns the exit code."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
     if args.out.suffix.lower() not in (".nc", ".h5", ".hdf5"):
         raise ValueError(f"--out must end in .nc, .h5 or .hdf5, got {args.out.name!r}.")
     if args.out.exists() and not args.force:
@@ -166,27 +223,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_writable_file(args.out)
     model, params, data_file, summary = _resolve(args)
     opts = _solve_options(summary, args)
-    set_params(model, params, source=str(args.params or args.model))
+    loaded = _loaded_model(Path(args.model), args) if Path(args.model).is_dir() else None
+    if loaded is not None:
+        model = loaded  # the fitted model itself, its tensors exactly as fitted
+    else:
+        set_params(model, params, source=str(args.params or args.model))
     data_file = args.data or data_file
     if data_file is None or not Path(data_file).is_file():
         raise OSError(
             f"no data file with the initial states: {data_file} does not exist; pass --data FILE (.nc or .h5)."
         )
     data = Trajectories.load(data_file)
-    if args.t_end is not None:
-        t0 = float(data.times[:, 0].min())
-        if not args.t_end > t0:
-            raise ValueError(f"--t-end {args.t_end} must lie after the first time of the data, {t0}.")
-        t = torch.linspace(t0, args.t_end, args.n_times, dtype=data.times.dtype)
-    else:
-        t = data.times
+    t, at_data = _times(args, data)
     from ..forecast import forecast
+    from ._results import prediction_attrs
 
     y0 = None
     if summary.get("initial_states") is not None and args.data is None:
         y0 = torch.tensor(summary["initial_states"], dtype=data.values.dtype)  # learned by the fit
     with torch.no_grad():
         pred = forecast(model, data, t, y0=y0, options=opts)
+    fit_solver: dict[str, Any] = summary["solver"] if isinstance(summary.get("solver"), dict) else {}
+    fit_facts = {
+        "results": str(args.params or args.model),
+        "solver": fit_solver,
+        "grad": summary.get("grad", fit_solver.get("grad")),
+        "requested_grad": summary.get("requested_grad"),
+    }
+    solver = {k: v for k, v in opts.to_dict().items() if k != "grad"}  # a forecast differentiates nothing
+    attrs = prediction_attrs(
+        model,
+        _fitted_values(model),
+        solver,
+        command=shlex.join(["physnode", "forecast", *argv]),
+        fit={k: v for k, v in fit_facts.items() if v is not None},
+        data=data,
+    )
+    attrs["title"] = f"Forecast of the {type(model).__name__} model fitted in {fit_facts['results']}"
+    meta: list[dict[str, Any]] = [{k: m[k] for k in ("initial_state", "initial_time") if k in m} for m in data.metadata]
+    if y0 is not None:
+        meta = [{**m, "initial_state": y0[i].tolist()} for i, m in enumerate(meta)]
+    pred = Trajectories(
+        pred.times,
+        pred.values,
+        data.time_mask.unsqueeze(-1).expand(-1, -1, pred.n_channels) if at_data else None,
+        data.lengths if at_data else None,
+        channels=pred.channels,
+        units=_units(model, data, pred.channels),
+        time_units=data.time_units,
+        metadata=meta,
+        attrs=attrs,
+        ids=data.ids,
+    )
     pred.save(args.out)
     print(f"wrote {args.out}: {pred!r}")
     return 0

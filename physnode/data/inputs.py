@@ -211,6 +211,63 @@ class Inputs:
         out.lengths = (~torch.isnan(times)).sum(-1)
         return out
 
+    def detach(self) -> Inputs:
+        """A copy whose ``values`` (and bolus ``amounts``) are detached from any graph (data, not parameters)."""
+        b = None if self.boluses is None else self.boluses.detach()
+        return self._replace(self.times.detach(), self.values.detach(), b)
+
+    def same(self, other: object) -> bool:
+        """Whether ``other`` holds the same knots, values, kinds, names, units and boluses (bitwise, same dtype)."""
+        if not isinstance(other, Inputs):
+            return False
+        meta = (self.kinds, self.names, self.units) == (other.kinds, other.names, other.units)
+        tensors = all(
+            a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.detach().cpu(), b.detach().cpu())
+            for a, b in (
+                (self.times.nan_to_num(-1e300), other.times.nan_to_num(-1e300)),
+                (self.values.nan_to_num(-1e300), other.values.nan_to_num(-1e300)),
+            )
+        )
+        if (self.boluses is None) != (other.boluses is None):
+            return False
+        if self.boluses is not None and other.boluses is not None and not self.boluses.same(other.boluses):
+            return False
+        return meta and tensors
+
+    @staticmethod
+    def concat(items: Sequence[Inputs]) -> Inputs:
+        """Stack the trajectories of several :class:`Inputs` with the same channels (names, kinds, units), padding
+        the knots with NaN; boluses are stacked too (all or none of the items must carry them)."""
+        items = list(items)
+        if not items:
+            raise ValueError("Inputs.concat needs at least one Inputs.")
+        first = items[0]
+        for k, it in enumerate(items[1:], 1):
+            if (it.names, it.kinds, it.units) != (first.names, first.kinds, first.units):
+                raise ValueError(
+                    f"inputs[{k}] have channels {it.names} / kinds {it.kinds} / units {it.units}; expected "
+                    f"{first.names} / {first.kinds} / {first.units} as inputs[0]."
+                )
+        if len({it.boluses is None for it in items}) > 1:
+            raise ValueError("either every Inputs carries boluses or none does; give empty boluses (NaN) instead.")
+        K = max(it.times.shape[1] for it in items)
+        dt = first.values.dtype
+
+        def pad(x: Tensor) -> Tensor:
+            if x.shape[1] == K:
+                return x.to(dt)
+            shape = (x.shape[0], K - x.shape[1], *x.shape[2:])
+            return torch.cat([x.to(dt), torch.full(shape, float("nan"), dtype=dt, device=x.device)], dim=1)
+
+        times = torch.cat([pad(it.times) for it in items])
+        values = torch.cat([pad(it.values) for it in items])
+        b = None
+        if first.boluses is not None:
+            b = Boluses.concat([it.boluses for it in items if it.boluses is not None])
+        out = first._replace(times, values, b)
+        out.batched = True
+        return out
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Inputs:
         """A copy on ``device`` and/or in ``dtype`` (differentiable: the graph to ``values`` is kept)."""
         b = None if self.boluses is None else self.boluses.to(device, dtype)
@@ -249,10 +306,12 @@ class Inputs:
         return self._replace(self.times.expand(batch, -1), self.values.expand(batch, -1, -1), b)
 
     # ------------------------------------------------------------------------------------------------ evaluation
-    def prepare(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> PreparedInputs:
-        """The evaluator a solve uses: knots, values and (for cubic channels) slopes computed once, in ``dtype``
-        on ``device``, with the graph to ``values``."""
-        return PreparedInputs(self.to(device=device, dtype=dtype))
+    def prepare(
+        self, dtype: torch.dtype | None = None, device: torch.device | None = None, batch: int | None = None
+    ) -> PreparedInputs:
+        """The evaluator a solve uses (:class:`PreparedInputs`), in ``dtype`` on ``device``, for ``batch``
+        trajectories (default: this batch; a shared series is repeated), differentiable w.r.t. ``values``."""
+        return PreparedInputs(self, self.batch if batch is None else batch, dtype=dtype, device=device)
 
     def __call__(self, t: Tensor | float) -> Tensor:
         """``u(t)``, right-continuous at the knots.
@@ -282,29 +341,57 @@ class PreparedInputs:
     current step window (:class:`physnode._breakpoints.Window`: the piece that contains the step, so the right
     limit at a step's start and the left limit at its end), or, outside a step, from ``t`` itself approached from
     ``side`` (``(B,)``, ``+1.0`` right-continuous, the default).
+
+    The values (masked, converted, and the cubic slopes) are derived from ``inputs.values`` at every evaluation
+    made with grad mode on while ``values`` requires grad, so that each evaluation has its own graph back to the
+    user's tensor (gradient methods with their own backward pass take one vector-Jacobian product per stage);
+    otherwise they are computed once.
+
+    Parameters
+    ----------
+    inputs
+        The inputs (a shared series is expanded to ``batch`` rows).
+    batch
+        Number of trajectories ``B`` of the solve.
+    dtype, device
+        Those of the solve's state.
     """
 
-    def __init__(self, inputs: Inputs) -> None:
-        self.inputs = inputs
-        times, values = inputs.times, inputs.values
-        K = values.shape[1]
-        self.lengths = inputs.lengths.to(times.device)
-        valid = torch.arange(K, device=times.device) < self.lengths.unsqueeze(-1)
+    def __init__(
+        self, inputs: Inputs, batch: int, dtype: torch.dtype | None = None, device: torch.device | None = None
+    ) -> None:
+        self.inputs, self.batch, self.dtype, self.device = inputs, batch, dtype, device
+        times = inputs.expand(batch).times.detach().to(device=device, dtype=dtype)
+        K = times.shape[1]
+        self.lengths = (~torch.isnan(times)).sum(-1)
+        self.valid = torch.arange(K, device=times.device) < self.lengths.unsqueeze(-1)
         # Padding: +inf times (searchsorted needs sorted rows), zero values (never used; keeps gradients finite).
-        self.knots = torch.where(valid, times, torch.full_like(times, float("inf"))).contiguous()
-        self.values = torch.where(valid.unsqueeze(-1), values, torch.zeros_like(values))
+        self.knots = torch.where(self.valid, times, torch.full_like(times, float("inf"))).contiguous()
+        self._times0 = torch.where(self.valid, times, torch.zeros_like(times))
         kinds = inputs.kinds
         self.groups = {k: [i for i, x in enumerate(kinds) if x == k] for k in KINDS}
         self.order = torch.tensor(
             [i for k in KINDS for i in self.groups[k]], dtype=torch.long, device=times.device
         ).argsort()
-        self.slopes = None
+        self._cache: tuple[Tensor, Tensor | None] | None = None
+
+    def derived(self) -> tuple[Tensor, Tensor | None]:
+        """``(values (B, K, C), slopes (B, K, C_cubic) or None)`` in the solve's dtype, padding zeroed."""
+        fresh_graph = torch.is_grad_enabled() and self.inputs.values.requires_grad
+        if self._cache is not None and not fresh_graph:
+            return self._cache
+        values = self.inputs.expand(self.batch).values.to(device=self.device, dtype=self.dtype)
+        values = torch.where(self.valid.unsqueeze(-1), values, torch.zeros_like(values))
+        slopes = None
         if self.groups["cubic"]:
-            cub = self.values[..., self.groups["cubic"]]
-            self.slopes = pchip_slopes(torch.where(valid, times, torch.zeros_like(times)), cub, self.lengths)
+            slopes = pchip_slopes(self._times0, values[..., self.groups["cubic"]], self.lengths)
+        if not fresh_graph:
+            self._cache = (values, slopes)
+        return values, slopes
 
     def __call__(self, t: Tensor, window: Any, side: Tensor | None) -> Tensor:
         B = self.knots.shape[0]
+        all_values, all_slopes = self.derived()
         if t.shape[0] != B:
             raise ValueError(f"inputs hold {B} trajectories but f was evaluated for {t.shape[0]}.")
         t = t.to(self.knots.dtype)
@@ -331,7 +418,7 @@ class PreparedInputs:
             chans = self.groups[kind]
             if not chans:
                 continue
-            v = self.values[..., chans]
+            v = all_values[..., chans]
             Cg = len(chans)
             v_lo = v.gather(1, lo.view(B, 1, 1).expand(B, 1, Cg)).squeeze(1)
             if kind == "constant":
@@ -341,9 +428,9 @@ class PreparedInputs:
             if kind == "linear":
                 parts.append(v_lo + x * (v_hi - v_lo))
                 continue
-            assert self.slopes is not None
-            m_lo = self.slopes.gather(1, lo.view(B, 1, 1).expand(B, 1, Cg)).squeeze(1)
-            m_hi = self.slopes.gather(1, hi.view(B, 1, 1).expand(B, 1, Cg)).squeeze(1)
+            assert all_slopes is not None
+            m_lo = all_slopes.gather(1, lo.view(B, 1, 1).expand(B, 1, Cg)).squeeze(1)
+            m_hi = all_slopes.gather(1, hi.view(B, 1, 1).expand(B, 1, Cg)).squeeze(1)
             x2, x3 = x * x, x * x * x
             sp = span.unsqueeze(-1) * inside.unsqueeze(-1)
             h00 = 2 * x3 - 3 * x2 + 1
@@ -513,6 +600,44 @@ class Boluses:
         )
         out.batched = self.batched
         return out
+
+    def detach(self) -> Boluses:
+        """A copy with ``amounts`` detached."""
+        out = self._replace(self.times.detach(), self.amounts.detach(), self.index)
+        out.batched = self.batched
+        return out
+
+    def same(self, other: object) -> bool:
+        """Whether ``other`` holds the same times, amounts and indices (bitwise, same dtype)."""
+        if not isinstance(other, Boluses):
+            return False
+        return all(
+            a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.detach().cpu(), b.detach().cpu())
+            for a, b in (
+                (self.times.nan_to_num(-1e300), other.times.nan_to_num(-1e300)),
+                (self.amounts.nan_to_num(-1e300), other.amounts.nan_to_num(-1e300)),
+                (self.index, other.index),
+            )
+        )
+
+    @staticmethod
+    def concat(items: Sequence[Boluses]) -> Boluses:
+        """Stack the trajectories of several :class:`Boluses`, padding with NaN times and amounts."""
+        items = list(items)
+        M = max(it.times.shape[1] for it in items)
+        dt = items[0].amounts.dtype
+
+        def pad(x: Tensor, fill: float) -> Tensor:
+            if x.shape[1] == M:
+                return x
+            extra = torch.full((x.shape[0], M - x.shape[1]), fill, dtype=x.dtype, device=x.device)
+            return torch.cat([x, extra], dim=1)
+
+        return items[0]._replace(
+            torch.cat([pad(it.times.to(dt), float("nan")) for it in items]),
+            torch.cat([pad(it.amounts.to(dt), float("nan")) for it in items]),
+            torch.cat([pad(it.index, 0) for it in items]),
+        )
 
     def __getitem__(self, index: Any) -> Boluses:
         """The trajectories ``index`` as a batched :class:`Boluses`."""

@@ -73,7 +73,7 @@ class ACA(ReplayGradient):
             adj[0] = cast(Tensor, adj[0]) + output_cotangent(padded, rec.slot)  # y is floating: never None
             state = tuple(s.detach().requires_grad_() if s.is_floating_point() else s for s in rec.state)
             diff_in = [s for s in state if s.requires_grad]
-            with torch.enable_grad():
+            with torch.enable_grad(), problem.replaying(rec.t, rec.h):  # the forward step's sides at breakpoints
                 t_n, h_n = (rec.t, rec.h) if control is None else control.inputs(n, rec.t, rec.h)
                 new_state, err = solver.step(func, t_n, h_n, state)
                 outs, cots = [], []

@@ -159,7 +159,8 @@ class ReversibleGradient(GradientMethod):
         with torch.enable_grad():
             state = tuple(x.detach() for x in integ.final_state)
             adj = [torch.zeros_like(x) for x in state]
-            aux = self.begin(problem, state, integ.stats.t_final)
+            with problem.one_sided(integ.stats.t_final, -1.0):  # as the last step evaluated it (left limit)
+                aux = self.begin(problem, state, integ.stats.t_final)
             recon = torch.zeros(B, dtype=grad_ys.dtype, device=grad_ys.device)
             landed_states = integ.landed_states
             for rec in reversed(integ.records):
@@ -175,7 +176,8 @@ class ReversibleGradient(GradientMethod):
                         torch.where(landed.view((B,) + (1,) * (x.ndim - 1)), e, x)
                         for x, e in zip(state, exact, strict=True)
                     )
-                state, adj, aux = self.reverse_step(problem, rec, state, adj, aux, vjp)
+                with problem.replaying(rec.t, rec.h):  # the forward step's sides at breakpoints
+                    state, adj, aux = self.reverse_step(problem, rec, state, adj, aux, vjp)
             adj[0] = adj[0] + gy[:, 0]
             y0 = problem.y0.detach()
             recon = torch.maximum(recon, (state[0] - y0).abs().amax(dim=-1))

@@ -23,6 +23,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from .._breakpoints import current_window
 from ..integrate import Problem, StepRecord
 from ..solvers.base import State
 from ..solvers.reversible_heun import ReversibleHeun as ReversibleHeunSolver
@@ -76,6 +77,24 @@ class ReversibleHeunGradient(ReversibleGradient):
         y_inv, _, g0 = cast(ReversibleHeunSolver, problem.solver).inverse(f_at_leaf, rec.t, rec.h, state)
         z0, g0_graph = taken
         y0 = torch.where(acc, y_inv, y1)
+        win = current_window()
+        if win is not None and win.fresh is not None:
+            # The step started on a breakpoint and used g = f(t+, z) (the right limit, evaluated again) instead of
+            # the carried f(t-, z) of the previous step: its adjoint goes through f into z (and the parameters),
+            # the carried g gets none, and the state before the step holds the left limit again.
+            # (Rows that rejected the step keep their state, whose g is the left limit too.)
+            fr = win.fresh.unsqueeze(-1)
+            used = fr & acc
+            a_g_used = torch.where(used, new_adj[2], torch.zeros_like(new_adj[2]))
+            new_adj[1] = new_adj[1] + vjp(g0_graph, z0, a_g_used)
+            new_adj[2] = torch.where(used, torch.zeros_like(new_adj[2]), new_adj[2])
+            leaf = z0.detach().requires_grad_()
+            g_right = problem.func(rec.t, leaf)
+            with problem.one_sided(rec.t, -1.0):
+                g_left = problem.func(rec.t, leaf)
+            g0_graph = torch.where(fr, g_left, g_right)
+            g0 = torch.where(fr, g_left.detach(), g0)
+            z0 = leaf
         return (y0, z0.detach(), g0), new_adj, (z0, g0_graph)
 
     def finish(self, problem: Problem, state: State, adj: list[Tensor], aux: Any, vjp: VJP) -> Tensor:

@@ -61,8 +61,9 @@ from torch import Tensor
 
 from ..integrate import Integration, Problem, Trace
 from ..solvers.base import State
-from ..solvers.rk import ExplicitRK, linear_combination
+from ..solvers.rk import ExplicitRK, linear_combination, weighted_sum
 from ..solvers.tableau import Tableau
+from ..step_grad import ControlAdjoint
 from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["SymplecticAdjoint", "partner_tableau"]
@@ -89,6 +90,7 @@ class SymplecticAdjoint(ReplayGradient):
     """
 
     name = "symplectic"
+    step_grad = True
     solvers = ExplicitRK
     record = "states"
 
@@ -108,6 +110,7 @@ class SymplecticAdjoint(ReplayGradient):
         tab, func = solver.tableau, problem.func
         s, fsal = tab.stages, tab.fsal
         b, c = tab.b, tab.c
+        b_err = tab.b_err if tab.b_err is not None else (0.0,) * s
         # Partner coefficients b_j - A_ij = b_j a_ji / b_i for b_i != 0 (the form used below).
         partner = partner_tableau(tab)
         padded = pad_output_gradient(grad_ys)
@@ -115,8 +118,9 @@ class SymplecticAdjoint(ReplayGradient):
         lam = torch.zeros_like(result.final_state[0])
         lam_k = torch.zeros_like(lam)  # adjoint of the cached derivative k_s (used by FSAL tableaux only)
         g_params = [torch.zeros_like(p) for p in params]
+        control = ControlAdjoint.of(problem, result)  # step sizes on the graph (physnode.step_grad), or None
         for n in range(len(records) - 1, -1, -1):
-            if not any_accepted[n]:
+            if control is None and not any_accepted[n]:
                 continue
             rec = records[n]
             lam = lam + output_cotangent(padded, rec.slot)
@@ -135,7 +139,19 @@ class SymplecticAdjoint(ReplayGradient):
                     Ys.append(y if dy is None else torch.addcmul(y, hh, dy))
                     if i < s - 1:
                         ks.append(func(t + c[i] * h, Ys[i]))
-                del ks
+                if control is not None:  # the controller needs the trial step and its error estimate
+                    ks.append(func(t + c[s - 1] * h, Ys[s - 1]))
+                    y_new = torch.addcmul(y, hh, weighted_sum(b, ks))
+                    err = hh * weighted_sum(b_err, ks)
+                else:
+                    del ks
+            g_t = g_h = e_bar = None
+            if control is not None:
+                # dL/d err, dL/dy and dL/dy_new through the error norm, dL/dh through the controller's update.
+                e_bar, g_y_en, g_ynew_en, g_h = control.controller_vjp(n, t, h, err, y, y_new, rec.accept)
+                lam_out = lam_out + g_ynew_en
+                g_h = g_h + (lam_out * weighted_sum(b, ks)).sum(-1) + (e_bar * weighted_sum(b_err, ks)).sum(-1)
+                g_t = torch.zeros_like(g_h)
             # Adjoint stages i = s..1, each from the μ_j = J_jᵀ κ_j of the later stages.
             mus: list[Tensor | None] = [None] * s
             lam_in = lam_out
@@ -162,6 +178,8 @@ class SymplecticAdjoint(ReplayGradient):
                             kappa = mu * coef if kappa is None else kappa.add(mu, alpha=coef)
                     if kappa is not None:
                         kappa = kappa * hh
+                if e_bar is not None and b_err[i] != 0.0:  # the error estimate err = h Σ_i b_err_i k_i
+                    kappa = e_bar * (hh * b_err[i]) if kappa is None else kappa + e_bar * (hh * b_err[i])
                 if fsal and i == s - 1:
                     # The cached derivative k_s of the new state receives the next step's λ_k.
                     extra = torch.where(acc, lam_k, 0.0)
@@ -172,13 +190,27 @@ class SymplecticAdjoint(ReplayGradient):
                     lam_k_in = kappa  # the first stage read the cache: its κ is the adjoint of the cache
                     continue
                 Yi = Ys[i].detach().requires_grad_()
+                ti = (t + c[i] * h if i else t).detach().requires_grad_(control is not None)
+                time_in = [ti] if control is not None else []
                 with torch.enable_grad():
-                    k = func(t + c[i] * h if i else t, Yi)
-                    grads = vjp([k], [Yi, *params], [kappa])
+                    k = func(ti, Yi)
+                    grads = vjp([k], [Yi, *time_in, *params], [kappa])
                 mus[i] = grads[0]
                 lam_in = lam_in + grads[0]
-                for g, gp in zip(g_params, grads[1:], strict=True):
+                if g_t is not None and g_h is not None:  # Y_i = y + h Σ_j a_ij k_j at time t + c_i h
+                    tau = grads[1]
+                    g_t = g_t + tau
+                    dy = linear_combination(tab.a[i], ks)
+                    g_h = g_h + c[i] * tau + (0.0 if dy is None else (grads[0] * dy).sum(-1))
+                for g, gp in zip(g_params, grads[1 + len(time_in) :], strict=True):
                     g.add_(gp)
+            if control is not None and g_t is not None and g_h is not None:
+                control.finish_step(g_h, g_t)
+                # A rejected row passes its adjoints through and adds the error estimate's share.
+                lam = lam_in + g_y_en + torch.where(acc, 0.0, lam)
+                if fsal:
+                    lam_k = (torch.zeros_like(lam) if lam_k_in is None else lam_k_in) + torch.where(acc, 0.0, lam_k)
+                continue
             lam = torch.where(acc, lam_in, lam)
             if fsal:
                 lam_k = torch.where(acc, lam_k_in if lam_k_in is not None else torch.zeros_like(lam), lam_k)

@@ -6,7 +6,10 @@ import json
 import re
 
 import pytest
+import torch
 
+import physnode
+from physnode import forecast, load_result
 from physnode.cli import main
 from physnode.commands.fit import CONFIG_EXAMPLE
 from physnode.data import Trajectories
@@ -62,7 +65,23 @@ def test_example_config_recovers_parameters(fitted, capsys):
     }
     assert record["grad"] == "direct" and summary["requested_grad"] == record["requested_grad"] == "aca"
     assert "direct (requested aca)" in out
+    assert summary["grad"] == record["grad"] == "direct" and summary["method"] == record["method"]
     assert not [p for p in res.iterdir() if p.name.startswith(".")]  # no temporary files left
+    # The folder loads back as a FitResult whose model predicts what predictions.nc holds.
+    result = load_result(res)
+    assert result.params == pytest.approx(summary["all_params"], rel=1e-15)
+    assert result.grad == "direct" and result.requested_grad == "aca"
+    assert result.provenance["command"] == summary["command"] and summary["command"].startswith("physnode fit ")
+    assert result.provenance["data_file"] == summary["data_file"]
+    assert result.provenance["data"]["digest"] == data.split_by_time(15.0)[0].digest()  # the fitted window
+    again = forecast(result.model, data, data.times, options=result.solve_options)
+    torch.testing.assert_close(again.values, pred.values, rtol=1e-12, atol=1e-14)  # same model, same solve
+    # predictions.nc says what produced it: the fitted values and the fit's own solver and gradient method.
+    assert pred.attrs["fitted_parameters"] == pytest.approx(summary["all_params"], rel=1e-15)
+    assert pred.attrs["solver"] == summary["solver"] and pred.attrs["fit"]["requested_grad"] == "aca"
+    assert pred.attrs["physnode_version"] == physnode.__version__ and pred.attrs["t_split"] == 15.0
+    assert "parameters" not in pred.attrs  # not the generator's true values
+    assert {"time_series.png", "parameters.png", "loss.png", "result.pt"} <= set(summary["files"])
 
 
 def test_cli_overrides_and_out(fitted, tmp_path, capsys):

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import physnode
 from physnode.cli import main
 from physnode.commands.fit import CONFIG_EXAMPLE
 from physnode.data import Trajectories
@@ -125,3 +126,59 @@ def test_forecast_usage(capsys):
     assert main(["forecast", "somewhere"]) == 2  # --out is required
     err = capsys.readouterr().err
     assert "--out" in err and err.count("\n") == 1
+
+
+def _staggered(results, tmp_path):
+    """The results' data with trajectory 1 starting 3 s later and trajectory 0 cut to 15 times (padding)."""
+    data = Trajectories.load(results / "results" / "oscillator" / "data.nc")
+    times, values = data.times.clone(), data.values.clone()
+    times[0, 15:] = float("nan")
+    times[1] = times[1] + 3.0
+    metadata = [dict(m) for m in data.metadata]
+    metadata[1]["initial_time"] = 3.0
+    staggered = Trajectories(
+        times, values, lengths=[15, 20], channels=data.channels, units=data.units, metadata=metadata
+    )
+    staggered.save(tmp_path / "staggered.nc")
+    return staggered, json.loads((results / "results" / "oscillator" / "summary.json").read_text())["params"]
+
+
+def test_forecast_t_end_from_each_trajectory_start(results, tmp_path, capsys):
+    """--t-end: each trajectory's grid starts at its own initial time (here 0 and 3) and ends at --t-end."""
+    data, p = _staggered(results, tmp_path)
+    res = results / "results" / "oscillator"
+    argv = ["forecast", str(res), "--data", str(tmp_path / "staggered.nc"), "--t-end", "40", "--n-times", "41"]
+    code, _, err = _run([*argv, "--out", str(tmp_path / "p.nc")], capsys)
+    assert code == 0, err
+    pred = Trajectories.load(tmp_path / "p.nc")
+    torch.testing.assert_close(pred.times[:, 0], torch.tensor([0.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(pred.times[:, -1], torch.tensor([40.0, 40.0], dtype=torch.float64))
+    assert pred.lengths.tolist() == [41, 41] and bool(pred.mask.all())
+    y0 = data.metadata_tensor("initial_state")
+    for i in range(2):  # the oscillator is autonomous: solve each trajectory from its own start
+        ref = _oscillator(y0[i : i + 1], pred.times[i] - pred.times[i, 0], p["omega0"], p["zeta"])
+        torch.testing.assert_close(pred.values[i : i + 1], ref, rtol=1e-4, atol=1e-5)
+    # A --t-end before a trajectory's start names it.
+    code, _, err = _run([*argv[:-4], "--t-end", "2", "--out", str(tmp_path / "q.nc")], capsys)
+    assert code == 1 and "trajectory 1 starts at 3.0" in err
+
+
+def test_forecast_at_data_times_keeps_lengths_mask_units_and_says_what_made_it(results, tmp_path, capsys):
+    _staggered(results, tmp_path)
+    res = results / "results" / "oscillator"
+    argv = ["forecast", str(res), "--data", str(tmp_path / "staggered.nc"), "--out", str(tmp_path / "p.nc")]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    pred = Trajectories.load(tmp_path / "p.nc")
+    assert pred.lengths.tolist() == [15, 20]  # padding stays padding, not predictions at invented times
+    assert not bool(pred.mask[0, 15:].any()) and bool(pred.mask[0, :15].all())
+    assert pred.channels == ["x", "v"] and pred.units == ["m", "m s-1"]
+    summary = json.loads((res / "summary.json").read_text())
+    attrs = pred.attrs
+    assert attrs["fitted_parameters"]["omega0"] == summary["params"]["omega0"]
+    assert attrs["fit"]["grad"] == summary["grad"] == "direct" and attrs["fit"]["requested_grad"] == "aca"
+    assert attrs["fit"]["solver"] == summary["solver"]
+    assert attrs["solver"]["method"] == summary["solver"]["method"] and "grad" not in attrs["solver"]
+    assert attrs["physnode_version"] == physnode.__version__
+    assert attrs["command"].startswith("physnode forecast ") and "staggered.nc" in attrs["command"]
+    assert "parameters" not in attrs and all("parameters" not in m for m in pred.metadata)
