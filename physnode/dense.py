@@ -103,7 +103,8 @@ class DenseOutput:
         if outside.any():
             b, m = (int(x[0]) for x in np.nonzero(outside))
             raise ValueError(
-                f"t[{b}, {m}] = {tq[b, m]!r} lies outside the solved interval [{self.t0[b]!r}, {self.t_end[b]!r}] of "
+                f"t[{b}, {m}] = {float(tq[b, m])!r} lies outside the solved interval [{float(self.t0[b])!r}, "
+                f"{float(self.t_end[b])!r}] of "
                 f"trajectory {b}: the dense output covers only the interval between the initial and the last "
                 "observation time. Solve over a longer interval to evaluate there."
             )

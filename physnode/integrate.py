@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ._breakpoints import Cursor, current_window, fresh_rows, land_exactly, nudge, window
+from .dense import DenseOutput, evaluate
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError, StiffnessError
 from .solution import Stats, Status
 from .solvers.base import Solver, State
@@ -130,6 +131,11 @@ class Problem:
     raise_on_failure: bool = True
     #: Fail early with :class:`~physnode.errors.StiffnessError` when the solve is stiff for the method.
     stiffness_check: bool = True
+    #: How observations are served: ``"land"`` (a step ends on each observation time) or ``"interpolate"`` (steps
+    #: land only on the last one; the others come from the continuous extension of the step covering them).
+    outputs: str = "land"
+    #: Keep the continuous extension of every step (:class:`~physnode.dense.DenseOutput`) for interpolation.
+    dense: bool = False
     #: Known discontinuities, ``(B, K)`` in ``y0``'s dtype (NaN padding), or ``None``: every step ends on the next
     #: one and ``f`` is evaluated on the side of the step (:mod:`physnode._breakpoints`); no output is written there.
     breakpoints: Tensor | None = None
@@ -192,6 +198,9 @@ class StepRecord:
     accept: Tensor
     slot: Tensor
     state: State | None = None
+    #: With ``outputs="interpolate"``: ``(theta (B, M), slots (B, M))`` of the observations the step's continuous
+    #: extension wrote (``ys[b, slots[b, m]]`` at ``t + theta[b, m] h``; slot ``T`` for none), else ``None``.
+    interpolated: tuple[Tensor, Tensor] | None = None
 
 
 class Trace:
@@ -215,6 +224,8 @@ class Trace:
         self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._states: list[tuple[Tensor, ...]] = []
         self._n = 0
+        #: Iteration -> ``(theta (B, M), slots (B, M))`` host arrays of the observations it interpolated.
+        self.interpolated: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def append(self, t: np.ndarray, h: np.ndarray, accept: np.ndarray, slot: np.ndarray, state: State) -> None:
         """Record one iteration (``state`` is the state before it; copied only when states are kept)."""
@@ -253,12 +264,15 @@ class Trace:
         bt, bh, ba, bs = self._blocks[b]
         state = tuple(buf[i] for buf in self._states[b]) if self.keep_states else None
         dev = self.device
+        written = self.interpolated.get(n)
+        interpolated = None if written is None else (_to_device(written[0], dev), _to_device(written[1], dev))
         return StepRecord(
             _to_device(bt[i], dev),
             _to_device(bh[i], dev),
             _to_device(ba[i], dev),
             _to_device(bs[i], dev).long(),
             state,
+            interpolated,
         )
 
     def __iter__(self):
@@ -287,6 +301,8 @@ class Integration:
     #: With ``record="landings"``: every solver-state entry at every observation, ``(B, T + 1, ...)`` each (slot
     #: ``T`` is scratch). Reversible gradient methods restart their reconstruction from these exact states.
     landed_states: tuple[Tensor, ...] | None = None
+    #: With ``problem.dense``: the continuous extension of every step (``Solution.interpolate``).
+    dense: DenseOutput | None = None
     #: With ``problem.step_grad`` and a record: the controller's inputs per iteration (:mod:`physnode.step_grad`).
     control: ControlTrace | None = None
 
@@ -407,6 +423,50 @@ def _to_device(a: np.ndarray, device: torch.device) -> Tensor:
     return x if device.type == "cpu" else x.to(device, non_blocking=True)
 
 
+def _interpolated_slots(
+    th: np.ndarray,
+    keys: Tensor,
+    direction: np.ndarray,
+    j: np.ndarray,
+    accept: np.ndarray,
+    tc: np.ndarray,
+    h: np.ndarray,
+    t_new: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The observations that the accepted steps ``[tc, t_new]`` cover, for ``outputs="interpolate"``.
+
+    Parameters
+    ----------
+    th
+        Observation times ``(B, T)`` (host float64); ``keys`` the same times times the ``direction`` of integration
+        ``(B,)`` (``+1`` or ``-1``), increasing along each row, as a CPU tensor.
+    j
+        Index of each trajectory's first observation not yet written, ``(B,)``.
+    accept, tc, h, t_new
+        Accept mask, start time, step and end time of this iteration's steps, ``(B,)``.
+
+    Returns
+    -------
+    j_end, theta, slots
+        The first observation after the step ``(B,)``; for the ``M`` observations at most that a step covers, the
+        fractions ``theta`` ``(B, M)`` of the step and the output slots ``(B, M)`` (``T`` where a row covers fewer),
+        or ``None`` when no step covers an observation. One batched binary search on the host, no device work.
+    """
+    B, T = th.shape
+    after = torch.searchsorted(keys, torch.from_numpy(direction * t_new).unsqueeze(1), right=True).numpy()[:, 0]
+    j_end = np.where(accept, np.maximum(after, j), j)
+    count = j_end - j
+    M = int(count.max())
+    if M == 0:
+        return j_end, None, None
+    idx = j[:, None] + np.arange(M)[None, :]
+    valid = np.arange(M)[None, :] < count[:, None]
+    obs = th[np.arange(B)[:, None], np.minimum(idx, T - 1)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = np.where(valid, (obs - tc[:, None]) / h[:, None], 0.0)
+    return j_end, np.clip(theta, 0.0, 1.0), np.where(valid, idx, T)
+
+
 def integrate(problem: Problem, record: str | None = None, state0: State | None = None) -> Integration:
     """Integrate ``problem`` from ``t[:, 0]`` through every observation time.
 
@@ -429,6 +489,18 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     if record not in (None, "steps", "states", "landings"):
         raise ValueError(f"record must be None, 'steps', 'states' or 'landings', got {record!r}.")
     func, solver, ctrl = problem.func, problem.solver, problem.controller
+    interp = problem.outputs == "interpolate"
+    if (interp or problem.dense) and solver.dense_order is None:
+        raise ValueError(
+            f"method={solver.name!r} has no continuous extension (dense output), so it cannot "
+            f"{'serve observation times by interpolation' if interp else 'give a dense solution'}; use "
+            "outputs='land' and dense=False, or an explicit Runge–Kutta method such as 'dopri5' or 'tsit5'."
+        )
+    if interp and record == "landings":
+        raise ValueError(
+            "this gradient method restarts its reconstruction from the exact state at every observation time, which "
+            "outputs='interpolate' does not compute; use outputs='land' with it."
+        )
     y0, t = problem.y0, problem.t
     B, D = y0.shape
     T = t.shape[1]
@@ -495,6 +567,10 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     new_state: State | None = None
     err: Tensor | None = None
     sg = start_step_graph(problem, h, tc, sdtype, record)  # step sizes on the graph (physnode.step_grad), or None
+    dense_out = DenseOutput(th[:, 0], th[:, -1], y0) if problem.dense else None
+    keys = torch.from_numpy(np.ascontiguousarray(direction[:, None] * th)) if interp else None
+    interp_slots: list[Tensor] = []  # (B, M) output slots and (B, M, D) states of the interpolated observations
+    interp_values: list[Tensor] = []
 
     def detail(idx: int, code: Status) -> str:
         """What the generic status message cannot know: numbers and the likely cause (failure path only)."""
@@ -526,7 +602,7 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     if not active.all() and problem.raise_on_failure:
         _raise(status, ~active, tc, detail)
     j = np.ones(B, dtype=np.int64)
-    t_next = th[:, 1].copy()
+    t_next = th[:, -1].copy() if interp else th[:, 1].copy()  # the next time a step lands on
     prev_err = np.ones(B)
     last_nonfinite = np.zeros(B, dtype=bool)
     retry = np.zeros(B, dtype=bool)  # the row's last step was rejected
@@ -598,30 +674,49 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         nonfinite = active & ~np.isfinite(en)
         accept = active & ctrl.accepts(en)
         landed = accept & land if cursor is None else accept & land & (target == t_next)  # on an observation
-        slot = np.where(landed, j, T)
+        slot = np.where(landed & (not interp), j, T)
         # The host knows the decisions: skip the merge when every row accepted, the write when none landed.
         if not accept.all():
             state = _where_state(_to_device(accept, dev), new_state, state)
         else:
             state = new_state
-        if landed.any():
+        if landed.any() and not interp:
             slot_dev = _to_device(slot, dev)
             out.scatter_(1, slot_dev.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
             if landed_states is not None:
                 for buf, x in zip(landed_states, state, strict=True):
                     index = slot_dev.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
                     buf.scatter_(1, index, x.detach().unsqueeze(1))
+        t_new = np.where(accept, np.where(land, target, tc + h_eff), tc)
+        if interp or dense_out is not None:
+            y_n, h_n, R_n = solver.dense_terms()  # type: ignore[attr-defined]  # dense_order checked above
+            if dense_out is not None:
+                dense_out.append(tc, h_eff, accept, y_n, R_n)
+        if interp:
+            # Observations in (tc, t_new] of each accepted step, from its continuous extension: evaluated now for
+            # the whole batch, written once after the loop (one scatter instead of one per step, also backward).
+            assert keys is not None
+            j_end, theta, slots = _interpolated_slots(th, keys, direction, j, accept, tc, h_eff, t_new)
+            if theta is not None and slots is not None:
+                theta_dev = _to_device(theta.astype(sdtype), dev)
+                interp_slots.append(_to_device(slots, dev))
+                interp_values.append(evaluate(y_n, h_n, R_n, theta_dev))
+                if record is not None:
+                    records.interpolated[len(records)] = (theta.astype(sdtype), slots)
         if record is not None:
             records.append(packed[0], packed[1], accept, slot, state_before)
 
-        tc = np.where(accept, np.where(land, target, tc + h_eff), tc)
+        tc = t_new
         if cursor is not None:
             cursor.advance(tc)
-        j = j + landed
+        if interp:
+            j = j_end
+        else:
+            j = j + landed
+            t_next = th[rows, np.minimum(j, T - 1)]
         finished = j >= T
         if problem.monitor is not None and accept.any():  # e.g. terminal events (physnode.events)
             finished = finished | (accept & problem.monitor(tc, accept, state))
-        t_next = th[rows, np.minimum(j, T - 1)]
         n_acc += accept
         n_rej += active & ~accept
         retry = active & ~accept
@@ -671,6 +766,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         if not active.any():
             break
 
+    if interp_slots:
+        slots_all = torch.cat(interp_slots, dim=1)
+        out = out.scatter(1, slots_all.unsqueeze(-1).expand(*slots_all.shape, D), torch.cat(interp_values, dim=1))
     return Integration(
         out[:, :T],
         stats(),
@@ -678,5 +776,6 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         records,
         h0=h_dev,
         landed_states=landed_states,
+        dense=dense_out,
         control=None if sg is None else sg.trace,
     )

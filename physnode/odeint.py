@@ -14,7 +14,15 @@ from ._validate import check_times, check_y0, describe
 from .data.inputs import Boluses, Inputs
 from .gradients import GradientMethod
 from .integrate import CountingRHS, Problem
-from .options import DEFAULT_ATOL, DEFAULT_GRAD, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
+from .options import (
+    DEFAULT_ATOL,
+    DEFAULT_GRAD,
+    DEFAULT_METHOD,
+    DEFAULT_OUTPUTS,
+    DEFAULT_RTOL,
+    SolveOptions,
+    resolve_options,
+)
 from .solution import Solution
 from .solvers import FixedController, PIController, Solver
 from .time_input import observation_time_terms, shifted_initial_state
@@ -32,6 +40,8 @@ _KEYWORD_DEFAULTS: dict[str, Any] = {
     "min_step": 0.0,
     "max_step": math.inf,
     "norm": None,
+    "outputs": DEFAULT_OUTPUTS,
+    "dense": False,
 }
 
 
@@ -134,6 +144,8 @@ def _build_problem(
         raise_on_failure,
         stiffness_check=opts.stiffness_check,
         step_grad=opts.step_grad,
+        outputs=opts.outputs,
+        dense=opts.dense,
         breakpoints=None if forcing is None else forcing.breakpoints,
     )
     gm.check(problem)
@@ -157,6 +169,8 @@ def solve(
     min_step: float = 0.0,
     max_step: float = math.inf,
     norm: Callable[[Tensor], Tensor] | None = None,
+    outputs: str = DEFAULT_OUTPUTS,
+    dense: bool = False,
     inputs: Inputs | None = None,
     boluses: Boluses | None = None,
     breakpoints: Tensor | Sequence[float] | None = None,
@@ -224,6 +238,13 @@ def solve(
     norm
         Error norm of adaptive methods, ``norm(scaled_error (B, D)) -> (B,)``, applied to
         ``err / (atol + rtol max(|y|, |y_new|))``; a step is accepted when it is at most 1. Default: RMS.
+    outputs
+        ``"land"`` (default): a step ends on every observation time. ``"interpolate"``: steps land only on the
+        last time and every observation comes from the continuous extension of the step covering it (explicit
+        Runge–Kutta methods; far fewer steps when observations are dense; see the "Dense output" concepts page).
+    dense
+        Keep the continuous extension of every step: ``Solution.interpolate(t)`` then evaluates the solution at
+        any time of the solved interval (differentiable with ``grad="direct"``).
     inputs
         External inputs :class:`~physnode.data.Inputs` (controls, treatments, forcings; one series per trajectory
         or one shared). ``func`` is then called as ``func(t, y, u)`` with ``u`` of shape ``(B, C)`` (``(C,)`` for
@@ -265,6 +286,8 @@ def solve(
         min_step=min_step,
         max_step=max_step,
         norm=norm,
+        outputs=outputs,
+        dense=dense,
     )
     forcing: Forcing | None = None
     if inputs is not None or breakpoints is not None or boluses is not None:
@@ -300,7 +323,7 @@ def solve(
         result.ys = observation_time_terms(problem.func, t_obs, result.ys)
         result.stats.nfe += nfe_times + problem.func.nfe - nfe0
     ys = result.ys.squeeze(0) if unbatched else result.ys
-    return Solution(ts=t, ys=ys, stats=result.stats)
+    return Solution(ts=t, ys=ys, stats=result.stats, dense=result.dense, unbatched=unbatched)
 
 
 def _solve_boluses(
@@ -377,6 +400,7 @@ def odeint(
     min_step: float = 0.0,
     max_step: float = math.inf,
     norm: Callable[[Tensor], Tensor] | None = None,
+    outputs: str = DEFAULT_OUTPUTS,
     inputs: Inputs | None = None,
     boluses: Boluses | None = None,
     breakpoints: Tensor | Sequence[float] | None = None,
@@ -401,6 +425,7 @@ def odeint(
         min_step=min_step,
         max_step=max_step,
         norm=norm,
+        outputs=outputs,
         inputs=inputs,
         boluses=boluses,
         breakpoints=breakpoints,

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_GRAD",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_METHOD",
+    "DEFAULT_OUTPUTS",
     "DEFAULT_RTOL",
     "FIT_GRAD",
     "LOOP_OPTIONS",
@@ -49,6 +50,11 @@ DEFAULT_RTOL = 1e-7
 DEFAULT_ATOL = 1e-9
 #: Limit on accepted plus rejected steps per trajectory.
 DEFAULT_MAX_STEPS = 100_000
+
+#: How observation times are served: ``"land"`` (a step ends on each) or ``"interpolate"`` (the continuous extension
+#: of the step covering each; steps land only on the last time). See docs/concepts/dense-output.md.
+DEFAULT_OUTPUTS = "land"
+OUTPUTS = ("land", "interpolate")
 
 #: Options of the integration loop itself, accepted with every method: name -> (default, description).
 LOOP_OPTIONS: dict[str, tuple[object, str]] = {
@@ -74,7 +80,20 @@ LOOP_OPTIONS: dict[str, tuple[object, str]] = {
 }
 
 _TOL_WHAT = "a non-negative float (or a tensor of shape (D,) with one value per state component)"
-_FIELDS = ("method", "grad", "rtol", "atol", "step_size", "max_steps", "options", "min_step", "max_step", "norm")
+_FIELDS = (
+    "method",
+    "grad",
+    "rtol",
+    "atol",
+    "step_size",
+    "max_steps",
+    "options",
+    "min_step",
+    "max_step",
+    "norm",
+    "outputs",
+    "dense",
+)
 _JSON_SCALARS = (bool, int, float, str)
 
 
@@ -149,6 +168,14 @@ class SolveOptions:
         Error norm of adaptive methods: a callable taking the scaled error ``err / (atol + rtol max(|y|, |y_new|))``
         ``(B, D)`` and returning one non-negative value per trajectory ``(B,)``; a step is accepted when it is at
         most 1. ``None`` (default): the RMS norm. Not written by :meth:`to_dict` (a function is not data).
+    outputs
+        ``"land"`` (default): a step ends on every observation time. ``"interpolate"``: steps follow the tolerance
+        alone (landing only on the last time) and each observation is evaluated from the continuous extension of
+        the step covering it (explicit Runge–Kutta methods; every exact gradient method stays exact for this
+        discrete solve; the reversible methods refuse it).
+    dense
+        Keep the continuous extension of every step, for :meth:`physnode.Solution.interpolate` (explicit
+        Runge–Kutta methods; differentiable with ``grad="direct"``).
 
     Raises
     ------
@@ -167,6 +194,9 @@ class SolveOptions:
     min_step: float = 0.0
     max_step: float = math.inf
     norm: Callable[[Tensor], Tensor] | None = None
+    # Observations by interpolation and dense solutions (validated in _check_outputs).
+    outputs: str = DEFAULT_OUTPUTS
+    dense: bool = False
     _solver_options: dict[str, Any] = field(init=False, repr=False)
     _gradient_options: dict[str, Any] = field(init=False, repr=False)
     _loop_options: dict[str, Any] = field(init=False, repr=False)
@@ -195,6 +225,7 @@ class SolveOptions:
         if max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
         self._check_step_control(solver, step_size)
+        self._check_outputs(solver)
         setattr_(self, "rtol", rtol)
         setattr_(self, "atol", atol)
         setattr_(self, "step_size", step_size)
@@ -230,6 +261,22 @@ class SolveOptions:
             )
         object.__setattr__(self, "min_step", lo)
         object.__setattr__(self, "max_step", hi)
+
+    def _check_outputs(self, solver: Solver) -> None:
+        """Validate ``outputs`` and ``dense`` (the method must have a continuous extension to use them)."""
+        if self.outputs not in OUTPUTS:
+            raise ValueError(
+                f"outputs must be 'land' (a step ends on every observation time) or 'interpolate' (observations from "
+                f"the continuous extension of each step), got {describe(self.outputs)}."
+            )
+        if not isinstance(self.dense, bool):
+            raise TypeError(f"dense must be True or False, got {describe(self.dense)}.")
+        if (self.outputs == "interpolate" or self.dense) and solver.dense_order is None:
+            what = "outputs='interpolate'" if self.outputs == "interpolate" else "dense=True"
+            raise ValueError(
+                f"{what} needs a method with a continuous extension (dense output); method={solver.name!r} has none. "
+                "Use an explicit Runge–Kutta method such as 'dopri5' or 'tsit5', or outputs='land', dense=False."
+            )
 
     def _split_options(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """Route ``options`` to the solver, the gradient method and the loop (:data:`LOOP_OPTIONS`)."""
@@ -389,6 +436,10 @@ class SolveOptions:
             out["min_step"] = self.min_step
         if self.max_step != math.inf:
             out["max_step"] = self.max_step
+        if self.outputs != DEFAULT_OUTPUTS:
+            out["outputs"] = self.outputs
+        if self.dense:
+            out["dense"] = True
         if self.norm is not None:
             raise TypeError(
                 f"norm = {describe(self.norm)} cannot be written to a results or TOML file (a function is not data); "
@@ -437,6 +488,8 @@ class SolveOptions:
             elif isinstance(x, Tensor) or isinstance(y, Tensor) or x != y:
                 return False
         if self.norm is not other.norm:
+            return False
+        if (self.outputs, self.dense) != (other.outputs, other.dense):
             return False
         return (self.step_size, self.max_steps, dict(self.options), self.min_step, self.max_step) == (
             other.step_size,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .dense import DenseOutput
 
 __all__ = ["Solution", "Stats", "Status"]
 
@@ -111,11 +115,61 @@ class Solution:
         States at ``ts``: ``(T, D)`` or ``(B, T, D)``; entries after a failure are NaN.
     stats
         :class:`Stats` of the solve.
+    dense
+        With ``dense=True``: the continuous extension of every step (:class:`~physnode.dense.DenseOutput`), which
+        :meth:`interpolate` evaluates; ``None`` otherwise.
+    unbatched
+        Whether the solve was unbatched (``y0`` of shape ``(D,)``).
     """
 
     ts: Tensor
     ys: Tensor
     stats: Stats
+    dense: DenseOutput | None = None
+    unbatched: bool = False
+
+    def interpolate(self, t: Tensor) -> Tensor:
+        """The solution at any times of the solved interval, from the continuous extension of the steps.
+
+        Each trajectory is evaluated on its own steps. Differentiable with respect to ``y0`` and the parameters
+        when the solve was differentiated with ``grad="direct"`` (other gradient methods solve without a graph:
+        the values are then constants).
+
+        Parameters
+        ----------
+        t
+            Times ``(M,)`` shared by the batch, or ``(B, M)`` one row per trajectory (time units); each within
+            the trajectory's solved interval between its initial and last observation time.
+
+        Returns
+        -------
+        Tensor
+            States ``(M, D)`` for an unbatched solve, else ``(B, M, D)``.
+
+        Raises
+        ------
+        ValueError
+            The solve was not dense (pass ``dense=True``), ``t`` has the wrong shape, or a time lies outside
+            the solved interval.
+        """
+        if self.dense is None:
+            raise ValueError(
+                "this Solution keeps no continuous extension: solve with dense=True (an explicit Runge–Kutta method "
+                "such as 'dopri5') to interpolate it."
+            )
+        y0 = self.dense.y0
+        B = y0.shape[0]
+        if not isinstance(t, Tensor):
+            t = torch.as_tensor(t, dtype=y0.dtype)
+        if t.ndim == 1:
+            tb = t.unsqueeze(0).expand(B, -1)
+        elif t.ndim == 2 and t.shape[0] == B and not self.unbatched:
+            tb = t
+        else:
+            want = "(M,)" if self.unbatched else f"(M,) or ({B}, M)"
+            raise ValueError(f"t must have shape {want} for this solution, got {tuple(t.shape)}.")
+        out = self.dense(tb)
+        return out[0] if self.unbatched else out
 
     @property
     def status(self) -> Tensor:

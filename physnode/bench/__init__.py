@@ -56,6 +56,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "time, NFE and gradient error per gradient method (three-body problem) vs the peers' same methods",
         ),
         Benchmark(
+            "observations",
+            "physnode.bench.observations",
+            "100 to 10,000 observation times (three-body): landing steps vs interpolated outputs vs torchode, "
+            "torchdiffeq",
+        ),
+        Benchmark(
             "memory",
             "physnode.bench.memory",
             "peak memory of one gradient vs the number of steps, per gradient method (fresh process per point)",

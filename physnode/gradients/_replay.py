@@ -26,7 +26,15 @@ from ..integrate import Integration, Problem, integrate
 from ._guards import first_order_only, wants_custom_backward
 from .base import GradientMethod
 
-__all__ = ["CustomBackward", "CustomSolve", "ReplayGradient", "output_cotangent", "pad_output_gradient", "vjp"]
+__all__ = [
+    "CustomBackward",
+    "CustomSolve",
+    "ReplayGradient",
+    "interpolated_cotangent",
+    "output_cotangent",
+    "pad_output_gradient",
+    "vjp",
+]
 
 
 def vjp(outputs: Sequence[Tensor], inputs: Sequence[Tensor], cotangents: Sequence[Tensor]) -> list[Tensor]:
@@ -56,6 +64,13 @@ def output_cotangent(padded: Tensor, slot: Tensor) -> Tensor:
     """
     B, _, D = padded.shape
     return padded.gather(1, slot.view(B, 1, 1).expand(B, 1, D)).squeeze(1)
+
+
+def interpolated_cotangent(padded: Tensor, slots: Tensor) -> Tensor:
+    """Gradient of the loss w.r.t. the states one step interpolated (``outputs="interpolate"``), ``(B, M, D)``:
+    row ``b``, entry ``m`` is ``grad_ys[b, slots[b, m]]`` (zeros for slot ``T``, where nothing was written)."""
+    D = padded.shape[-1]
+    return padded.gather(1, slots.unsqueeze(-1).expand(*slots.shape, D))
 
 
 class CustomBackward(Protocol):
@@ -135,7 +150,7 @@ class ReplayGradient(GradientMethod):
         box: list[Integration] = []
         ys = CustomSolve.apply(self, problem, box, problem.y0, *problem.params)
         result = box[0]
-        return Integration(ys, result.stats, result.final_state, h0=result.h0)
+        return Integration(ys, result.stats, result.final_state, h0=result.h0, dense=result.dense)
 
     @abstractmethod
     def backward(

@@ -7,7 +7,9 @@ adjoint ``Ā_n = dL/dS_n`` of the whole solver state (for FSAL Runge–Kutta met
 the gradient also flows through the cached derivative; for the asynchronous leapfrog ``S = (y, v)``):
 
 1. add ``dL/dys[b, j]`` to the ``y``-part of ``Ā_(n+1)`` when iteration ``n`` wrote observation ``j`` of
-   trajectory ``b``;
+   trajectory ``b`` (with ``outputs="interpolate"``, observations written from the step's continuous extension
+   ``y_n + h sum_k theta^k R_k(S_n)`` instead enter step 2 as outputs of the replayed step with their own
+   cotangents);
 2. replay ``S_(n+1) = solver.step(func, t_n, h_n, S_n)`` with a graph and take one vector-Jacobian product
    with the masked cotangent ``accept ⊙ Ā_(n+1)``: it gives ``Ā_n`` for the accepted rows and this step's
    share of ``dL/dθ``; a rejected or inactive row is the identity map, so its adjoint passes through;
@@ -18,7 +20,6 @@ ACA's paper holds the step sizes constant, and so does this method by default. W
 estimates: every iteration is replayed (rejected ones too, whose error norm shrinks the next step) and the
 adjoints of time, proposal and previous error norm (:class:`~physnode.step_grad.ControlAdjoint`) ride along with
 ``Ā_n``, so the result still equals ``grad="direct"`` with the same option.
-
 
 This equals backprop through the same discrete solve up to round-off and works for any :class:`Solver`
 (it only calls ``init`` and ``step``). Memory: ``O(N·Z)`` for the states plus ``O(s·L)`` for the graph of
@@ -33,9 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..dense import evaluate
 from ..integrate import Integration, Problem, Trace
 from ..step_grad import ControlAdjoint
-from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
+from ._replay import ReplayGradient, interpolated_cotangent, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["ACA"]
 
@@ -81,6 +83,11 @@ class ACA(ReplayGradient):
                     if a is not None:
                         outs.append(s_new)
                         cots.append(torch.where(_mask(rec.accept, a), a, 0.0))
+                if rec.interpolated is not None:  # observations written by this step's continuous extension
+                    theta, slots = rec.interpolated
+                    y_n, h_n, R = solver.dense_terms()  # type: ignore[attr-defined]  # interpolating solvers have it
+                    outs.append(evaluate(y_n, h_n, R, theta))
+                    cots.append(interpolated_cotangent(padded, slots))
                 leaves: list[Tensor] = []
                 if control is not None:  # the controller's update from this step's error estimate
                     c_outs, c_cots = control.outputs(err, state[0], new_state[0], rec.accept)

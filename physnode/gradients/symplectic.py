@@ -49,6 +49,10 @@ FSAL methods (state ``(y, k)`` with ``k = f(t, y)`` cached from the previous ste
 the first stage, which reads the cache instead of evaluating ``f``, hands its ``κ_1`` back as the ``λ_k`` of
 the state before the step; at ``t_0`` it is pulled through ``k = f(t_0, y_0)``. A rejected or inactive row
 of the batch is the identity map for its iteration.
+
+Interpolated observations (``outputs="interpolate"``) ``y_m = y + h Σ_i b_i(θ_m) k_i`` of a step, with
+cotangents ``g_m``, add ``Σ_m g_m`` to ``λ`` and ``h e_i`` with ``e_i = Σ_m b_i(θ_m) g_m`` to every ``κ_i``
+(also to stages with ``b_i = 0``, e.g. dopri5's seventh, whose dense weight is not zero).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from ..solvers.base import State
 from ..solvers.rk import ExplicitRK, linear_combination, weighted_sum
 from ..solvers.tableau import Tableau
 from ..step_grad import ControlAdjoint
-from ._replay import ReplayGradient, output_cotangent, pad_output_gradient, vjp
+from ._replay import ReplayGradient, interpolated_cotangent, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["SymplecticAdjoint", "partner_tableau"]
 
@@ -155,6 +159,12 @@ class SymplecticAdjoint(ReplayGradient):
             # Adjoint stages i = s..1, each from the μ_j = J_jᵀ κ_j of the later stages.
             mus: list[Tensor | None] = [None] * s
             lam_in = lam_out
+            e: Tensor | None = None  # (s, B, D): e_i = Σ_m b_i(θ_m) g_m of the interpolated observations
+            if rec.interpolated is not None:
+                theta, slots = rec.interpolated
+                g = interpolated_cotangent(padded, slots)
+                e = torch.einsum("bms,bmd->sbd", solver.dense_weights(theta), g)
+                lam_in = lam_in + g.sum(dim=1)
             lam_k_in = None
             for i in range(s - 1, -1, -1):
                 kappa: Tensor | None
@@ -178,6 +188,8 @@ class SymplecticAdjoint(ReplayGradient):
                             kappa = mu * coef if kappa is None else kappa.add(mu, alpha=coef)
                     if kappa is not None:
                         kappa = kappa * hh
+                if e is not None:
+                    kappa = hh * e[i] if kappa is None else kappa + hh * e[i]
                 if e_bar is not None and b_err[i] != 0.0:  # the error estimate err = h Σ_i b_err_i k_i
                     kappa = e_bar * (hh * b_err[i]) if kappa is None else kappa + e_bar * (hh * b_err[i])
                 if fsal and i == s - 1:
