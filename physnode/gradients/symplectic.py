@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._breakpoints import fresh_derivative
 from ..integrate import Integration, Problem, Trace
 from ..solvers.base import State
 from ..solvers.rk import ExplicitRK, linear_combination, weighted_sum
@@ -134,9 +135,10 @@ class SymplecticAdjoint(ReplayGradient):
             hh = h.unsqueeze(-1)
             state = cast(State, rec.state)  # kept: record = "states"
             y = state[0]
+            fresh = problem.fresh(t)  # rows whose step starts on a breakpoint: their first stage evaluates f
             # Forward stages without a graph; only Y_1..Y_s are needed (k_s never enters a later stage).
-            with torch.no_grad():
-                ks = [state[1] if fsal else func(t, y)]
+            with torch.no_grad(), problem.replaying(t, h, fresh):
+                ks = [fresh_derivative(func, t, y, state[1]) if fsal else func(t, y)]
                 Ys = [y]
                 for i in range(1, s):
                     dy = linear_combination(tab.a[i], ks)
@@ -200,11 +202,15 @@ class SymplecticAdjoint(ReplayGradient):
                     continue
                 if fsal and i == 0:
                     lam_k_in = kappa  # the first stage read the cache: its κ is the adjoint of the cache
-                    continue
+                    if fresh is None:
+                        continue
+                    # ... except on rows that evaluated f(t, y) after a breakpoint: κ goes through f there.
+                    lam_k_in = torch.where(fresh.unsqueeze(-1), 0.0, kappa)
+                    kappa = torch.where(fresh.unsqueeze(-1), kappa, 0.0)
                 Yi = Ys[i].detach().requires_grad_()
                 ti = (t + c[i] * h if i else t).detach().requires_grad_(control is not None)
                 time_in = [ti] if control is not None else []
-                with torch.enable_grad():
+                with torch.enable_grad(), problem.replaying(t, h, fresh):
                     k = func(ti, Yi)
                     grads = vjp([k], [Yi, *time_in, *params], [kappa])
                 mus[i] = grads[0]
