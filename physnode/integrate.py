@@ -567,6 +567,8 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     new_state: State | None = None
     err: Tensor | None = None
     sg = start_step_graph(problem, h, tc, sdtype, record)  # step sizes on the graph (physnode.step_grad), or None
+    if interp and sg is not None:
+        raise ValueError("outputs='interpolate' cannot be combined with step_grad; use outputs='land' with it.")
     dense_out = DenseOutput(th[:, 0], th[:, -1], y0) if problem.dense else None
     keys = torch.from_numpy(np.ascontiguousarray(direction[:, None] * th)) if interp else None
     interp_slots: list[Tensor] = []  # (B, M) output slots and (B, M, D) states of the interpolated observations

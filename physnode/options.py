@@ -225,7 +225,7 @@ class SolveOptions:
         if max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
         self._check_step_control(solver, step_size)
-        self._check_outputs(solver)
+        self._check_outputs(solver, loop_opts)
         setattr_(self, "rtol", rtol)
         setattr_(self, "atol", atol)
         setattr_(self, "step_size", step_size)
@@ -262,7 +262,7 @@ class SolveOptions:
         object.__setattr__(self, "min_step", lo)
         object.__setattr__(self, "max_step", hi)
 
-    def _check_outputs(self, solver: Solver) -> None:
+    def _check_outputs(self, solver: Solver, loop_opts: Mapping[str, Any]) -> None:
         """Validate ``outputs`` and ``dense`` (the method must have a continuous extension to use them)."""
         if self.outputs not in OUTPUTS:
             raise ValueError(
@@ -276,6 +276,12 @@ class SolveOptions:
             raise ValueError(
                 f"{what} needs a method with a continuous extension (dense output); method={solver.name!r} has none. "
                 "Use an explicit Runge–Kutta method such as 'dopri5' or 'tsit5', or outputs='land', dense=False."
+            )
+        if self.outputs == "interpolate" and loop_opts.get("step_grad"):
+            raise ValueError(
+                "outputs='interpolate' cannot be combined with options={'step_grad': True} yet: the fractions of the "
+                "steps at which observations are interpolated would have to be differentiated too. Use "
+                "outputs='land' with step_grad, or drop step_grad."
             )
 
     def _split_options(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
