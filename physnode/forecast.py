@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
+from .data.inputs import Inputs
 from .data.trajectories import Trajectories
 from .fit.initial import initial_times
 from .odeint import odeint
@@ -48,6 +49,7 @@ def forecast(
     noise: Noise | None = None,
     n_samples: int = 200,
     seed: int = 0,
+    inputs: Inputs | None = None,
 ) -> Trajectories: ...
 
 
@@ -68,6 +70,7 @@ def forecast(
     noise: Noise | None = None,
     n_samples: int = 200,
     seed: int = 0,
+    inputs: Inputs | None = None,
 ) -> Forecast: ...
 
 
@@ -87,6 +90,7 @@ def forecast(
     noise: Noise | None = None,
     n_samples: int = 200,
     seed: int = 0,
+    inputs: Inputs | None = None,
 ) -> Trajectories | Forecast:
     """The model's state at times ``t`` from each trajectory's initial state; with ``uncertainty=``, with bands.
 
@@ -129,6 +133,11 @@ def forecast(
         Number of Laplace draws (``"laplace"``).
     seed
         Seed of the Laplace draws and their noise (a CPU ``torch.Generator``), for reproducible bands.
+    inputs
+        External inputs over the forecast (a treatment plan, :class:`~physnode.data.Inputs` with ``N`` rows or one
+        shared series): ``model`` is then called as ``model(t, y, u)``. A counterfactual plan for the same
+        trajectories is just another ``Inputs``. Default: the inputs of the data (``Trajectories.inputs``), if any.
+        The returned trajectories carry the plan.
 
     Returns
     -------
@@ -206,11 +215,16 @@ def forecast(
         elif not bool((t_init == t[:, 0]).all()):
             raise ValueError("forecast times must all start at, or all after, the trajectories' initial times.")
     solve_opts = opts.without_gradient()
+    plan = inputs if inputs is not None else getattr(data_or_y0, "inputs", None)  # the treatment plan, if any
+    if plan is not None and not isinstance(plan, Inputs):
+        raise TypeError(f"inputs must be a physnode.data.Inputs (a treatment plan), got {type(plan).__name__}.")
 
     def solve(func: Any, starts: Tensor) -> Tensor:
         """States ``(rows, T, S)`` at ``t`` from ``starts (rows, S)`` (rows: a multiple of ``N``)."""
         reps = starts.shape[0] // N
-        ys = odeint(func, starts, grid.repeat(reps, 1) if reps > 1 else grid, options=solve_opts)
+        u = None if plan is None else plan.expand(N).to(device=starts.device, dtype=starts.dtype)
+        u = Inputs.concat([u] * reps) if u is not None and reps > 1 else u
+        ys = odeint(func, starts, grid.repeat(reps, 1) if reps > 1 else grid, options=solve_opts, inputs=u)
         return ys[:, 1:] if prepend else ys
 
     names = getattr(model, "state_names", None)
@@ -219,7 +233,14 @@ def forecast(
 
     def trajectories(values: Tensor) -> Trajectories:
         return Trajectories(
-            t, values, channels=channels, time_units=time_units, metadata=metadata, attrs=attrs, ids=ids
+            t,
+            values,
+            channels=channels,
+            time_units=time_units,
+            metadata=metadata,
+            attrs=attrs,
+            ids=ids,
+            inputs=None if plan is None else plan.to(device=t.device),
         )
 
     if uncertainty is None:

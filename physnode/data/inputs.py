@@ -211,6 +211,11 @@ class Inputs:
         out.lengths = (~torch.isnan(times)).sum(-1)
         return out
 
+    def padded_values(self) -> Tensor:
+        """``values`` with NaN at the padded knots (whatever was stored there), detached."""
+        valid = ~torch.isnan(self.times.detach())
+        return torch.where(valid.unsqueeze(-1), self.values.detach(), float("nan"))
+
     def detach(self) -> Inputs:
         """A copy whose ``values`` (and bolus ``amounts``) are detached from any graph (data, not parameters)."""
         b = None if self.boluses is None else self.boluses.detach()
@@ -225,7 +230,7 @@ class Inputs:
             a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.detach().cpu(), b.detach().cpu())
             for a, b in (
                 (self.times.nan_to_num(-1e300), other.times.nan_to_num(-1e300)),
-                (self.values.nan_to_num(-1e300), other.values.nan_to_num(-1e300)),
+                (self.padded_values().nan_to_num(-1e300), other.padded_values().nan_to_num(-1e300)),
             )
         )
         if (self.boluses is None) != (other.boluses is None):

@@ -13,6 +13,17 @@ Schema (CF-1.8 discrete sampling geometry, *trajectory*, incomplete multidimensi
 - global attributes ``featureType = "trajectory"``, ``Conventions = "CF-1.8"``, ``physnode_schema``,
   ``physnode_attrs`` (JSON string of the global attributes).
 
+Optional external inputs (:class:`~physnode.data.Inputs`; files without them load as before):
+
+- dimensions ``input_obs`` (K, padded knots) and ``input_channel`` (C);
+- ``input_time(trajectory, input_obs)``: knot times in the units of ``time``, NaN padding;
+- ``input_value(trajectory, input_obs, input_channel)``: values at the knots, NaN padding;
+- ``input_channel(input_channel)``, ``input_kind(input_channel)``, ``input_units(input_channel)``: names,
+  interpolation kinds (``constant``, ``linear``, ``cubic``) and units of the channels (strings);
+- boluses, when the inputs carry them: dimension ``bolus`` (M), ``bolus_time(trajectory, bolus)``,
+  ``bolus_amount(trajectory, bolus)`` (NaN padding) and ``bolus_index(trajectory, bolus)`` (int64: the state
+  component each adds to).
+
 ``.nc`` files are written with xarray's ``h5netcdf`` engine and open in plain
 ``xarray.open_dataset(path, engine="h5netcdf")``. ``.h5`` / ``.hdf5`` files are written with h5py with the same
 variable names and attributes; each dataset's dimensions are named in its ``dimensions`` attribute. Metadata is
@@ -37,6 +48,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_write
+from .inputs import Boluses, Inputs
 from .trajectories import RESERVED_NAMES, Trajectories
 
 __all__ = [
@@ -114,6 +126,8 @@ def _arrays(traj: Trajectories) -> tuple[dict[str, tuple[tuple[str, ...], np.nda
         np.array([json.dumps(m, sort_keys=True, allow_nan=True) for m in traj.metadata], dtype=object),
         {"long_name": "per-trajectory metadata", "comment": "one JSON object per trajectory"},
     )
+    if traj.inputs is not None:
+        var.update(_input_arrays(traj.inputs, traj.time_units))
     attrs = {
         "featureType": "trajectory",
         "Conventions": "CF-1.8",
@@ -122,6 +136,115 @@ def _arrays(traj: Trajectories) -> tuple[dict[str, tuple[tuple[str, ...], np.nda
         "title": str(traj.attrs.get("title", traj.attrs.get("dataset", "physnode trajectories"))),
     }
     return var, attrs
+
+
+def _input_arrays(inputs: Inputs, time_units: str) -> dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]]:
+    """The variables of the optional external inputs (and boluses)."""
+    var: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = {
+        "input_time": (
+            ("trajectory", "input_obs"),
+            inputs.times.detach().cpu().numpy(),
+            {"units": time_units, "long_name": "knot times of the external inputs"},
+        ),
+        "input_value": (
+            ("trajectory", "input_obs", "input_channel"),
+            inputs.values.detach().cpu().numpy(),
+            {"long_name": "external input values at the knots", "coordinates": "input_time"},
+        ),
+        "input_channel": (("input_channel",), np.array(inputs.names, dtype=object), {"long_name": "input name"}),
+        "input_kind": (
+            ("input_channel",),
+            np.array(inputs.kinds, dtype=object),
+            {"long_name": "interpolation of each input channel (constant, linear, cubic)"},
+        ),
+        "input_units": (("input_channel",), np.array(inputs.units, dtype=object), {"long_name": "input units"}),
+    }
+    b = inputs.boluses
+    if b is not None:
+        var["bolus_time"] = (
+            ("trajectory", "bolus"),
+            b.times.detach().cpu().numpy(),
+            {"units": time_units, "long_name": "bolus times"},
+        )
+        var["bolus_amount"] = (
+            ("trajectory", "bolus"),
+            b.amounts.detach().cpu().numpy(),
+            {"long_name": "bolus amounts"},
+        )
+        var["bolus_index"] = (
+            ("trajectory", "bolus"),
+            b.index.detach().cpu().numpy().astype(np.int64),
+            {"long_name": "state component each bolus adds to"},
+        )
+    return var
+
+
+def _read_inputs(
+    vars_: Mapping[str, _Var], get: Callable[[str, tuple[str, ...]], _Var], read: Callable, N: int, limits, source: str
+) -> Inputs | None:
+    """The optional external inputs of a file (``None`` when it has none), validated like :class:`Inputs`."""
+    if "input_time" not in vars_:
+        return None
+    max_bytes, max_elements = limits
+    time_v = get("input_time", ("trajectory", "input_obs"))
+    value_v = get("input_value", ("trajectory", "input_obs", "input_channel"))
+    names_v = get("input_channel", ("input_channel",))
+    kinds_v = get("input_kind", ("input_channel",))
+    units_v = get("input_units", ("input_channel",))
+    K = time_v.shape[1] if len(time_v.shape) == 2 else -1
+    C = names_v.shape[0] if len(names_v.shape) == 1 else -1
+    if time_v.shape != (N, K) or value_v.shape != (N, K, C) or kinds_v.shape != (C,) or units_v.shape != (C,):
+        raise _fail(
+            source,
+            f"external input variables have inconsistent shapes: input_time {time_v.shape}, input_value "
+            f"{value_v.shape}, input_channel {names_v.shape}, input_kind {kinds_v.shape}, input_units "
+            f"{units_v.shape}; expected (N, K), (N, K, C), (C,), (C,), (C,) with N = {N}.",
+        )
+    if time_v.kind != "f" or value_v.kind != "f":
+        raise _fail(source, "input_time and input_value must be floating point.")
+    for name, v in (("input_channel", names_v), ("input_kind", kinds_v), ("input_units", units_v)):
+        if v.kind not in "OSU":
+            raise _fail(source, f"variable {name!r} must hold strings, got dtype kind {v.kind!r}.")
+    names = ["bolus_time", "bolus_amount", "bolus_index"] if "bolus_time" in vars_ else []
+    total = time_v.nbytes + value_v.nbytes + sum(vars_[n].nbytes for n in names)
+    if N * K * max(C, 1) > max_elements or total > max_bytes:
+        raise _fail(source, f"the external inputs declare {N:,} x {K:,} x {C:,} values, beyond the limits.")
+    boluses = None
+    if names:
+        bt_v = get("bolus_time", ("trajectory", "bolus"))
+        ba_v = get("bolus_amount", ("trajectory", "bolus"))
+        bi_v = get("bolus_index", ("trajectory", "bolus"))
+        if not (bt_v.shape == ba_v.shape == bi_v.shape) or len(bt_v.shape) != 2 or bt_v.shape[0] != N:
+            raise _fail(source, f"bolus variables must all have shape (trajectory, bolus) with N = {N}.")
+        if bi_v.kind not in "iu":
+            raise _fail(source, "bolus_index must hold integers (state components).")
+        try:
+            boluses = Boluses(
+                torch.from_numpy(np.asarray(read("bolus_time", bt_v), dtype=np.float64)),
+                torch.from_numpy(np.asarray(read("bolus_amount", ba_v), dtype=np.float64)),
+                torch.from_numpy(np.asarray(read("bolus_index", bi_v), dtype=np.int64)),
+            )
+        except (ValueError, TypeError) as err:
+            raise _fail(source, f"invalid boluses: {err}") from None
+    text = [
+        [_text(x, f"{name}[{k}]", source) for k, x in enumerate(read(name, v).tolist())]
+        for name, v in (("input_channel", names_v), ("input_kind", kinds_v), ("input_units", units_v))
+    ]
+    try:
+        inputs = Inputs(
+            torch.from_numpy(np.ascontiguousarray(_fill_nan(read("input_time", time_v), time_v))),
+            torch.from_numpy(np.ascontiguousarray(_fill_nan(read("input_value", value_v), value_v))),
+            text[1],
+            names=text[0],
+            units=text[2],
+            boluses=boluses,
+        )
+    except (ValueError, TypeError) as err:
+        raise _fail(source, f"invalid external inputs: {err}") from None
+    if boluses is not None:
+        boluses.batched = True
+    inputs.batched = True
+    return inputs
 
 
 def _fail(source: str, message: str) -> TrajectoryFileError:
@@ -318,6 +441,7 @@ def _from_vars(vars_: Mapping[str, _Var], gattr: Callable[[str], Any], source: s
         raise _fail(source, "global attribute physnode_attrs must be a JSON object.")
     units = [_units(vars_[c], f"units of channel {c!r}", source) for c in channels]
     time_units = _units(time_v, "units of 'time'", source)
+    inputs = _read_inputs(vars_, get, read, N, limits, source)
     values = np.stack(cols, axis=-1)
     mask_b = mask.astype(bool)
     nan_v = np.isnan(values) & mask_b
@@ -338,6 +462,7 @@ def _from_vars(vars_: Mapping[str, _Var], gattr: Callable[[str], Any], source: s
             metadata=metadata,
             attrs=gattrs,
             ids=ids,
+            inputs=inputs,
         )
     except (ValueError, TypeError) as err:
         raise _fail(source, f"invalid trajectory data: {err}") from None
@@ -367,7 +492,7 @@ def to_xarray(traj: Trajectories):
     import xarray as xr
 
     var, attrs = _arrays(traj)
-    coords = {k: var[k] for k in ("time", "channel")}
+    coords = {k: var[k] for k in ("time", "channel", "input_channel") if k in var}
     data = {k: v for k, v in var.items() if k not in coords}
     return xr.Dataset(data_vars=data, coords=coords, attrs=attrs)
 

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .inputs import Inputs
+
 __all__ = ["PAD_RELATIVE_STEP", "RESERVED_NAMES", "Trajectories", "solver_ready_times"]
 
 #: Padded time entries continue the last valid time of a trajectory with this step, relative to
@@ -20,7 +22,28 @@ __all__ = ["PAD_RELATIVE_STEP", "RESERVED_NAMES", "Trajectories", "solver_ready_
 PAD_RELATIVE_STEP = 1e-6
 
 #: Names a channel may not take: they are variables, dimensions or coordinates of the file schema.
-RESERVED_NAMES = frozenset({"time", "trajectory", "obs", "channel", "mask", "trajectory_id", "metadata"})
+RESERVED_NAMES = frozenset(
+    {
+        "time",
+        "trajectory",
+        "obs",
+        "channel",
+        "mask",
+        "trajectory_id",
+        "metadata",
+        # the optional external inputs and boluses (physnode.data.io)
+        "input_obs",
+        "input_time",
+        "input_value",
+        "input_channel",
+        "input_kind",
+        "input_units",
+        "bolus",
+        "bolus_time",
+        "bolus_amount",
+        "bolus_index",
+    }
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -53,6 +76,30 @@ def _check_text(s: str, what: str) -> None:
         s.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} = {s!r} is not valid Unicode text (it holds a lone surrogate).") from None
+
+
+def _checked_inputs(inputs: object, N: int, device: torch.device) -> Inputs | None:
+    """The inputs of ``N`` trajectories on ``device``, detached (``None`` stays ``None``)."""
+    if inputs is None:
+        return None
+    if not isinstance(inputs, Inputs):
+        raise TypeError(f"inputs must be a physnode.data.Inputs or None, got {type(inputs).__name__}.")
+    if inputs.batch not in (1, N):
+        raise ValueError(
+            f"inputs hold {inputs.batch} trajectories but the data has {N}; give one input series per trajectory "
+            "(or one shared series)."
+        )
+    if inputs.times.device != device:
+        raise ValueError(f"inputs are on {inputs.times.device} but the data on {device}; move them together.")
+    for j, (n, u) in enumerate(zip(inputs.names, inputs.units, strict=True)):
+        _check_text(n, f"inputs.names[{j}]")
+        _check_text(u, f"inputs.units[{j}]")
+    out = inputs.expand(N).detach()
+    out = out._replace(out.times, out.padded_values(), out.boluses)  # padding: NaN, whatever was given
+    out.batched = True
+    if out.boluses is not None:
+        out.boluses.batched = True
+    return out
 
 
 def solver_ready_times(times: Tensor, lengths: Tensor) -> Tensor:
@@ -123,6 +170,10 @@ class Trajectories:
         JSON-serialisable dict of global attributes (dataset name, options, ...).
     ids
         ``N`` unique trajectory identifiers (default ``"0", "1", ...``).
+    inputs
+        External inputs of the trajectories (:class:`~physnode.data.Inputs`: their own knot times in
+        ``time_units``, channels, interpolation kinds, units, and optional boluses), ``N`` rows or one shared series
+        (repeated), or ``None``. Stored detached (data); selection, batching, ``to``, splitting and files keep them.
 
     Raises
     ------
@@ -144,6 +195,7 @@ class Trajectories:
         metadata: Sequence[Mapping[str, Any]] | None = None,
         attrs: Mapping[str, Any] | None = None,
         ids: Sequence[str] | None = None,
+        inputs: Inputs | None = None,
     ) -> None:
         if not isinstance(values, Tensor):
             raise TypeError(f"values must be a torch.Tensor of shape (N, T, D), got {type(values).__name__}.")
@@ -296,6 +348,7 @@ class Trajectories:
             _canonical_json(dict(m), f"metadata[{i}]") for i, m in enumerate(metadata)
         ]
         self.attrs: dict[str, Any] = _canonical_json(dict(attrs), "attrs")
+        self.inputs: Inputs | None = _checked_inputs(inputs, N, device)
 
     # ------------------------------------------------------------------ shape and views
     @property
@@ -347,6 +400,7 @@ class Trajectories:
             metadata=[self.metadata[i] for i in idx.tolist()],
             attrs=self.attrs,
             ids=[self.ids[i] for i in idx.tolist()],
+            inputs=None if self.inputs is None else self.inputs[idx],
         )
 
     def __getitem__(self, key: int | slice | Sequence[int] | Tensor) -> Trajectories:
@@ -390,6 +444,7 @@ class Trajectories:
         out.mask = self.mask.to(device)
         out.metadata = [dict(m) for m in self.metadata]
         out.attrs = dict(self.attrs)
+        out.inputs = None if self.inputs is None else self.inputs.to(device=device, dtype=dtype)
         return out
 
     # ------------------------------------------------------------------ combining and splitting
@@ -418,6 +473,9 @@ class Trajectories:
         ids = [s for it in items for s in it.ids]
         if len(set(ids)) != len(ids):
             ids = None  # renumber: the parts came from different collections
+        if len({it.inputs is None for it in items}) > 1:
+            raise ValueError("either every item carries inputs or none does; concat cannot invent missing inputs.")
+        ins = [it.inputs for it in items if it.inputs is not None]
         return Trajectories(
             torch.cat([pad(it.times.to(dt), math.nan) for it in items]),
             torch.cat([pad(it.values.to(dt), 0.0) for it in items]),
@@ -429,6 +487,7 @@ class Trajectories:
             metadata=[m for it in items for m in it.metadata],
             attrs=first.attrs,
             ids=ids,
+            inputs=Inputs.concat(ins) if ins else None,
         )
 
     def split_by_trajectory(self, fractions: Sequence[float], *, seed: int | None = 0) -> tuple[Trajectories, ...]:
@@ -514,6 +573,7 @@ class Trajectories:
             "metadata": self.metadata,
             "attrs": self.attrs,
             "ids": self.ids,
+            "inputs": self.inputs,
         }
 
     def select_channels(self, channels: Sequence[str]) -> Trajectories:
@@ -553,7 +613,10 @@ class Trajectories:
                 (self.lengths, other.lengths),
             )
         )
-        return same_tensors and self._descr() == other._descr()
+        d, e = self._descr(), other._descr()
+        a, b = d.pop("inputs"), e.pop("inputs")
+        same_inputs = (a is None and b is None) or (a is not None and a.same(b))
+        return same_tensors and same_inputs and d == e
 
     def digest(self) -> str:
         """SHA-256 of a canonical serialisation of the data (not of a file's bytes).
@@ -564,6 +627,7 @@ class Trajectories:
         writes, so data files are compared through this digest rather than through their bytes.
         """
         header = dict(self._descr())
+        inputs = header.pop("inputs")
         header.update(
             shape=list(self.values.shape),
             times_dtype=str(self.times.dtype),
@@ -571,7 +635,13 @@ class Trajectories:
         )
         h = hashlib.sha256()
         h.update(json.dumps(header, sort_keys=True, allow_nan=True).encode())
-        for x in (self.times, self.values, self.mask.to(torch.uint8), self.lengths.to(torch.int64)):
+        tensors = [self.times, self.values, self.mask.to(torch.uint8), self.lengths.to(torch.int64)]
+        if inputs is not None:  # only then: the digests of data without inputs are unchanged
+            h.update(json.dumps([inputs.names, inputs.kinds, inputs.units]).encode())
+            tensors += [inputs.times, inputs.values]
+            if inputs.boluses is not None:
+                tensors += [inputs.boluses.times, inputs.boluses.amounts, inputs.boluses.index]
+        for x in tensors:
             arr = x.detach().cpu().contiguous().numpy()
             h.update(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
         return h.hexdigest()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..data.inputs import Inputs
 from ..data.trajectories import Trajectories
 from ..odeint import solve
 from ..options import SolveOptions
@@ -16,7 +18,17 @@ from .loss import gaussian_nll, masked_errors, time_weights
 from .observe import Observation
 from .shooting import MultipleShooting, SegmentLayout
 
-__all__ = ["Evaluation", "FitProblem"]
+__all__ = ["Evaluation", "FitProblem", "takes_inputs"]
+
+
+def takes_inputs(model: object) -> bool:
+    """Whether ``model`` can be called as ``model(t, y, u)`` (three positional arguments, or ``*args``)."""
+    try:
+        params = inspect.signature(model).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 @dataclass
@@ -62,6 +74,8 @@ class FitProblem:
         self.solve_options = options
         self.loss_name = loss
         self.shooting = shooting
+        #: The data's external inputs, passed to every solve when the model takes them (``model(t, y, u)``).
+        self.inputs: Inputs | None = data.inputs if data.inputs is not None and takes_inputs(model) else None
         N, _T, D = data.values.shape
         self.N, self.D = N, D
         dtype, device = data.values.dtype, data.device
@@ -106,7 +120,7 @@ class FitProblem:
         self.log_sigma: nn.Parameter | None = None
         if L.K > 1 or loss == "gaussian_nll":
             with torch.no_grad():
-                full = solve(model, y0, times, options=options).ys
+                full = solve(model, y0, times, options=options, inputs=self.inputs).ys
             if L.K > 1:
                 self.seg_param = nn.Parameter(L.starts(full).clone())
             if loss == "gaussian_nll":
@@ -162,7 +176,9 @@ class FitProblem:
             times = times[:, : max(last, 2)] if times.shape[1] >= 2 else times
             mask = mask[:, :, : times.shape[1]]
         opts = self.solve_options if grad is None else self.solve_options.replace(grad=grad)
-        sol = solve(self.model, starts, times, options=opts)
+        # Each trajectory's inputs, once per segment (rows: trajectory-major, as the starts).
+        inputs = None if self.inputs is None else self.inputs[idx.repeat_interleave(K).to(self.inputs.times.device)]
+        sol = solve(self.model, starts, times, options=opts, inputs=inputs)
         Lt = times.shape[1]
         pred = sol.ys.reshape(n, K, Lt, self.S)
         values = self.seg_values[idx][:, :, :Lt]
