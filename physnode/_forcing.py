@@ -254,8 +254,8 @@ def solve_with_boluses(run: Runner, y0: Tensor, t: Tensor, boluses: Boluses) -> 
     # Assemble the outputs: observation k of row b from the round that holds it (the start of a round is the
     # state after the jump, so an observation at a bolus time sees it). Slot T collects what is discarded.
     ys = y0.new_zeros(B, T + 1, D)
-    for idx, part in ys_parts:
-        slot = torch.where(idx >= 0, idx, torch.full_like(idx, T))
+    for where_obs, part in ys_parts:
+        slot = torch.where(where_obs >= 0, where_obs, torch.full_like(where_obs, T))
         ys = ys.scatter(1, slot.unsqueeze(-1).expand(-1, -1, D), part)
     # Boluses at t_end act on the last output.
     ys = torch.cat([ys[:, : T - 1], jump(ys[:, T - 1], th[:, -1].tolist()).unsqueeze(1)], dim=1)
