@@ -172,12 +172,13 @@ def plot_time_series(
     channels: Sequence[str] | None = None,
     t_split: float | None = None,
     residuals: Trajectories | None = None,
+    bands: Any = None,
     ncols: int = 3,
     title: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """One panel per channel: observations as dots, predictions as lines, the forecast window shaded; optionally
-    a residual panel (observed − predicted) under each channel.
+    a residual panel (observed − predicted) under each channel and uncertainty bands around the predictions.
 
     Parameters
     ----------
@@ -199,6 +200,10 @@ def plot_time_series(
     residuals
         Predictions at the observation times (same trajectories and times as ``observed``): adds a residual
         panel ``observed − predicted`` under each channel (same units as the channel).
+    bands
+        A :class:`physnode.predictive.Forecast` (``physnode.forecast(result, ..., uncertainty=...)``) with the
+        trajectories of ``predicted``: its band of each drawn channel it has (by name) is shaded in the trajectory's
+        colour.
     ncols
         Number of panel columns.
     title
@@ -225,6 +230,12 @@ def plot_time_series(
     idx = _indices(observed, trajectory, trajectories)
     _same_batch(observed, predicted, "predicted")
     _same_batch(observed, residuals, "residuals")
+    if bands is not None and not (hasattr(bands, "band") and hasattr(bands, "channels")):
+        raise TypeError(f"bands must be a physnode.predictive.Forecast, got {type(bands).__name__}.")
+    if bands is not None and bands.mean.n_trajectories != observed.n_trajectories:
+        raise ValueError(
+            f"bands have {bands.mean.n_trajectories} trajectories but observed has {observed.n_trajectories}."
+        )
     chans = _channels(observed, predicted, channels)
     if residuals is not None:
         _channels(observed, residuals, chans)
@@ -268,6 +279,18 @@ def plot_time_series(
             if predicted is not None:
                 tp, vp = _series(predicted, i, c)
                 ax.plot(tp, vp, "-", lw=1.2, color=line_color, label=line_label)
+            if bands is not None and c in bands.channels:
+                b = bands.band(c, i)
+                what = f"{100 * bands.level:g} % {bands.kind(c)} band ({bands.method})"
+                ax.fill_between(
+                    b.t.to(torch.float64).numpy(),
+                    b.lower.to(torch.float64).numpy(),
+                    b.upper.to(torch.float64).numpy(),
+                    color=line_color,
+                    alpha=0.25,
+                    lw=0,
+                    label=what,
+                )
             if rax is not None and residuals is not None:
                 tr, e = _residual(observed, residuals, i, c)
                 rax.plot(tr, e, ".", ms=2.5, color=obs_color, label="_residual")

@@ -247,3 +247,21 @@ def test_errors(tmp_path):
         plot.plot_parameters(_history(), truth={"zeta": 1.0})
     with pytest.raises(ValueError, match="truth\\['masses'\\] has 3 values"):
         plot.plot_parameters(_history(), truth={"masses": [1.0, 2.0, 3.0]})
+
+
+def test_time_series_shades_forecast_bands():
+    from matplotlib.collections import PolyCollection
+
+    from physnode.predictive import Forecast
+
+    mean = _circle_data(n_times=101, split=False)
+    std = torch.full_like(mean.values, 0.1)
+    bands = Forecast(mean, std, mean.values - 0.2, mean.values + 0.2, 0.95, "linear", torch.zeros(6))
+    fig = plot.plot_time_series(_circle_data(noise=0.01, split=False), mean, bands=bands, channels=["x1"])
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    (poly,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert poly.get_label() == "95 % confidence band (linear)"
+    y = poly.get_paths()[0].vertices[:, 1]
+    np.testing.assert_allclose([y.min(), y.max()], [mean.values[0, :, 0].min() - 0.2, 1.2], rtol=1e-12)
+    with pytest.raises(TypeError, match="bands must be a physnode.predictive.Forecast"):
+        plot.plot_time_series(mean, mean, bands=mean.values)

@@ -303,6 +303,7 @@ def write_plots(
     initial: Mapping[str, Any] | None = None,
     errors: Mapping[str, Any] | None = None,
     errors_note: str | None = None,
+    bands: Any = None,
     max_trajectories: int = 3,
 ) -> list[Path]:
     """Write ``time_series.png``, ``loss.png``, ``parameters.png`` (and ``orbits.png``) into ``out``.
@@ -315,6 +316,9 @@ def write_plots(
         Predictions on a fine grid (:func:`predict_dense`), drawn as the model's curves; default ``pred``.
     names, initial, errors, truth
         The learnable parameters to trace, their initial guesses, standard errors and true values.
+    bands
+        Uncertainty bands of the dense predictions (a :class:`physnode.predictive.Forecast`), shaded in the time
+        series.
     errors_note
         Why the standard errors are not meaningful (``FitResult.uncertainty_warning``), if they are not: the error
         bars' legend entry says so.
@@ -326,11 +330,19 @@ def write_plots(
     curves = dense if dense is not None else pred
     written = []
     shown = list(range(min(data.n_trajectories, max_trajectories)))
-    title = "observed (dots), fitted model (lines), residuals below" + (
+    band = "" if bands is None else f" with {100 * bands.level:g} % {bands.kind(bands.channels[0])} bands"
+    title = f"observed (dots), fitted model (lines{band}), residuals below" + (
         f"; first {len(shown)} of {data.n_trajectories} trajectories" if data.n_trajectories > len(shown) else ""
     )
     plot.plot_time_series(
-        data, curves, trajectories=shown, residuals=pred, t_split=t_split, title=title, path=out / "time_series.png"
+        data,
+        curves,
+        trajectories=shown,
+        residuals=pred,
+        bands=bands,
+        t_split=t_split,
+        title=title,
+        path=out / "time_series.png",
     )
     written.append(out / "time_series.png")
     if orbits:

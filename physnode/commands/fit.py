@@ -5,12 +5,14 @@ three bodies under Newtonian gravity, positions observed on ``[0, 1]``, the thre
 perturbed guess ``(1.0, 1.2, 0.8)`` (truth ``(1.1, 1.1, 0.9)``), the orbit forecast on ``(1, 2]``.
 
 ``physnode fit CONFIG.toml`` fits a model of your own, described in a TOML file, to a ``.nc`` / ``.h5`` file of
-:class:`physnode.data.Trajectories`. Both write a results folder: ``summary.json`` (fitted values, standard
-errors, truth when known, forecast error, the solve options used, and the gradient method requested when the fit
-used another), ``fit.json`` (the full fit record with its per-epoch history),
-``data.nc`` and ``predictions.nc`` (observed and predicted channels), and PNG plots. A results folder may be
-reused: the files a previous run wrote there (those its ``summary.json`` lists) are removed first, other files
-are kept. Sizes, the device and the writability of the folder are checked before the fit starts.
+:class:`physnode.data.Trajectories`. Both write a results folder: ``summary.json`` (fitted values, standard errors,
+truth when known, forecast error, the solve options used, and the gradient method requested when the fit used
+another), ``fit.json`` (the full fit record with its per-epoch history), ``result.pt`` (the whole fit without
+pickle: ``physnode.load_result(folder)`` returns it as a FitResult), ``data.nc`` and ``predictions.nc`` (observed
+and predicted channels; the predictions record the fitted parameters, solver, gradient method, physnode version and
+command), and PNG plots (dense-solve curves with 95 % predictive bands and residuals, orbits, loss, parameters). A
+results folder may be reused: the files a previous run wrote there (those its ``summary.json`` lists) are removed
+first, other files are kept. Sizes, the device and the writability of the folder are checked before the fit starts.
 """
 
 from __future__ import annotations
@@ -315,6 +317,7 @@ class _Outcome:
     y0: torch.Tensor | None
     wall: float
     dense: Trajectories | None = None  # predictions on a fine grid, for the figures
+    bands: Any = None  # their predictive bands (a physnode.predictive.Forecast), when the fit has a covariance
 
 
 @dataclass
@@ -390,13 +393,35 @@ def _predict_and_measure(job: _Job, result: Any, start: float) -> _Outcome:
         data=job.data,
     )
     pred = predict(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0, attrs=attrs)
-    dense = None
+    dense = bands = None
     if job.plots:
         dense = predict_dense(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0)
+        bands = _dense_bands(result, job.reference, y0)
     params = {k: v for k, v in result.params.items() if k in job.start_values}
     rows = _pairs(params, result.uncertainty, job.truth(params), job.start_values)
     fc = forecast_error(pred, job.reference, job.t_split) if job.t_split is not None else None
-    return _Outcome(result, pred, params, rows, fc, y0, time.perf_counter() - start, dense)
+    return _Outcome(result, pred, params, rows, fc, y0, time.perf_counter() - start, dense, bands)
+
+
+def _dense_bands(result: Any, reference: Trajectories, y0: torch.Tensor | None) -> Any:
+    """95 % predictive bands (linear propagation of the fit's covariance, plus the residual standard deviation) on
+    the figures' dense grid; ``None`` when the fit has no usable covariance or the bands cannot be computed (the
+    figures are then drawn without them, and a line says why)."""
+    from ..errors import SolverError
+    from ..forecast import forecast
+    from ._results import dense_grid
+
+    cov = getattr(result, "raw_covariance", None)
+    if cov is None or not bool(torch.isfinite(cov).all()):
+        return None
+    grid = dense_grid(reference, 400).to(reference.device)
+    try:
+        return forecast(
+            result, reference, grid, y0=y0, uncertainty="linear", noise=result.residual_std or None, level=0.95
+        )
+    except (SolverError, ValueError, RuntimeError) as err:
+        print(f"note: the figures have no uncertainty bands ({' '.join(str(err).split())[:200]})")
+        return None
 
 
 def _write_results(job: _Job, outcome: _Outcome, entries: dict[str, Any]) -> Path:
@@ -435,6 +460,7 @@ def _write_results(job: _Job, outcome: _Outcome, entries: dict[str, Any]) -> Pat
             t_split=job.t_split,
             orbits=job.orbits,
             dense=outcome.dense,
+            bands=outcome.bands,
             names=list(job.start_values),
             initial=job.start_values,
             errors=result.uncertainty,

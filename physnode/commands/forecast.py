@@ -6,18 +6,23 @@ CONFIG.toml plus ``--params`` (a results folder or a JSON file with ``"params"``
 initial state in the data's metadata and is solved at the data's times (keeping each trajectory's length, mask
 and channel units), or on ``--n-times`` uniform times from its own initial time up to ``--t-end``. The file's
 attributes record the fitted parameters, the fit's solver and gradient method, the forecast's solver, the
-physnode version and the command.
+physnode version and the command. ``--uncertainty linear`` or ``laplace`` adds bands from the fit's covariance
+(:func:`physnode.forecast`), written as CF ancillary variables ``x_lower``, ``x_upper``, ``x_std`` next to each
+channel ``x`` (``--out`` must then be ``.nc``); ``--plot FILE.png`` draws the forecast with the data and shades the
+bands.
 
 Examples::
 
     physnode fit three-body --out results/three-body
     physnode forecast results/three-body --t-end 3 --out results/three-body/forecast.nc
     physnode forecast model.toml --params results/model --data other.nc --out other_pred.nc
+    physnode forecast results/three-body --t-end 3 --uncertainty linear --noise residual --out bands.nc --plot bands.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shlex
 import sys
@@ -62,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: the fit's)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: the fit's)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument(
+        "--uncertainty",
+        choices=("linear", "laplace"),
+        default=None,
+        help="also write bands from the fit's covariance (needs result.pt; --out .nc): linear propagation or Laplace "
+        "sampling",
+    )
+    p.add_argument("--level", type=float, default=0.95, help="probability content of the bands (default 0.95)")
+    p.add_argument(
+        "--noise",
+        default=None,
+        help="observation noise added to the bands (predictive bands): a standard deviation, or 'residual' for the "
+        "fit's residual standard deviation (default: the fit's fitted noise if any, else none: confidence bands)",
+    )
+    p.add_argument("--n-samples", type=int, default=200, help="Laplace draws (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Laplace draws (default 0)")
+    p.add_argument(
+        "--plot", type=Path, default=None, help="also draw the forecast (and its bands) to this .png/.pdf/.svg"
+    )
     return p
 
 
@@ -104,13 +128,72 @@ def _summary(folder: Path) -> dict[str, Any]:
     return doc
 
 
-def _loaded_model(folder: Path, args: argparse.Namespace) -> torch.nn.Module | None:
-    """The fitted model of a results folder's ``result.pt`` (``None`` without one, or with ``--params``)."""
+def _loaded_result(folder: Path, args: argparse.Namespace) -> Any:
+    """The :class:`~physnode.FitResult` of a results folder's ``result.pt`` (``None`` without one, or with
+    ``--params``)."""
     from ..fit.saving import RESULT_FILE, load_result
 
-    if args.params is not None or not (folder / RESULT_FILE).is_file():
+    if args.params is not None or not folder.is_dir() or not (folder / RESULT_FILE).is_file():
         return None
-    return load_result(inside(folder, RESULT_FILE, "result file")).model
+    return load_result(inside(folder, RESULT_FILE, "result file"))
+
+
+def _noise(args: argparse.Namespace, result: Any) -> float | None:
+    """The ``noise=`` of the bands from ``--noise``."""
+    if args.noise is None:
+        return None
+    if args.noise == "residual":
+        if result.residual_std is None:
+            raise ValueError("--noise residual: this fit has no residual standard deviation (not an 'mse' fit).")
+        return float(result.residual_std)
+    try:
+        value = float(args.noise)
+    except ValueError:
+        raise ValueError(
+            f"--noise must be a standard deviation (a number >= 0) or 'residual', got {args.noise!r}."
+        ) from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"--noise must be a finite standard deviation >= 0, got {args.noise!r}.")
+    return value
+
+
+def _check_band_args(args: argparse.Namespace) -> None:
+    """The band and plot flags, checked before anything is computed."""
+    if args.uncertainty is not None and args.out.suffix.lower() != ".nc":
+        raise ValueError(
+            f"--uncertainty writes the bands as netCDF variables: --out must end in .nc, got {args.out.name!r}."
+        )
+    if not 0.0 < args.level < 1.0:
+        raise ValueError(f"--level must be a probability in (0, 1), e.g. 0.95, got {args.level}.")
+    if args.n_samples < 2:
+        raise ValueError(f"--n-samples must be at least 2, got {args.n_samples}.")
+    if args.plot is not None:
+        if args.plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise ValueError(f"--plot must end in .png, .pdf or .svg, got {args.plot.name!r}.")
+        check_writable_file(args.plot)
+
+
+def _plot(args: argparse.Namespace, data: Trajectories, pred: Trajectories, bands: Any) -> None:
+    """``--plot``: the data's channels the forecast has, three trajectories at most, bands shaded."""
+    from .. import plot
+
+    channels = [c for c in data.channels if c in pred.channels]
+    if not channels:
+        raise ValueError(
+            f"--plot: the forecast's channels {pred.channels} include none of the data's {data.channels}; nothing "
+            "to compare."
+        )
+    shown = list(range(min(3, data.n_trajectories)))
+    what = "" if bands is None else f", {100 * bands.level:g} % bands ({bands.method})"
+    plot.plot_time_series(
+        data,
+        pred,
+        trajectories=shown,
+        channels=channels,
+        bands=bands,
+        title=f"forecast (lines{what}) and data (dots)",
+        path=args.plot,
+    )
 
 
 def _resolve(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Path | None, dict[str, Any]]:
@@ -221,12 +304,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.t_end is not None and not math.isfinite(args.t_end):
         raise ValueError(f"--t-end must be a finite time, got {args.t_end}.")
     check_writable_file(args.out)
+    _check_band_args(args)
     model, params, data_file, summary = _resolve(args)
     opts = _solve_options(summary, args)
-    loaded = _loaded_model(Path(args.model), args) if Path(args.model).is_dir() else None
-    if loaded is not None:
-        model = loaded  # the fitted model itself, its tensors exactly as fitted
+    result = _loaded_result(Path(args.model), args)
+    if result is not None:
+        model = result.model  # the fitted model itself, its tensors exactly as fitted
     else:
+        if args.uncertainty is not None:
+            raise ValueError(
+                "--uncertainty needs the fit's covariance, saved in a results folder's result.pt (physnode fit writes "
+                "it): give the results folder, without --params."
+            )
         set_params(model, params, source=str(args.params or args.model))
     data_file = args.data or data_file
     if data_file is None or not Path(data_file).is_file():
@@ -241,8 +330,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     y0 = None
     if summary.get("initial_states") is not None and args.data is None:
         y0 = torch.tensor(summary["initial_states"], dtype=data.values.dtype)  # learned by the fit
-    with torch.no_grad():
-        pred = forecast(model, data, t, y0=y0, options=opts)
+    bands = None
+    if args.uncertainty is not None:
+        bands = forecast(
+            result,
+            data,
+            t,
+            y0=y0,
+            options=opts,
+            uncertainty=args.uncertainty,
+            level=args.level,
+            noise=_noise(args, result),
+            n_samples=args.n_samples,
+            seed=args.seed,
+        )
+        pred = bands.mean
+    else:
+        with torch.no_grad():
+            pred = forecast(model, data, t, y0=y0, options=opts)
     fit_solver: dict[str, Any] = summary["solver"] if isinstance(summary.get("solver"), dict) else {}
     fit_facts = {
         "results": str(args.params or args.model),
@@ -275,6 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         attrs=attrs,
         ids=data.ids,
     )
-    pred.save(args.out)
-    print(f"wrote {args.out}: {pred!r}")
+    if bands is not None:
+        bands = dataclasses.replace(bands, mean=pred)
+        bands.to_netcdf(args.out)
+    else:
+        pred.save(args.out)
+    print(f"wrote {args.out}: {pred!r}" + ("" if bands is None else f" with {bands!r}"))
+    if args.plot is not None:
+        _plot(args, data, pred, bands)
+        print(f"wrote {args.plot}")
     return 0

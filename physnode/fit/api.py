@@ -170,7 +170,8 @@ class FitResult:
         """A JSON-serialisable summary (parameters, errors, final loss, options, history).
 
         ``"solver"`` holds :meth:`SolveOptions.to_dict` of the options used; ``"grad"`` and ``"method"`` repeat
-        their names, and ``"requested_grad"`` is present when the caller asked for another gradient method.
+        their names, and ``"requested_grad"`` is present when the caller asked for another gradient method;
+        ``"provenance"`` what was fitted (and, from the command line, the command).
         """
         doc: dict[str, Any] = {
             "params": self.params,
@@ -193,6 +194,8 @@ class FitResult:
             doc["correlation"] = to_python(correlation(self.covariance))
         doc["residual_std"] = self.residual_std
         doc["uncertainty_warning"] = self.uncertainty_warning
+        if self.provenance is not None:
+            doc["provenance"] = self.provenance
         return doc
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -182,3 +183,33 @@ def test_forecast_at_data_times_keeps_lengths_mask_units_and_says_what_made_it(r
     assert attrs["physnode_version"] == physnode.__version__
     assert attrs["command"].startswith("physnode forecast ") and "staggered.nc" in attrs["command"]
     assert "parameters" not in attrs and all("parameters" not in m for m in pred.metadata)
+
+
+def test_forecast_bands_to_netcdf_and_plot(results, tmp_path, capsys):
+    """--uncertainty writes CF band variables next to each channel; --plot shades them."""
+    xr = pytest.importorskip("xarray")
+    res = results / "results" / "oscillator"
+    plain, banded, png = tmp_path / "plain.nc", tmp_path / "bands.nc", tmp_path / "bands.png"
+    assert _run(["forecast", str(res), "--out", str(plain)], capsys)[0] == 0
+    argv = ["forecast", str(res), "--uncertainty", "linear", "--level", "0.9", "--noise", "0.05"]
+    code, out, err = _run([*argv, "--out", str(banded), "--plot", str(png)], capsys)
+    assert code == 0, err
+    assert "Forecast(linear, level=0.9" in out and png.stat().st_size > 1000
+    with xr.open_dataset(banded, engine="h5netcdf") as ds:
+        assert ds["x"].attrs["ancillary_variables"] == "x_lower x_upper x_std"
+        assert ds["x_lower"].attrs["physnode_band"] == "predictive" and ds.attrs["physnode_band_method"] == "linear"
+        std, lower, upper, mean = (ds[v].values for v in ("x_std", "x_lower", "x_upper", "x"))
+    # The 0.05 observation noise is part of every predictive standard deviation; the band is mean ± z·std with
+    # z = Φ⁻¹(0.95) (float64 arithmetic of the same numbers: 1e-9 relative).
+    finite = np.isfinite(std)
+    assert (std[finite] >= 0.05 * (1 - 1e-12)).all()
+    np.testing.assert_allclose(upper[finite] - lower[finite], 2 * 1.6448536269514722 * std[finite], rtol=1e-9)
+    # The band's centre is the plain forecast.
+    np.testing.assert_allclose(mean[finite], Trajectories.load(plain).values[..., 0].numpy()[finite], rtol=1e-10)
+    # Bands need the saved covariance and a netCDF file.
+    code, _, err = _run([*argv, "--out", str(tmp_path / "b.h5")], capsys)
+    assert code == 1 and "--out must end in .nc" in err
+    toml = str(results / "oscillator.toml")
+    again = ["forecast", toml, "--params", str(res), "--uncertainty", "linear", "--out", str(tmp_path / "c.nc")]
+    code, _, err = _run(again, capsys)
+    assert code == 1 and "needs the fit's covariance" in err
