@@ -340,10 +340,10 @@ class ControlAdjoint:
         """Close iteration ``n`` of :meth:`controller_vjp`: ``g_h_eff`` ``(B,)`` is ``dL/d h_eff`` in total (the
         update's share plus the step's), ``g_t`` ``(B,)`` the step's ``dL/dt`` through ``f(t, y)``."""
         tc, h = self.leaves
-        rec = self._rec
-        assert rec is not None
+        rec, active = self._rec, self._active
+        assert rec is not None and active is not None  # set by controller_vjp
         with torch.enable_grad():
-            he = step_input(tc, h, rec.land, self._active)
+            he = step_input(tc, h, rec.land, active)
             g = torch.autograd.grad(he, [tc, h], g_h_eff, allow_unused=True)
         g_tc, g_h = (torch.zeros_like(tc) if x is None else x for x in g)
         p_tc, p_h, p_prev = self._partial

@@ -52,8 +52,8 @@ class ReversibleHeunGradient(ReversibleGradient):
     def reverse_step(
         self, problem: Problem, rec: StepRecord, state: State, adj: list[Tensor], aux: Any, vjp: VJP
     ) -> tuple[State, list[Tensor], Any]:
-        y1, z1, _ = state  # g1 enters through the solver's inverse
-        a_y1, a_z1, a_g1 = adj
+        y1, z1 = state[0], state[1]  # g1 enters through the solver's inverse
+        a_y1, a_z1, a_g1 = adj[:3]  # adaptive solves carry a 4th entry (the last difference): no adjoint flows
         z1_leaf, g1_graph = aux
         acc = rec.accept.unsqueeze(-1)
         hh = rec.h.unsqueeze(-1)
@@ -62,7 +62,7 @@ class ReversibleHeunGradient(ReversibleGradient):
         a_zz = a_z1 + vjp(g1_graph, z1_leaf, c)
         a_y0 = a_y1 + 2.0 * a_zz
         a_g0 = half * a_y1 + hh * a_zz
-        new_adj = [torch.where(acc, a_y0, a_y1), torch.where(acc, -a_zz, a_z1), torch.where(acc, a_g0, a_g1)]
+        new_adj = [torch.where(acc, a_y0, a_y1), torch.where(acc, -a_zz, a_z1), torch.where(acc, a_g0, a_g1), *adj[3:]]
         # The solver's own inverse step rebuilds the state; its one evaluation g = f(t, z) is taken at a leaf z
         # (kept with its graph for the next vector-Jacobian product). Rejected and inactive rows keep their
         # state, so f is evaluated at the unchanged z for them.
@@ -74,7 +74,7 @@ class ReversibleHeunGradient(ReversibleGradient):
             taken.extend((leaf, out))
             return out.detach()
 
-        y_inv, _, g0 = cast(ReversibleHeunSolver, problem.solver).inverse(f_at_leaf, rec.t, rec.h, state)
+        y_inv, _, g0, *rest = cast(ReversibleHeunSolver, problem.solver).inverse(f_at_leaf, rec.t, rec.h, state)
         z0, g0_graph = taken
         y0 = torch.where(acc, y_inv, y1)
         win = current_window()
@@ -95,7 +95,9 @@ class ReversibleHeunGradient(ReversibleGradient):
             g0_graph = torch.where(fr, g_left, g_right)
             g0 = torch.where(fr, g_left.detach(), g0)
             z0 = leaf
-        return (y0, z0.detach(), g0), new_adj, (z0, g0_graph)
+        # The last difference of an adaptive state is not rebuilt (it steers step sizes only): kept as recorded.
+        rest = [torch.where(acc, r, x) for r, x in zip(rest, state[3:], strict=True)]
+        return (y0, z0.detach(), g0, *rest), new_adj, (z0, g0_graph)
 
     def finish(self, problem: Problem, state: State, adj: list[Tensor], aux: Any, vjp: VJP) -> Tensor:
         y0 = problem.y0.detach().requires_grad_()
