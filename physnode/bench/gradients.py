@@ -80,13 +80,16 @@ def _loss(ys: Tensor) -> Tensor:
     return ys[..., :9].square().sum()
 
 
-def _physnode_runner(grad: str, default_method: str = "dopri5", step_grad: bool = False) -> Runner:
+def _physnode_runner(
+    grad: str, default_method: str = "dopri5", step_grad: bool = False, adaptive: bool = False
+) -> Runner:
     cls = physnode.GRADIENTS.cls(grad)
     method = cls.requires_method or default_method
+    fixed = grad in FIXED_STEP and not adaptive
 
     def runner(f: Counted, y0: Tensor, s: Setup) -> Tensor:
         kw: dict[str, object] = {}
-        if grad in FIXED_STEP or not physnode.SOLVERS.build(method).adaptive:
+        if fixed or not physnode.SOLVERS.build(method).adaptive:
             kw["step_size"] = s.dt
             if "adaptive" in physnode.SOLVERS.accepted_options(method):
                 kw["options"] = {"adaptive": False}
@@ -94,7 +97,9 @@ def _physnode_runner(grad: str, default_method: str = "dopri5", step_grad: bool 
             kw["options"] = {"step_grad": True}
         return physnode.odeint(f, y0, s.t, method=method, grad=grad, rtol=s.tol, atol=s.tol, **kw)
 
-    label = method + (" (fixed dt)" if grad in FIXED_STEP else "") + (", step_grad" if step_grad else "")
+    label = (
+        method + (" (fixed dt)" if fixed else " (adaptive)" if adaptive else "") + (", step_grad" if step_grad else "")
+    )
     runner.method = label  # type: ignore[attr-defined]
     return runner
 
@@ -378,6 +383,9 @@ def run(argv: list[str] | None = None) -> int:
         add("physnode", label, grad, runner, None)
         if grad in STEP_GRAD:  # the same method differentiating through the step-size controller
             runner = _physnode_runner(grad, args.method, step_grad=True)
+            add("physnode", f"grad={grad!r}, {runner.method}", grad, runner, None, primary=False)  # type: ignore[attr-defined]
+        if grad in FIXED_STEP:  # ... and with adaptive steps at the common tolerance
+            runner = _physnode_runner(grad, args.method, adaptive=True)
             add("physnode", f"grad={grad!r}, {runner.method}", grad, runner, None, primary=False)  # type: ignore[attr-defined]
     for library, label, compares, runner in PEERS:
         if library in skip:
