@@ -405,15 +405,16 @@ def _predict_and_measure(job: _Job, result: Any, start: float) -> _Outcome:
 
 def _dense_bands(result: Any, reference: Trajectories, y0: torch.Tensor | None) -> Any:
     """95 % predictive bands (linear propagation of the fit's covariance, plus the residual standard deviation) on
-    the figures' dense grid; ``None`` when the fit has no usable covariance or the bands cannot be computed (the
-    figures are then drawn without them, and a line says why)."""
+    the figures' dense grid; ``None`` when the fit has no usable covariance (none, not finite, or flagged as not
+    meaningful by ``uncertainty_warning``) or the bands cannot be computed (the figures are then drawn without
+    them, and a line says why)."""
     from ..errors import SolverError
     from ..forecast import forecast
     from ._results import dense_grid
 
     cov = getattr(result, "raw_covariance", None)
-    if cov is None or not bool(torch.isfinite(cov).all()):
-        return None
+    if cov is None or not bool(torch.isfinite(cov).all()) or result.uncertainty_warning is not None:
+        return None  # no covariance, or one that is not meaningful (residuals at the solver's precision)
     grid = dense_grid(reference, 400).to(reference.device)
     try:
         return forecast(
