@@ -23,7 +23,7 @@ def _setup(batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     y0 = three_body_y0(torch.float64).repeat(batch, 1)
     if batch > 1:
         y0[1:, :3] += 0.01 * torch.arange(1, batch, dtype=torch.float64).unsqueeze(-1)
-    return y0, torch.linspace(0.0, 0.3, 8, dtype=torch.float64)
+    return y0, torch.linspace(0.0, 0.2, 6, dtype=torch.float64)
 
 
 def _loss_and_grad(masses: torch.Tensor, grad: str, options: dict, want: bool = True):
