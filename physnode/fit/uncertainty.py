@@ -24,7 +24,7 @@ marginalised); network weights are held fixed (the errors are conditional on the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -91,7 +91,7 @@ class Quantity:
     """A named fitted quantity: its current value and, when learnable, the raw tensor it is computed from."""
 
     name: str
-    value: callable
+    value: Callable[[], Tensor]
     raw: Tensor | None
 
 
@@ -123,7 +123,11 @@ def physical_quantities(model: nn.Module) -> list[Quantity]:
     plain = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if sum(p.numel() for _, p in plain) > MAX_PLAIN_PARAMETERS:
         return []
-    return [Quantity(n, (lambda p=p: p), p) for n, p in plain]
+
+    def identity(p: Tensor) -> Callable[[], Tensor]:
+        return lambda: p
+
+    return [Quantity(n, identity(p), p) for n, p in plain]
 
 
 def to_python(x: Tensor) -> float | list:
@@ -208,7 +212,7 @@ def value_jacobian(quantities: Sequence[Quantity], dtype: torch.dtype, device: t
     """``G = ∂v/∂raw`` of shape ``(P_v, P_raw)``: the flattened values of the learnable quantities with respect to
     their flattened raw tensors (in the order of :func:`entry_names`)."""
     learn = [q for q in quantities if q.raw is not None]
-    raws = [q.raw for q in learn]
+    raws = [q.raw for q in quantities if q.raw is not None]
     p_raw = sum(r.numel() for r in raws)
     rows: list[Tensor] = []
     with torch.enable_grad():
