@@ -205,6 +205,9 @@ def solve_with_boluses(run: Runner, y0: Tensor, t: Tensor, boluses: Boluses) -> 
 
     # Boluses at t0 act on y0 (right-continuous state).
     y = jump(y0, th[:, 0].tolist())
+    if T == 1:  # nothing to integrate
+        zeros = torch.zeros(B, dtype=torch.int64, device=y0.device)
+        return Solution(ts=t, ys=y.unsqueeze(1), stats=Stats(0, zeros, zeros.clone(), zeros.clone(), t[:, 0]))
     ys_parts: list[tuple[Tensor, Tensor]] = []  # (observation index (B, T_r) with -1 for none, outputs)
     all_stats: list[Stats] = []
     starts = th[:, 0].clone()

@@ -260,6 +260,7 @@ def test_forecast_uses_the_data_inputs_and_a_counterfactual_plan() -> None:
     assert float(given.values.abs().max()) > 0.5
 
 
+@pytest.mark.slow  # a short Gauss-Newton fit (about 3 s on one core)
 def test_fit_passes_the_data_inputs_to_the_model() -> None:
     data, _, _ = _pk_data(k=0.5)
     model = _PK()

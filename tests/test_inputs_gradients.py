@@ -56,12 +56,24 @@ def _assert_same(sol, ref, g, g_ref, label: str) -> None:
 
 
 def _kw(method: str) -> dict:
+    """Solve keywords: adaptive for the high-order pairs (rejections and FSAL re-evaluations after breakpoints are
+    part of what is replayed); fixed steps of 0.07 for the others (low-order adaptive solves would need thousands of
+    steps here, and exactness does not depend on how the steps were chosen; every step still lands on the
+    breakpoints)."""
     solver = SOLVERS.build(method)
     if not solver.adaptive:
         return {"method": method, "step_size": 0.07}
     if solver.order < 4:
+        options = {"adaptive": False} if "adaptive" in SOLVERS.accepted_options(method) else {}
+        if options:
+            return {"method": method, "step_size": 0.07, "options": options}
         return {"method": method, "rtol": 1e-4, "atol": 1e-6}
     return {"method": method, "rtol": 1e-7, "atol": 1e-9}
+
+
+def _slow_unless(fast: set, values: list) -> list:
+    """``values`` as parameters, those not in ``fast`` marked slow (every combination still runs in CI)."""
+    return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
 
 
 @pytest.mark.parametrize("grad", EXACT_GRADIENTS, ids=EXACT_GRADIENTS)
@@ -78,9 +90,15 @@ def test_exact_with_inputs(grad: str) -> None:
 
 
 PAIRS = [(g, m) for g in EXACT_GRADIENTS if GRADIENTS.cls(g).requires_method is None for m in solvers_for(g) if m in RK]
+#: Run in the quick suite: an FSAL pair and a fixed-step method for each (the others are marked slow).
+FAST_PAIRS = {("symplectic", "bosh3"), ("symplectic", "rk4"), ("aca", "tsit5")}
 
 
-@pytest.mark.parametrize(("grad", "method"), PAIRS, ids=[f"{g}-{m}" for g, m in PAIRS])
+@pytest.mark.parametrize(
+    ("grad", "method"),
+    [p if p in FAST_PAIRS else pytest.param(*p, marks=pytest.mark.slow) for p in PAIRS],
+    ids=[f"{g}-{m}" for g, m in PAIRS],
+)
 def test_every_rk_solver_with_inputs(grad: str, method: str) -> None:
     """FSAL or not, adaptive or not: the re-evaluated derivative after a breakpoint is replayed exactly."""
     torch.manual_seed(2)
@@ -94,7 +112,7 @@ def test_every_rk_solver_with_inputs(grad: str, method: str) -> None:
     _assert_same(sol, ref, g, g_ref, f"{grad}/{method}")
 
 
-@pytest.mark.parametrize("method", ALL_SOLVERS, ids=ALL_SOLVERS)
+@pytest.mark.parametrize("method", _slow_unless({"alf", "nag", "leapfrog"}, ALL_SOLVERS), ids=ALL_SOLVERS)
 def test_aca_on_every_solver_with_inputs(method: str) -> None:
     torch.manual_seed(3)
     func = Driven()
@@ -139,8 +157,8 @@ def test_input_value_gradient_matches_finite_differences() -> None:
     func = Driven()
     u = _inputs(("constant", "cubic"))
     y0 = torch.randn(2, 2, dtype=torch.float64)
-    t = torch.tensor([0.0, 0.5, 1.0, 1.8], dtype=torch.float64)
-    kw = dict(rtol=1e-11, atol=1e-13)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    kw = dict(rtol=1e-10, atol=1e-12)
 
     def loss(values: Tensor) -> Tensor:
         ui = Inputs(u.times, values, u.kinds)
@@ -151,14 +169,15 @@ def test_input_value_gradient_matches_finite_differences() -> None:
     eps = 1e-6
     fd = torch.zeros_like(values)
     with torch.no_grad():
-        for idx in [(0, 1, 0), (0, 3, 1), (1, 0, 0), (1, 2, 1), (1, 4, 0), (0, 0, 1)]:
+        for idx in [(0, 1, 0), (1, 2, 1), (0, 0, 1)]:
             e = torch.zeros_like(values)
             e[idx] = eps
             fd[idx] = (loss(values + e) - loss(values - e)) / (2 * eps)
-            # Central differences of a solve at rtol 1e-11: truncation ~eps^2, solver noise ~1e-11 / eps.
+            # Central differences of a solve at rtol 1e-10: truncation ~eps^2, solver noise ~1e-10 / eps.
             assert abs(float(fd[idx] - g[idx])) <= 1e-5 * max(1.0, abs(float(g[idx]))), idx
-    # Padding (row 0, knot 4) gets no gradient.
-    assert float(g[0, 4].abs().max()) == 0.0
+    # Padding (row 0, knot 4) and the constant channel's value after the last time (row 1, knot 4 at 1.6) get no
+    # gradient (the cubic channel's does: it shapes the slope at the previous knot).
+    assert float(g[0, 4].abs().max()) == 0.0 and float(g[1, 4, 0]) == 0.0
 
 
 @pytest.mark.parametrize("grad", ["direct", "aca", "symplectic", "adjoint"])
@@ -193,3 +212,19 @@ def test_bolus_amount_gradient(grad: str) -> None:
                 fd = (loss(amounts + e) - loss(amounts - e)) / (2 * eps)
                 assert abs(float(fd - grads[0][idx])) < 1e-6, idx
         assert float(grads[0][1, 1]) == 0.0  # padding
+
+
+def test_continuous_adjoint_with_inputs_is_close_to_direct() -> None:
+    """The continuous adjoint (not exact for the discrete solve) lands its backward solve on the breakpoints too:
+    its gradients, input values included, agree with direct to the solves' tolerance."""
+    torch.manual_seed(6)
+    func = Driven()
+    u = _inputs(("constant", "linear"))
+    y0 = torch.randn(2, 2, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.5, 1.2], dtype=torch.float64)
+    kw = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-12}
+    _, g_ref = _run(func, y0, t, "direct", u, extra=(u.values,), **kw)
+    _, g = _run(func, y0, t, "adjoint", u, extra=(u.values,), **kw)
+    for a, b in zip(g, g_ref, strict=True):
+        # Both converge to the exact-flow gradient; at rtol 1e-10 they agree to ~1e-8 relative.
+        assert float((a - b).abs().max()) <= 1e-7 * float(b.abs().max())
