@@ -62,8 +62,8 @@ are never differentiated. This costs, per implicit stage and only when a graph i
 Jacobian and one factorisation. ``grad="direct"`` backpropagates through it and
 ``grad="aca"`` replays the same step function, so the two agree to round-off; ACA's records then include
 the Jacobian in the state, ``O(N·B·D²)`` for ``N`` iterations. Second derivatives are not exact (``M_i`` is
-detached). The continuous adjoint (``grad="adjoint"``) reuses an explicit tableau backward in time and refuses
-these methods.
+detached). The continuous adjoint (``grad="adjoint"``) solves its backward equation with the same method
+(:class:`physnode.gradients.adjoint.ContinuousAdjoint`), reading each step's stages from :attr:`ESDIRK.last_stages`.
 """
 
 from __future__ import annotations
@@ -287,6 +287,8 @@ class ESDIRK(Solver):
         self.adaptive = True if adaptive is None else bool(adaptive)
         self.error_order = min(tab.order, tab.embedded_order) + 1
         self.counters = {"jacobians": 0, "factorizations": 0, "newton_iterations": 0, "newton_failures": 0}
+        #: The stage values ``z_0 .. z_(s-1)`` ``(B, D)`` of the last step (``z_0`` its initial state).
+        self.last_stages: list[Tensor] = []
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -467,6 +469,7 @@ class ESDIRK(Solver):
                 lu = (torch.where(r.unsqueeze(-1), lu2[0], lu[0]), torch.where(r, lu2[1], lu[1]))
         failed = failed & (h != 0)
         self.counters["newton_failures"] += int(failed.sum()) if y.device.type == "cpu" else 0
+        self.last_stages = zs  # the stage values of this step, for quadratures along it (the continuous adjoint)
         y_new = zs[-1]
         k_last = ks[-1]
         hh = h.unsqueeze(-1)
