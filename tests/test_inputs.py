@@ -271,3 +271,20 @@ def test_fit_passes_the_data_inputs_to_the_model() -> None:
     # that did not receive the infusion would see a zero state and no signal at all.
     k = float(model.k.detach())
     assert abs(k - 0.5) < 1e-5, k
+
+
+def test_from_infusions_sums_running_rates() -> None:
+    u = Inputs.from_infusions(
+        [[(1.0, 3.0, 2.0), (2.0, 4.0, 0.5), (0.5, 1.5, 7.0, 1)], []],
+        names=["drug", "fluid"],
+        units=["mg/h", "ml/h"],
+    )
+    assert u.batch == 2 and u.channels == 2
+    at = torch.tensor([[0.2, 1.2, 2.5, 3.5, 5.0], [0.2, 1.2, 2.5, 3.5, 5.0]], dtype=torch.float64)
+    got = torch.stack([u(at[:, k]) for k in range(at.shape[1])], dim=1)
+    # Row 0: before 0.5 nothing; 1.2: drug 2 + fluid 7; 2.5: 2 + 0.5; 3.5: 0.5; 5: nothing. Row 1: no infusion.
+    assert got[0, :, 0].tolist() == [0.0, 2.0, 2.5, 0.5, 0.0]
+    assert got[0, :, 1].tolist() == [0.0, 7.0, 0.0, 0.0, 0.0]
+    assert float(got[1].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="needs t0 = 0.0 <= start < end"):
+        Inputs.from_infusions([[(2.0, 1.0, 1.0)]])

@@ -172,6 +172,75 @@ class Inputs:
             raise TypeError(f"boluses must be a Boluses or None, got {type(boluses).__name__}.")
         self.boluses = boluses
 
+    @classmethod
+    def from_infusions(
+        cls,
+        infusions: Sequence[Sequence[Sequence[float]]],
+        *,
+        t0: float = 0.0,
+        names: Sequence[str] | None = None,
+        units: Sequence[str] | None = None,
+        boluses: Boluses | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> Inputs:
+        """Piecewise-constant inputs from per-trajectory infusions.
+
+        Parameters
+        ----------
+        infusions
+            One list per trajectory (possibly empty) of ``(start, end, rate)`` (channel 0) or ``(start, end, rate,
+            channel)``, ``t0 <= start < end`` (time units), ``rate`` in the channel's units (e.g. mg/h). Channel ``c``
+            of ``u(t)`` is the sum of the rates of its infusions running at ``t`` (``start <= t < end``).
+        t0
+            Start of the series: the first knot of every trajectory (``u = 0`` there unless an infusion starts
+            there).
+        names, units
+            Channel names and units; their number sets the number of channels ``C`` (default one channel, or as
+            many as the highest channel used).
+        boluses
+            Instantaneous doses carried along (:class:`Boluses`).
+        dtype
+            Floating dtype of the knots and values.
+
+        Raises
+        ------
+        ValueError
+            An infusion that is not ``(start, end, rate[, channel])`` with ``t0 <= start < end`` or whose channel
+            does not exist.
+        """
+        B = len(infusions)
+        if B == 0:
+            raise ValueError("infusions must hold one list (possibly empty) per trajectory, got none.")
+        used = [int(item[3]) for items in infusions for item in items if len(item) == 4]
+        C = len(names) if names is not None else (len(units) if units is not None else max([0, *used]) + 1)
+        parsed: list[list[tuple[float, float, float, int]]] = []
+        for b, items in enumerate(infusions):
+            rows = []
+            for item in items:
+                if len(item) not in (3, 4):
+                    raise ValueError(f"infusion {item!r} of trajectory {b} must be (start, end, rate[, channel]).")
+                start, end, rate = float(item[0]), float(item[1]), float(item[2])
+                c = int(item[3]) if len(item) == 4 else 0
+                if not t0 <= start < end:
+                    raise ValueError(f"infusion {item!r} of trajectory {b} needs t0 = {t0} <= start < end.")
+                if not 0 <= c < C:
+                    raise ValueError(f"infusion {item!r} of trajectory {b}: channel {c} not in [0, {C}).")
+                rows.append((start, end, rate, c))
+            parsed.append(rows)
+        knots = [sorted({float(t0), *(x for s, e, _, _ in rows for x in (s, e))}) for rows in parsed]
+        K = max(len(k) for k in knots)
+        times = torch.full((B, K), float("nan"), dtype=dtype)
+        values = torch.full((B, K, C), float("nan"), dtype=dtype)
+        for b, (row_knots, rows) in enumerate(zip(knots, parsed, strict=True)):
+            for k, tk in enumerate(row_knots):
+                times[b, k] = tk
+                level = [0.0] * C
+                for start, end, rate, c in rows:
+                    if start <= tk < end:
+                        level[c] += rate
+                values[b, k] = torch.tensor(level, dtype=dtype)
+        return cls(times, values, "constant", names=names, units=units, boluses=boluses)
+
     # ------------------------------------------------------------------------------------------------ shape
     @property
     def batch(self) -> int:
