@@ -50,6 +50,13 @@ the first stage, which reads the cache instead of evaluating ``f``, hands its ``
 the state before the step; at ``t_0`` it is pulled through ``k = f(t_0, y_0)``. A rejected or inactive row
 of the batch is the identity map for its iteration.
 
+With ``options={"step_grad": True}`` (:mod:`physnode.step_grad`) the step size and time are differentiated too:
+every iteration is walked (rejected ones included), the last stage and the error estimate ``err = h Σ b̂_i k_i``
+are recomputed without a graph (one more evaluation), one small vector-Jacobian product through the controller's
+update gives ``ē = ∂L/∂err``, its shares in ``y`` and ``y'`` and in ``h``; ``h b̂_i ē`` joins every ``κ_i``, and
+``∂L/∂h = λ'ᵀ Σ b_i k_i + ēᵀ Σ b̂_i k_i + Σ_i (μ_iᵀ Σ_j a_ij k_j + c_i τ_i)``, ``∂L/∂t = Σ_i τ_i`` with
+``τ_i = κ_iᵀ ∂f/∂t`` from the same stage products (the time is a leaf of each evaluation).
+
 Interpolated observations (``outputs="interpolate"``) ``y_m = y + h Σ_i b_i(θ_m) k_i`` of a step, with
 cotangents ``g_m``, add ``Σ_m g_m`` to ``λ`` and ``h e_i`` with ``e_i = Σ_m b_i(θ_m) g_m`` to every ``κ_i``
 (also to stages with ``b_i = 0``, e.g. dopri5's seventh, whose dense weight is not zero).
