@@ -280,26 +280,44 @@ def quantiles(samples: Tensor, probs: Sequence[float]) -> list[Tensor]:
     return out
 
 
+class VmapMismatch(RuntimeError):
+    """The vmapped evaluation of a model disagreed with the model's own (see :class:`PerSampleModel`)."""
+
+
 class PerSampleModel(nn.Module):
     """``model`` evaluated with one parameter set per block of ``N`` rows (``torch.func.vmap`` over the sets).
 
     The state ``(n·N, S)`` holds ``n`` blocks of ``N`` trajectories; block ``s`` is evaluated with the tensors
-    ``params[name][s]`` in place of the model's tensors ``name``.
+    ``params[name][s]`` in place of the model's tensors ``name``. Further arguments (the inputs ``u (n·N, C)`` of
+    ``model(t, y, u)``) are split into blocks the same way. The first evaluation is checked: block 0 must equal
+    ``model`` itself with its tensors set to ``params[...][0]`` (``raws``), else :class:`VmapMismatch`.
     """
 
-    def __init__(self, model: nn.Module, params: Mapping[str, Tensor], n: int) -> None:
+    def __init__(self, model: nn.Module, params: Mapping[str, Tensor], n: int, raws: Sequence[Tensor]) -> None:
         super().__init__()
         self.model, self.params, self.n = model, dict(params), n
+        self.raws = list(raws)
+        self.checked = False
 
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+    def forward(self, t: Tensor, y: Tensor, *args: Tensor) -> Tensor:
         n = self.n
         B, S = y.shape
-        tb = t.reshape(n, B // n) if t.ndim else t.expand(B).reshape(n, B // n)
+        N = B // n
+        tb = t.reshape(n, N) if t.ndim else t.expand(B).reshape(n, N)
+        blocks = [a.reshape(n, N, *a.shape[1:]) for a in args]
 
-        def one(p: dict[str, Tensor], ts: Tensor, ys: Tensor) -> Tensor:
-            return torch.func.functional_call(self.model, p, (ts, ys))
+        def one(p: dict[str, Tensor], ts: Tensor, ys: Tensor, *extra: Tensor) -> Tensor:
+            return torch.func.functional_call(self.model, p, (ts, ys, *extra))
 
-        return torch.func.vmap(one)(self.params, tb, y.reshape(n, B // n, S)).reshape(B, S)
+        out = torch.func.vmap(one)(self.params, tb, y.reshape(n, N, S), *blocks).reshape(B, S)
+        if not self.checked:
+            with _assigned(self.raws, [p[0] for p in self.params.values()]):
+                ref = self.model(tb[0], y[:N], *[b[0] for b in blocks])
+            scale = float(ref.abs().max()) if ref.numel() else 0.0
+            if ref.shape != out[:N].shape or not bool(((out[:N] - ref).abs() <= 1e-9 * scale + 1e-300).all()):
+                raise VmapMismatch("the vmapped evaluation of the model differs from its own evaluation")
+            self.checked = True
+        return out
 
 
 def solve_samples(
@@ -315,33 +333,26 @@ def solve_samples(
     ``draws (n, P_raw)`` are values of the flattened ``raws`` (tensors of ``model``); ``y0 (N, S)`` the initial
     states, or per draw ``y0_draws (n, N, S)``; ``solve(func, y0_rows)`` solves ``(rows, S)`` initial states. One
     batched solve of ``n·N`` rows through :class:`PerSampleModel` when ``model`` evaluates correctly under
-    ``vmap`` (checked on the first draw), else one solve per draw with the model's tensors set in turn (restored
-    afterwards).
+    ``vmap`` (checked on its first evaluation), else one solve per draw with the model's tensors set in turn
+    (restored afterwards). A :class:`~physnode.errors.SolverError` of a draw is raised, not retried.
     """
+    from .errors import SolverError
+
     n = draws.shape[0]
     N, S = y0.shape
     starts = y0_draws if y0_draws is not None else y0.unsqueeze(0).expand(n, N, S)
     names = {id(p): k for k, p in model.named_parameters()}
     split = _split(draws, raws)
-    batched = None
-    if all(id(r) in names for r in raws):
-        params = {names[id(r)]: s for r, s in zip(raws, split, strict=True)}
-        batched = PerSampleModel(model, params, n)
-        try:  # the vmapped evaluation must equal the model's own, for the first draw
-            with torch.no_grad():
-                t0 = torch.zeros(n * N, dtype=y0.dtype, device=y0.device)
-                f_b = batched(t0, starts.reshape(n * N, S))[:N]
-                with _assigned(raws, [s[0] for s in split]):
-                    f_m = model(t0[:N], starts[0])
-            scale = float(f_m.abs().max()) if f_m.numel() else 0.0
-            if f_b.shape != f_m.shape or not bool(((f_b - f_m).abs() <= 1e-9 * (scale + 1e-300)).all()):
-                batched = None
-        except Exception:  # any model that vmap cannot evaluate falls back to the loop below
-            batched = None
     with torch.no_grad():
-        if batched is not None:
-            ys = solve(batched, starts.reshape(n * N, S))
-            return ys.reshape(n, N, *ys.shape[1:])
+        if all(id(r) in names for r in raws):
+            batched = PerSampleModel(model, {names[id(r)]: s for r, s in zip(raws, split, strict=True)}, n, raws)
+            try:
+                ys = solve(batched, starts.reshape(n * N, S))
+                return ys.reshape(n, N, *ys.shape[1:])
+            except SolverError:
+                raise
+            except Exception:  # a model that vmap cannot evaluate (or evaluates differently): one solve per draw
+                pass
         out = []
         for s in range(n):
             with _assigned(raws, [x[s] for x in split]):
