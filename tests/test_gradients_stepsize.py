@@ -143,3 +143,15 @@ def test_adaptive_reversible_heun_steps_fewer_as_the_tolerance_loosens():
             sol = physnode.solve(ThreeBody(), y0, t, method="reversible_heun", rtol=tol, atol=tol)
         nfe.append(sol.stats.nfe)
     assert nfe[0] < nfe[1] < nfe[2], nfe
+
+
+def test_fixed_step_solves_ignore_step_grad():
+    # Nothing to differentiate: the same steps and the same gradient with and without the option.
+    y0, t = _setup()
+    grads = []
+    for options in ({}, STEP_GRAD):
+        f = ThreeBody()
+        sol = physnode.solve(f, y0, t, method="rk4", step_size=0.02, options=options)
+        grads.append(torch.autograd.grad(sol.ys.square().sum(), f.masses)[0])
+    # Same operations in the same order: equal to round-off (1e-13 relative).
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-13, atol=0.0)
