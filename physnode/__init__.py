@@ -3,7 +3,8 @@
 The public API is small:
 
 * :func:`odeint`, :func:`solve` — solve ``dy/dt = f(t, y)`` with per-trajectory times (``Solution``, ``Status``),
-  their options validated into one :class:`SolveOptions`;
+  their options validated into one :class:`SolveOptions`; :func:`odeint_event` — solve until events
+  ``g(t, y) = 0``, with differentiable event times;
 * :data:`SOLVERS`, :data:`GRADIENTS` — the ``method=`` and ``grad=`` registries;
 * :func:`fit`, :func:`forecast` — recover unknown physics from trajectories and predict (``FitResult``;
   ``result.save(path)`` and :func:`load_result` keep it without pickle);
@@ -20,6 +21,7 @@ import importlib
 from typing import Any
 
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeUnderflowError, StiffnessError
+from .events import odeint_event
 
 # ``physnode.fit`` is the function; the package that holds it stays importable as ``physnode.fit.<module>``
 # through ``from physnode.fit import ...`` (the import system resolves it in ``sys.modules``).
@@ -69,6 +71,7 @@ __all__ = [
     "forecast",
     "load_result",
     "odeint",
+    "odeint_event",
     "sdeint",
     "solve",
 ]

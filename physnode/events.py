@@ -36,6 +36,7 @@ of ``f`` and ``~5-10`` of ``g`` per located event.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -271,7 +272,7 @@ def odeint_event(
     max_steps: int | None = None,
     params: Sequence[Tensor] | None = None,
     options: Mapping[str, Any] | SolveOptions | None = None,
-    max_step: float = float("inf"),
+    max_step: float = math.inf,
     max_iter: int = 60,
 ) -> EventSolution:
     """Solve ``dy/dt = func(t, y)`` from ``t0`` until the events ``event_fn(t, y) = 0``; differentiable.

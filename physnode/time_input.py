@@ -28,12 +28,12 @@ becomes ``y_i + (t_i - sg(t_i)) f(t_i, y_i)``. ``f`` is evaluated detached, once
 batched evaluations plus one, counted in ``stats.nfe``), only when ``t`` requires grad.
 
 **Exact or not.** These are the derivatives of the exact flow. The numerical solution is a different function of
-the times: for instance the last step into ``t_i`` has length ``t_i - t_n``, and ``d y_(n+1) / d h`` of a Runge–Kutta
-step is ``Σ_j b_j k_j + O(h)``-terms, not ``f(t_i, y_i)``; and adaptive step choices depend discontinuously on
-the times. So for every method, ``direct`` included, the time gradient equals the derivative of the discrete solve
-only up to the solve's error (``O(tol)``), like the continuous adjoint's parameter gradient; it is exact in the
-limit of vanishing step sizes. The gradients with respect to ``y_0`` and ``θ`` keep the exactness of the chosen
-method.
+the times: for instance the last step into ``t_i`` has length ``t_i - t_n``, and the derivative of a Runge–Kutta
+step with respect to its length equals ``f(t_i, y_i)`` only up to the local error; and adaptive step choices
+depend discontinuously on the times. So for every method, ``direct`` included, the time gradient equals the
+derivative of the discrete solve only up to the solve's error (``O(tol)``), like the continuous adjoint's parameter
+gradient; it is exact in the limit of vanishing step sizes. The gradients with respect to ``y_0`` and ``θ`` keep
+the exactness of the chosen method.
 """
 
 from __future__ import annotations
