@@ -97,6 +97,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "physnode.bench.sde",
             "neural SDEs on irregular OU data: SDE-GAN clipping vs gradient penalty, latent SDE; adjoint time/memory",
         ),
+        Benchmark(
+            "lhm",
+            "physnode.bench.lhm",
+            "latent hybrid model (expert PK/PD ODE in a latent neural ODE) vs expert, neural ODE, residual hybrid",
+        ),
     )
 }
 

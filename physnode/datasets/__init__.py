@@ -31,10 +31,13 @@ from .generators import (
 from .networks import SPECS as _NETWORK_SPECS
 from .networks import SYSTEMS as _NETWORK_SYSTEMS
 from .networks import glv, linear_sparse, spring_network
+from .pkpd import SPEC as _PKPD_SPEC
+from .pkpd import pkpd
 from .system import Parameter, System, generate
 
 SYSTEMS.update(_NETWORK_SYSTEMS)
 SPECS.update(_NETWORK_SPECS)
+SPECS["pkpd"] = _PKPD_SPEC
 
 __all__ = [
     "DATASETS",
@@ -53,6 +56,7 @@ __all__ = [
     "mass_spring_chain",
     "n_body",
     "pendulum",
+    "pkpd",
     "spring_network",
     "three_body",
 ]
@@ -70,6 +74,7 @@ DATASETS: dict[str, Callable[..., Trajectories]] = {
     "linear_sparse": linear_sparse,
     "glv": glv,
     "spring_network": spring_network,
+    "pkpd": pkpd,
 }
 
 

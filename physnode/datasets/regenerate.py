@@ -45,6 +45,7 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "linear_sparse": {"n_trajectories": 4, "n_times": 60, "irregular": True, "noise": 0.01, "missing": 0.1},
     "glv": {"n_trajectories": 4, "n_times": 60, "irregular": True, "noise": 0.01, "missing": 0.1},
     "spring_network": {"n_trajectories": 4, "n_times": 60, "irregular": True, "noise": 0.01, "missing": 0.1},
+    "pkpd": {"n_trajectories": 8, "n_times": 24},
 }
 
 SUMS_HEADER = (

@@ -1,0 +1,36 @@
+"""Latent hybrid models: expert ODEs (pharmacology, physics) inside latent neural ODEs, with treatments as inputs.
+
+- :class:`Expert`: ``dz_e/dt = f_e(t, z_e, u; θ_e)`` from any physnode physics model, parameters optionally per
+  trajectory;
+- :class:`LatentHybrid`: ``z = (z_e, z_m)`` with a neural ``f_m``, a Gaussian decoder and a backward-GRU encoder
+  (amortised variational inference or point estimates) — the latent hybridisation model of Qian et al. (NeurIPS 2021);
+- :func:`fit_latent_hybrid`: training with seeds, validation-based selection and checkpoints;
+- :func:`save_latent_hybrid` / :func:`load_latent_hybrid`; :class:`TreatmentSchedule`: infusions as inputs ``u(t)``.
+"""
+
+from __future__ import annotations
+
+from .decoder import GaussianDecoder
+from .encoder import BackwardGRUEncoder
+from .expert import Expert
+from .grid import solve_grid
+from .model import INFERENCE, LatentHybrid, Posterior, SolveSettings
+from .saving import load_latent_hybrid, save_latent_hybrid
+from .schedule import TreatmentSchedule
+from .train import LatentFit, fit_latent_hybrid
+
+__all__ = [
+    "INFERENCE",
+    "BackwardGRUEncoder",
+    "Expert",
+    "GaussianDecoder",
+    "LatentFit",
+    "LatentHybrid",
+    "Posterior",
+    "SolveSettings",
+    "TreatmentSchedule",
+    "fit_latent_hybrid",
+    "load_latent_hybrid",
+    "save_latent_hybrid",
+    "solve_grid",
+]

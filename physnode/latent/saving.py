@@ -1,0 +1,100 @@
+"""Saving and loading trained latent hybrid models: a ``weights_only`` state dict plus a JSON config, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .._atomic import atomic_write
+from .expert import Expert
+from .model import LatentHybrid
+
+__all__ = ["MODEL_FORMAT", "load_latent_hybrid", "save_latent_hybrid"]
+
+#: Format tag of a saved latent hybrid model.
+MODEL_FORMAT = "physnode.latent.model/1"
+
+
+def _expert_description(expert: Expert | None) -> dict | None:
+    if expert is None:
+        return None
+    return {
+        "physics": type(expert.physics).__name__,
+        "state_names": list(expert.physics.state_names),
+        "inputs": list(expert.input_names),
+        "per_trajectory": list(expert.theta_names),
+    }
+
+
+def save_latent_hybrid(path: str | os.PathLike, model: LatentHybrid) -> None:
+    """Write ``model`` to ``path`` (``.pt``): ``{"format", "config" (JSON text), "expert" (JSON text), "state_dict"}``.
+
+    The expert's equations are code, not data: its parameters (population values included) are in the state dict,
+    and :func:`load_latent_hybrid` takes an equivalent :class:`Expert` (same physics, inputs and per-trajectory
+    parameters), checked against the description stored here.
+    """
+    if not isinstance(model, LatentHybrid):
+        raise TypeError(f"save_latent_hybrid saves a physnode.latent.LatentHybrid, got {type(model).__name__}.")
+    state = {
+        "format": MODEL_FORMAT,
+        "config": json.dumps(model.config, sort_keys=True),
+        "expert": json.dumps(_expert_description(model.expert), sort_keys=True),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
+
+
+def load_latent_hybrid(
+    path: str | os.PathLike, *, expert: Expert | None = None, map_location: torch.device | str | None = None
+) -> LatentHybrid:
+    """Rebuild a model saved by :func:`save_latent_hybrid` (``torch.load(weights_only=True)``: no pickle).
+
+    Parameters
+    ----------
+    path
+        The file.
+    expert
+        An :class:`Expert` equivalent to the saved one (required when the model had one, refused otherwise).
+    map_location
+        Device of the loaded tensors.
+
+    Raises
+    ------
+    ValueError
+        Not a readable model file, or ``expert`` missing, unexpected or different from the saved description.
+    """
+    where = f"model file {str(path)!r}"
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{where} is not a model written by save_latent_hybrid (not a torch zip archive).")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{where} cannot be read ({type(err).__name__}); it must hold tensors and plain data."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{where} is not a physnode latent hybrid model (format {MODEL_FORMAT!r}).")
+    config = json.loads(state["config"])
+    saved = json.loads(state["expert"])
+    if saved is None and expert is not None:
+        raise ValueError(f"{where} has no expert part; do not pass expert=.")
+    if saved is not None:
+        if expert is None:
+            raise ValueError(
+                f"{where} was saved with an expert ({saved['physics']} with state {saved['state_names']}); pass an "
+                "equivalent expert=Expert(...) to load it."
+            )
+        ours = _expert_description(expert)
+        if ours != saved:
+            raise ValueError(f"{where}: the expert passed ({ours}) differs from the saved one ({saved}).")
+    model = LatentHybrid(expert=expert, **config)
+    ref = next(v for v in state["state_dict"].values() if v.is_floating_point())
+    model = model.to(ref.device, ref.dtype)  # before loading, so the weights keep their precision
+    model.load_state_dict(state["state_dict"])
+    return model

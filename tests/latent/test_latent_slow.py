@@ -1,0 +1,36 @@
+"""Slow science check: on held-out patients the LHM forecasts better than the expert model alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physnode.bench.lhm import UNTIL, build_model, forecast_rmse
+from physnode.datasets import make
+from physnode.latent import SolveSettings, TreatmentSchedule, fit_latent_hybrid
+
+
+@pytest.mark.slow
+def test_lhm_beats_the_expert_model_on_held_out_forecasts():
+    full = make("pkpd", n_trajectories=72, n_times=16, seed=4)
+    schedule = TreatmentSchedule.from_metadata(full).to(dtype=torch.float32)
+    test_idx, train_idx = list(range(24)), list(range(24, 72))
+    settings = SolveSettings(method="midpoint", step_size=0.5)
+    rmse = {}
+    for kind in ("expert", "LHM"):
+        model = build_model(kind, hidden=16, seed=0)
+        fit = fit_latent_hybrid(
+            model,
+            full[train_idx],
+            schedule[train_idx],
+            until=UNTIL,
+            iterations=60,
+            batch_size=24,
+            seed=0,
+            settings=settings,
+        )
+        rmse[kind] = forecast_rmse(fit.model, full[test_idx], schedule[test_idx], settings)
+    # The hidden inflammatory process moves the biomarkers by ~0.3; a model that cannot represent it is left with
+    # that error, while the LHM's latent states can absorb it. A 5 % margin is far below the gap measured at these
+    # sizes (see physnode bench lhm) but above the seed-to-seed spread of the fits.
+    assert rmse["LHM"] < 0.95 * rmse["expert"], rmse
