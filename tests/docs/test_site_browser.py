@@ -6,10 +6,10 @@ MathJax errors, images that did not load, code blocks whose lines are clipped, a
 outside the site. Screenshots of the index, a concepts page and a tutorial page are written next to the report
 (``$PHYSNODE_SCREENSHOTS`` if set, else a temporary folder).
 
-The site is the one ``make docs`` built into ``site/`` when it is newer than every source it is built from (as in
-CI, where ``make docs`` runs before the slow tests); otherwise it is built here (about three minutes: the
-tutorials are executed). Chromium comes from Debian's ``chromium`` package (``.ci/run`` installs it); without
-it the test is skipped, except in CI, where it fails.
+The site is ``$PHYSNODE_SITE`` if set, else the one ``make docs`` built into ``site/`` when it is newer than every
+source it is built from (as in CI, where ``make docs`` runs before the slow tests); otherwise it is built here
+(about two minutes on two idle cores: the tutorials are executed). Chromium comes from Debian's ``chromium``
+package (``.ci/run`` installs it); without it the test is skipped, except in CI, where it fails.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if os.environ.get("CI"):
             pytest.fail("no Chromium in CI: .ci/run installs Debian's chromium package before the slow tests")
         pytest.skip("no Chromium here (apt-get install chromium)")
+    if os.environ.get("PHYSNODE_SITE"):  # a site built beforehand, e.g. by `make docs -d ...`
+        return Path(os.environ["PHYSNODE_SITE"])
     built = ROOT / "site"
     if (built / "index.html").is_file() and (built / "index.html").stat().st_mtime > _newest_source():
         return built
