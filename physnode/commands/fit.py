@@ -357,6 +357,8 @@ def _run_job(job: _Job, start: float) -> int:
     print("\n".join(head))
     print()
     print(format_table(outcome.rows, [job.row_label, "true", "initial", "fitted", "std.error", "rel.error"]))
+    if result.uncertainty_warning is not None:
+        print(f"note: {result.uncertainty_warning}")
     for line in tail:
         print(line)
     print(f"wall time {outcome.wall:.1f} s; results in {out}/")
