@@ -88,7 +88,7 @@ def test_time_gradient_matches_closed_form(grad: str, times: str) -> None:
 )
 def test_time_gradient_implicit(method: str) -> None:
     """The implicit solvers with direct and aca (their two gradient methods)."""
-    tol, agree = accuracy(method)
+    tol, agree = dict(rtol=1e-7, atol=1e-9), 1e-4  # the implicit methods' IFT graph is costly at tight tolerances
     want = reference(T_SHARED)
     for grad in ("direct", "aca"):
         got = solved(T_SHARED, grad, method, **tol)
