@@ -266,6 +266,37 @@ def _measure(runner: Runner, s: Setup, device: torch.device) -> tuple[int, Tenso
     return f.n, loss.detach(), g_m, g_y0
 
 
+#: Methods shown with compiled steps by ``--compile``.
+COMPILED = ("direct", "aca", "adjoint")
+
+
+def _measure_compiled(
+    grad: str, s: Setup, device: torch.device, repeats: int
+) -> tuple[float, float, int, Tensor, Tensor]:
+    """``grad`` with ``options={'compile': True}``: (compile-run seconds, median seconds of the later runs, number
+    of timed runs, gradient w.r.t. the masses, w.r.t. ``y0``). No :class:`Counted` wrapper: a counter that changes
+    on every call would force a recompilation per call."""
+
+    def once() -> tuple[Tensor, Tensor]:
+        f = ThreeBody(s.masses, dtype=s.y0.dtype).to(device)
+        y0 = s.y0.clone().requires_grad_(True)
+        ys = physnode.odeint(f, y0, s.t, grad=grad, rtol=s.tol, atol=s.tol, options={"compile": True})
+        g_m, g_y0 = torch.autograd.grad(_loss(ys), (f.masses, y0))
+        return g_m, g_y0
+
+    t0 = now()
+    once()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    compile_s = now() - t0
+    if repeats == 0:
+        t0 = now()
+        g_m, g_y0 = once()
+        return compile_s, now() - t0, 0, g_m, g_y0
+    secs, (g_m, g_y0) = time_median(once, repeats, device, warmup=0)
+    return compile_s, secs, repeats, g_m, g_y0
+
+
 def time_capped(fn: Callable[[], object], first: float, repeats: int, device: torch.device) -> tuple[float, int]:
     """Median time of ``fn`` with fewer repeats for slow ones: returns (seconds, number of timed runs).
 
@@ -301,6 +332,12 @@ def run(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the gradient error against rtol = atol = 1e-5..1e-9: direct and aca with and without "
         "options={'step_grad': True}, torchode, torchdiffeq",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also direct, aca and adjoint with options={'compile': True} (compiled steps); compile time reported "
+        "apart",
     )
     args = p.parse_args(argv)
     device = setup(args)
@@ -408,6 +445,32 @@ def run(argv: list[str] | None = None) -> int:
                 None,
                 Setup(s.y0, s.t, loose, dt),
             )
+
+    if args.compile:
+        for grad in COMPILED:
+            if grad in skip:
+                continue
+            row: dict[str, object] = {"library": "physnode", "method": f"grad={grad!r}, dopri5, compiled"}
+            row["compares to"] = grad
+            try:
+                compile_s, secs, n_timed, g_m, g_y0 = _measure_compiled(grad, s, device, repeats)
+            except Exception as exc:  # a failing row prints its error instead of stopping the table
+                table.add_row({**row, "time": error_cell(exc)})
+                continue
+            row.update(
+                time=fmt_seconds(secs) + ("" if n_timed else " (1 run)") + f", compile {fmt_seconds(compile_s)}",
+                NFE="as above",
+                **{"err masses": fmt_float(rel_error(g_m, ref_m)), "err y0": fmt_float(rel_error(g_y0, ref_y0))},
+            )
+            if grad in peer_time:
+                row["speed-up"] = f"{peer_time[grad] / secs:.2f}×"
+            table.add_row(row)
+        table.notes.append(
+            "compiled: options={'compile': True} (each dopri5 step one torch.compile-d function; the adjoint's "
+            "backward solve stays eager); time without the first run, which compiles ('compile' = its duration); "
+            "the same steps as the eager row (NFE as above), counted without the Counted wrapper, whose counter "
+            "would force a recompilation per call; speed-up: the peer's time / this row's."
+        )
 
     table.notes += [
         f"reference gradient: physnode dopri5, grad='direct', rtol=atol={REF_TOL:g}; errors are relative 2-norms "
