@@ -342,6 +342,11 @@ def _solve_boluses(
         raise TypeError(f"boluses must be a physnode.data.Boluses, got {describe(boluses)}.")
     if isinstance(t, Tensor) and t.requires_grad and torch.is_grad_enabled():
         raise ValueError("gradients with respect to observation times are not supported with boluses; pass t.detach().")
+    if opts.dense:
+        raise ValueError(
+            "dense=True is not supported with boluses (the solve runs in segments between the bolus times); solve "
+            "without dense output, or evaluate the segments between two bolus times separately."
+        )
     unbatched = y0.ndim == 1
     y0b = y0.unsqueeze(0) if unbatched else y0
     tt = check_times(t, y0)

@@ -311,3 +311,9 @@ def test_sides_backward_in_time_and_in_float32(method: str) -> None:
     )
     # float32 round-off of a few dozen additions of O(1) terms (eps = 1.2e-7).
     assert abs(float(f32[-1, 0]) - integral) < 2e-6
+
+
+def test_boluses_refuse_dense_output() -> None:
+    bol = Boluses(torch.tensor([0.5]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="dense=True is not supported with boluses"):
+        physnode.solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), boluses=bol, dense=True)
