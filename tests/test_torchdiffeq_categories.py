@@ -56,6 +56,7 @@ def sine_problem():
 
 
 PROBLEMS = {"constant": constant_problem, "sine": sine_problem}
+REVERSE = [False, pytest.param(True, marks=pytest.mark.slow)]  # the reversed runs with the slow tests
 #: float64 in the quick run, float32 with the slow tests.
 DTYPES = [torch.float64, pytest.param(torch.float32, marks=pytest.mark.slow)]
 
@@ -69,7 +70,7 @@ def times(dtype: torch.dtype, reverse: bool) -> torch.Tensor:
     return t.flip(0) if reverse else t
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("reverse", REVERSE, ids=["forward", "reverse"])
 @pytest.mark.parametrize("ode", list(PROBLEMS))
 @pytest.mark.parametrize(
     "method", [pytest.param(m, marks=pytest.mark.slow) if m == "heun_euler" else m for m in METHODS], ids=METHODS
@@ -88,7 +89,7 @@ def test_solver_error(method: str, ode: str, reverse: bool, dtype: torch.dtype) 
     assert rel_error(sol, y) < EPS.get(method, 1e-4)
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("reverse", REVERSE, ids=["forward", "reverse"])
 @pytest.mark.parametrize("ode", list(PROBLEMS))
 def test_adjoint_solution_and_gradient(ode: str, reverse: bool) -> None:
     """The adjoint's forward solution within 1e-4, and its gradient close to backprop through the solve."""
@@ -136,7 +137,11 @@ class _Oscillating(torch.nn.Module):
         return self.net(y) * torch.sin(20 * t).unsqueeze(-1)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "heun_euler"])
+@pytest.mark.parametrize(
+    "method",
+    [m if m == "dopri5" else pytest.param(m, marks=pytest.mark.slow) for m in METHODS if m != "heun_euler"],
+    ids=[m for m in METHODS if m != "heun_euler"],
+)
 def test_larger_norm_takes_more_steps(method: str) -> None:
     """A norm 10x larger never takes fewer evaluations than the max norm (torchdiffeq's large-norm test)."""
     torch.manual_seed(3)
