@@ -271,3 +271,18 @@ def test_bands_under_a_treatment_plan() -> None:
     assert float((lap.std[:, late] / lin.std[:, late] - 1).abs().max()) < 0.15
     none = Inputs(torch.tensor([0.0], dtype=F64), torch.zeros(1, 1, dtype=F64))
     assert float(forecast(res, data, t, uncertainty="linear", inputs=none).upper.abs().max()) == 0.0
+
+
+def test_bands_on_every_device(decay, device) -> None:
+    import copy
+
+    data, res = decay
+    res_d = dataclasses.replace(res, model=copy.deepcopy(res.model).to(device))
+    data_d = data.to(device)
+    for method in ("linear", "laplace"):
+        ref = forecast(res, data, T_FC, uncertainty=method, n_samples=50, noise=0.01)
+        fc = forecast(res_d, data_d, T_FC.to(device), uncertainty=method, n_samples=50, noise=0.01)
+        assert fc.lower.device.type == device.type and fc.mean.values.device.type == device.type
+        # The same draws (CPU generator) and the same solve on another device: equal to round-off (float64).
+        torch.testing.assert_close(fc.std.cpu(), ref.std, rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(fc.upper.cpu(), ref.upper, rtol=1e-7, atol=1e-12)
