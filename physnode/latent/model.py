@@ -31,7 +31,9 @@ INFERENCE = ("variational", "point")
 
 
 class InputSeries(Protocol):
-    """What the model needs of inputs: ``u(t)`` for ``t (B,)`` -> ``(B, C)`` and the ``(B, K)`` breakpoints."""
+    """What the model needs of inputs: ``u(t)`` for ``t (B,)`` -> ``(B, C)`` and the ``(B, K)`` breakpoints (``inf`` or
+    NaN padded), with ``inputs[idx]`` selecting trajectories for training: a :class:`~physnode.data.Inputs` or a
+    :class:`~physnode.latent.TreatmentSchedule`."""
 
     def __call__(self, t: Tensor) -> Tensor: ...
 
@@ -235,9 +237,10 @@ class LatentHybrid(nn.Module):
         self.obs_loc.copy_(loc)
         self.obs_scale.copy_(var.sqrt().clamp(min=1e-6))
         if self.C and inputs is not None:
-            levels = getattr(inputs, "levels", None)
+            # The knot values of a TreatmentSchedule (levels) or a physnode.data.Inputs (values, NaN padded).
+            levels = getattr(inputs, "levels", getattr(inputs, "values", None))
             if isinstance(levels, Tensor):  # the mean nonzero level per channel (typical rate, not the peak)
-                a = levels.abs().flatten(0, 1)
+                a = levels.detach().abs().nan_to_num(0.0).flatten(0, 1)
                 peak = (a.sum(0) / (a > 0).sum(0).clamp(min=1)).to(self.input_scale)
             else:
                 grid = torch.linspace(t0, float(data.times.nan_to_num(t0).max()), 200, dtype=data.times.dtype)
