@@ -68,7 +68,7 @@ def _kw(method: str) -> dict:
         if options:
             return {"method": method, "step_size": 0.07, "options": options}
         return {"method": method, "rtol": 1e-4, "atol": 1e-6}
-    return {"method": method, "rtol": 1e-7, "atol": 1e-9}
+    return {"method": method, "rtol": 1e-5, "atol": 1e-7}
 
 
 def _slow_unless(fast: set, values: list) -> list:
