@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .data.inputs import Inputs
 from .data.trajectories import Trajectories
 from .fit.initial import initial_times
+from .fit.problem import takes_inputs
 from .odeint import odeint
 from .options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SolveOptions, resolve_options
 from .predictive import UNCERTAINTY_METHODS, Forecast, laplace_samples, linear_variance, quantiles, solve_samples
@@ -136,8 +137,8 @@ def forecast(
     inputs
         External inputs over the forecast (a treatment plan, :class:`~physnode.data.Inputs` with ``N`` rows or one
         shared series): ``model`` is then called as ``model(t, y, u)``. A counterfactual plan for the same
-        trajectories is just another ``Inputs``. Default: the inputs of the data (``Trajectories.inputs``), if any.
-        The returned trajectories carry the plan.
+        trajectories is just another ``Inputs``. Default: the inputs of the data (``Trajectories.inputs``) when the
+        model takes them (three positional arguments), else none. The returned trajectories carry the plan.
 
     Returns
     -------
@@ -215,7 +216,9 @@ def forecast(
         elif not bool((t_init == t[:, 0]).all()):
             raise ValueError("forecast times must all start at, or all after, the trajectories' initial times.")
     solve_opts = opts.without_gradient()
-    plan = inputs if inputs is not None else getattr(data_or_y0, "inputs", None)  # the treatment plan, if any
+    plan = inputs  # the treatment plan: given, or the data's own when the model takes inputs (model(t, y, u))
+    if plan is None and takes_inputs(model):
+        plan = getattr(data_or_y0, "inputs", None)
     if plan is not None and not isinstance(plan, Inputs):
         raise TypeError(f"inputs must be a physnode.data.Inputs (a treatment plan), got {type(plan).__name__}.")
 

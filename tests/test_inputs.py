@@ -258,6 +258,9 @@ def test_forecast_uses_the_data_inputs_and_a_counterfactual_plan() -> None:
     counterfactual = physnode.forecast(model, data, t, inputs=none)
     assert float(counterfactual.values.abs().max()) == 0.0
     assert float(given.values.abs().max()) > 0.5
+    # A model without inputs (func(t, y)) forecasts the same data, its inputs unused.
+    plain = physnode.forecast(lambda t, y: -0.5 * y, data, t)
+    assert plain.inputs is None and float(plain.values.abs().max()) == 0.0
 
 
 @pytest.mark.slow  # a short Gauss-Newton fit (about 3 s on one core)
