@@ -138,6 +138,13 @@ class DenseOutput:
         h_dev = torch.from_numpy(h).to(device=dev, dtype=dtype)
         w = theta_powers(torch.from_numpy(theta).to(device=dev, dtype=dtype), R.shape[2]) * h_dev.unsqueeze(-1)
         interp = y + torch.einsum("bmk,bmkd->bmd", w, R)
-        # Trajectories that took no accepted step (a failure at the start) keep y0.
+        # Trajectories that took no accepted step (a failure at the start) keep y0; times after a failed
+        # trajectory's last accepted step (raise_on_failure=False) have no solution: NaN, like its outputs.
         took = torch.from_numpy(n_acc > 0).to(dev).view(B, 1, 1)
-        return torch.where(took, interp, out)
+        last = np.take_along_axis(ends, np.maximum(n_acc - 1, 0)[:, None], axis=1)[:, 0]
+        reached = np.where(n_acc > 0, last, self.t0 * self.direction)
+        beyond = tq * d > reached[:, None] + 64 * np.finfo(np.float64).eps * np.maximum(np.abs(tq), 1.0)
+        result = torch.where(took, interp, out)
+        if beyond.any():
+            result = result.masked_fill(torch.from_numpy(beyond).to(dev).unsqueeze(-1), float("nan"))
+        return result

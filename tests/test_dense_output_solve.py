@@ -192,6 +192,20 @@ def test_dense_solution_errors() -> None:
     assert unbatched.interpolate(torch.tensor([0.25, 0.75], dtype=torch.float64)).shape == (2, 3)
 
 
+def test_dense_solution_after_a_failure_is_nan() -> None:
+    """``raise_on_failure=False``: a trajectory that blew up (y' = y², y(0) = 1 at t = 1) has no dense solution
+    after its last accepted step, like its outputs; the other trajectory is unaffected."""
+    y0 = torch.tensor([[1.0], [0.1]], dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    sol = physnode.solve(lambda t, y: y * y, y0, t, dense=True, raise_on_failure=False, max_steps=500)
+    assert int(sol.status[0]) != 0 and int(sol.status[1]) == 0
+    ys = sol.interpolate(torch.tensor([0.0, 0.5, 1.5], dtype=torch.float64))
+    # y = y0 / (1 - y0 t): 2 at t = 0.5 for the first, 0.1 / 0.85 at 1.5 for the second (rtol 1e-7 solve).
+    torch.testing.assert_close(ys[0, :2, 0], torch.tensor([1.0, 2.0], dtype=torch.float64), rtol=1e-5, atol=0)
+    assert torch.isnan(ys[0, 2]).all()
+    torch.testing.assert_close(ys[1, 2, 0], torch.tensor(0.1 / 0.85, dtype=torch.float64), rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("method", DENSE, ids=DENSE)
 def test_every_tableau_serves_interpolated_outputs(method: str) -> None:
     t = torch.linspace(0.0, 1.0, 21, dtype=torch.float64)
