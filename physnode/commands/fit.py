@@ -25,6 +25,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,11 +215,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _fit_api():
+    """:func:`physnode.fit` without its :class:`~physnode.fit.uncertainty.UncertaintyWarning`: the command prints
+    the same sentence as a ``note:`` under its parameter table, once."""
     try:
         from ..fit import fit
+        from ..fit.uncertainty import UncertaintyWarning
     except ImportError as err:
         raise ImportError(f"physnode.fit is not available ({err}); it is needed to fit.") from None
-    return fit
+
+    def fit_quietly(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UncertaintyWarning)
+            return fit(*args, **kwargs)
+
+    return fit_quietly
 
 
 def _fit_record(result: Any) -> Mapping[str, Any]:
