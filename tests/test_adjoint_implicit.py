@@ -27,11 +27,13 @@ def test_implicit_adjoint_matches_aca_on_a_nonstiff_problem(method: str) -> None
 
     y0 = torch.tensor([[1.0, 0.5], [0.2, -0.4]], dtype=F64)
     t = torch.linspace(0.0, 2.0, 3, dtype=F64)
-    (ref_y0, ref_k), _ = gradients(f, y0, k, t, method, "aca", rtol=1e-8, atol=1e-10)
-    (g_y0, g_k), sol = gradients(f, y0, k, t, method, "adjoint", rtol=1e-8, atol=1e-10)
-    # Gradient of the exact flow vs that of the discrete solve: both within ~100 rtol of the truth.
-    torch.testing.assert_close(g_y0, ref_y0, rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(g_k, ref_k, rtol=1e-6, atol=1e-8)
+    # Third order at rtol 1e-6, fifth at 1e-8: the gradient of the exact flow vs that of the discrete solve, both
+    # within ~100 rtol of the truth.
+    rtol = 1e-6 if method == "kvaerno3" else 1e-8
+    (ref_y0, ref_k), _ = gradients(f, y0, k, t, method, "aca", rtol=rtol, atol=rtol / 100)
+    (g_y0, g_k), sol = gradients(f, y0, k, t, method, "adjoint", rtol=rtol, atol=rtol / 100)
+    torch.testing.assert_close(g_y0, ref_y0, rtol=100 * rtol, atol=rtol)
+    torch.testing.assert_close(g_k, ref_k, rtol=100 * rtol, atol=rtol)
     assert sol.stats.nfe_backward > 0
 
 
