@@ -172,13 +172,16 @@ def pkpd(
     missing: float = 0.2,
     observe: Sequence[str] | None = None,
     seed: int = 0,
+    hidden_damping: float = 0.25,
 ) -> Trajectories:
     """Patients under random infusion schedules: biomarkers of a PK/PD system with a hidden inflammatory process.
 
     Each patient has its own clearance, central volume and EC50 (log-normal around the population values), its own
     initial disease activity and hidden state, and its own random infusions; the biomarkers ``score`` and ``marker``
     are observed at random times in ``(t0, t1]`` (``irregular``; else on a regular grid after ``t0``), with Gaussian
-    ``noise`` and a fraction ``missing`` of entries dropped per channel. Float64, solved with dopri8 (rtol 1e-10)
+    ``noise`` and a fraction ``missing`` of entries dropped per channel. ``hidden_damping`` is the damping ratio
+    ``zeta`` of the hidden process (default 0.25: it decays by ``e^{-zeta omega t}``, to a sixth of its initial
+    amplitude in 6 days; 0.05 keeps it alive over the whole horizon). Float64, solved with dopri8 (rtol 1e-10)
     landing on every infusion start and end.
     """
     from ..latent.schedule import TreatmentSchedule
@@ -189,13 +192,16 @@ def pkpd(
     observe = list(names if observe is None else observe)
     if not observe or any(c not in names for c in observe) or len(set(observe)) != len(observe):
         raise ValueError(f"observe must name distinct biomarker channels of pkpd ({', '.join(names)}); got {observe}.")
+    if not (isinstance(hidden_damping, (int, float)) and 0 < hidden_damping < 10):
+        raise ValueError(f"hidden_damping must be a damping ratio in (0, 10), got {hidden_damping!r}.")
     N = n_trajectories
     gen = torch.Generator().manual_seed(seed)
     pop = {k: v[0] for k, v in POPULATION.items()}
+    pop["zeta"] = float(hidden_damping)
     params = {}
     for k, (value, _, cv, _) in POPULATION.items():
         z = torch.randn(N, generator=gen, dtype=F64) if cv else torch.zeros(N, dtype=F64)
-        params[k] = value * torch.exp(cv * z)
+        params[k] = (pop[k] if k == "zeta" else value) * torch.exp(cv * z)
     y0 = torch.zeros(N, len(STATES), dtype=F64)
     y0[:, 2] = 0.8 + 0.4 * torch.rand(N, generator=gen, dtype=F64)
     y0[:, 3:] = 0.3 * torch.randn(N, 2, generator=gen, dtype=F64)
@@ -253,6 +259,7 @@ def pkpd(
             "missing": missing,
             "observe": observe,
             "seed": seed,
+            "hidden_damping": float(hidden_damping),
         },
         "solver": {"method": METHOD, "rtol": RTOL, "atol": ATOL, "dtype": "float64"},
         "inputs": {"channels": ["u"], "units": ["mg/day"], "metadata_key": "infusions"},
