@@ -79,12 +79,23 @@ def build_model(kind: str, *, hidden: int = 32, u_scale: float = 40.0, seed: int
     return model.float()
 
 
-def forecast_rmse(model: LatentHybrid, data: Trajectories, inputs: TreatmentSchedule, settings: SolveSettings) -> float:
-    """RMSE of the forecast over the observed entries after :data:`UNTIL` (encoder reads up to it)."""
+def forecast_rmse(
+    model: LatentHybrid,
+    data: Trajectories,
+    inputs: TreatmentSchedule,
+    settings: SolveSettings,
+    window: str = "forecast",
+) -> float:
+    """RMSE over the observed entries after :data:`UNTIL` (``window="forecast"``) or up to it (``"history"``: how well
+    the encoded history is reconstructed); the encoder reads the observations up to :data:`UNTIL` either way."""
+    if window not in ("forecast", "history"):
+        raise ValueError(f"window must be 'forecast' or 'history', got {window!r}.")
     data = data.to(dtype=torch.float32)
     out = model.predict(data, inputs, data.times, until=UNTIL, settings=settings, lengths=data.lengths)
-    future = data.mask & data.time_mask.unsqueeze(-1) & (data.times > UNTIL).unsqueeze(-1)
-    err = (out["mean"] - data.values)[future]
+    after = data.times > UNTIL
+    chosen = after if window == "forecast" else ~after
+    entries = data.mask & data.time_mask.unsqueeze(-1) & chosen.unsqueeze(-1)
+    err = (out["mean"] - data.values)[entries]
     return float(err.pow(2).mean().sqrt())
 
 

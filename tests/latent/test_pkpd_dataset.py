@@ -9,10 +9,10 @@ from physnode.datasets import DATASETS, make
 from physnode.latent import TreatmentSchedule
 
 
-def test_pkpd_is_registered_deterministic_and_documented_in_metadata():
-    a = make("pkpd", n_trajectories=2, n_times=6, t_span=(0.0, 4.0), seed=2)
-    b = DATASETS["pkpd"](n_trajectories=2, n_times=6, t_span=(0.0, 4.0), seed=2)
-    assert a.identical(b)
+def test_pkpd_is_registered_and_documented_in_metadata():
+    """(Determinism is checked by the reference-file tests: a fresh generation equals datasets/pkpd.nc.)"""
+    assert "pkpd" in DATASETS
+    a = make("pkpd", n_trajectories=2, n_times=4, t_span=(0.0, 3.0), seed=2)
     assert a.channels == ["score", "marker"] and a.time_units == "day"
     assert bool((a.times[a.time_mask] > 0).all())
     m = a.metadata[0]
