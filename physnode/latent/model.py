@@ -321,6 +321,11 @@ class LatentHybrid(nn.Module):
         from ..odeint import odeint
 
         settings = settings or SolveSettings()
+        if getattr(inputs, "boluses", None) is not None:
+            raise ValueError(
+                "the inputs carry boluses, which LatentHybrid.solve does not apply yet; give a dose as a short "
+                "infusion (e.g. one hour at dose / (1/24) mg/day) or drop the boluses."
+            )
         grid, index = solve_grid(times, lengths, getattr(inputs, "breakpoints", None), t0)
         func = _Field(self, inputs, theta_raw)
         ys = odeint(func, z0, grid.to(z0.dtype), params=self.field_params(theta_raw), **settings.keywords())

@@ -285,3 +285,10 @@ def test_physnode_inputs_drive_the_model_like_a_schedule():
     b, _ = m2.loss(data, u, until=2.0)
     # The same piecewise-constant series evaluated two ways: equal up to round-off.
     torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    from physnode.data.inputs import Boluses
+
+    with_bolus = Inputs.from_infusions(
+        rows, boluses=Boluses([[1.0]] * data.n_trajectories, [[5.0]] * data.n_trajectories)
+    )
+    with pytest.raises(ValueError, match="boluses"):
+        m.loss(data, with_bolus, until=2.0)
