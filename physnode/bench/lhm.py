@@ -133,15 +133,15 @@ def run(argv: list[str] | None = None) -> int:
     device = setup(args)
     if device.type != "cpu":
         raise SystemExit("physnode bench lhm runs on the CPU (--device cpu).")
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([8] if args.quick else [10, 100, 500])
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([4] if args.quick else [10, 100, 500])
     iters = args.iterations if args.iterations is not None else (3 if args.quick else 300)
-    n_test = args.test if args.test is not None else (8 if args.quick else 200)
-    n_val = 8 if args.quick else 50
+    n_test = args.test if args.test is not None else (4 if args.quick else 200)
+    n_val = 4 if args.quick else 50
     models = [m.strip() for m in args.models.split(",")] if args.models else list(MODELS)
     bad = [m for m in models if m not in MODELS]
     if bad or min(sizes) < 2 or iters < 1 or n_test < 2:
         raise SystemExit(f"--models must name {MODELS}, --sizes >= 2, --iterations >= 1, --test >= 2 (got {bad}).")
-    n_times = 24
+    n_times = 8 if args.quick else 24
     full = pkpd(
         n_trajectories=max(sizes) + n_val + n_test,
         n_times=n_times,

@@ -35,3 +35,13 @@ def test_lhm_beats_the_expert_model_on_held_out_forecasts():
     # the size a CI budget allows: the benchmark (physnode bench lhm) shows the margin is not robust across training
     # sizes at short training budgets.
     assert rmse["LHM"] < rmse["expert"], rmse
+
+
+@pytest.mark.slow
+def test_bench_lhm_quick_prints_the_table(capsys):
+    from physnode import bench
+
+    assert bench.main(["lhm", "--quick", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    for column in ("expert", "neural ODE", "residual hybrid", "LHM", "LHM corr CL", "LHM corr EC50"):
+        assert f"| {column}" in out or f" {column} |" in out, column
