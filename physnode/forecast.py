@@ -103,8 +103,10 @@ def forecast(
         or ``options`` are given) its ``solve_options``; ``uncertainty=`` needs one (its ``raw_covariance``).
     data_or_y0
         A :class:`~physnode.data.Trajectories`: the initial states come from ``y0=`` or the metadata
-        ``"initial_state"`` at metadata ``"initial_time"`` (else at the data's first time); its metadata and ids
-        are copied. Or initial states ``(S,)`` / ``(N, S)``, given at ``t[..., 0]``.
+        ``"initial_state"`` at metadata ``"initial_time"`` (else at the data's first time); its metadata, ids,
+        time units and channel units are copied (not its ``attrs``, which describe how the data were made: the
+        forecast's ``attrs`` record the model, its parameter values, the solver, the physnode version and the
+        data's digest). Or initial states ``(S,)`` / ``(N, S)``, given at ``t[..., 0]``.
     t
         Forecast times ``(T,)`` or ``(N, T)``, strictly increasing; they may start after the initial time (the
         solve then starts at the initial time and reports only ``t``).
@@ -172,12 +174,12 @@ def forecast(
     opts = resolve_options(options, _KEYWORD_DEFAULTS, method=method, rtol=rtol, atol=atol, step_size=step_size)
     metadata = None
     ids = None
-    attrs = None
+    data = None
     time_units = "1"
     if isinstance(data_or_y0, Trajectories):
         data = data_or_y0
         N = data.n_trajectories
-        metadata, ids, attrs, time_units = data.metadata, data.ids, data.attrs, data.time_units
+        metadata, ids, time_units = data.metadata, data.ids, data.time_units
         if y0 is None:
             if not all("initial_state" in m for m in data.metadata):
                 raise ValueError(
@@ -233,12 +235,15 @@ def forecast(
     names = getattr(model, "state_names", None)
     S = y0.shape[-1]
     channels = list(names) if names is not None and len(names) == S else [f"y{j}" for j in range(S)]
+    units = None if data is None else channel_units(data, channels)
+    attrs = forecast_attrs(model, solve_opts, result=result, data=data)
 
     def trajectories(values: Tensor) -> Trajectories:
         return Trajectories(
             t,
             values,
             channels=channels,
+            units=units,
             time_units=time_units,
             metadata=metadata,
             attrs=attrs,
@@ -252,6 +257,49 @@ def forecast(
     assert result is not None  # checked by _check_uncertainty_args
     sigma = _noise(noise, result, channels, y0)
     return _bands(uncertainty, result, result.model, y0, solve, trajectories, sigma, level, n_samples, seed)
+
+
+def channel_units(data: Trajectories, channels: list[str]) -> list[str]:
+    """Units of forecast channels: the data's for its own channels, else the data's ``attrs["state_units"]``
+    (paired with ``attrs["state_names"]``), else ``"1"``."""
+    units: dict[str, str] = {}
+    names, state_units = data.attrs.get("state_names"), data.attrs.get("state_units")
+    if isinstance(names, list) and isinstance(state_units, list) and len(names) == len(state_units):
+        units.update({str(n): str(u) for n, u in zip(names, state_units, strict=True)})
+    units.update(dict(zip(data.channels, data.units, strict=True)))
+    return [units.get(c, "1") for c in channels]
+
+
+def forecast_attrs(
+    model: Any, options: SolveOptions, *, result: FitResult | None = None, data: Trajectories | None = None
+) -> dict[str, Any]:
+    """What produced a forecast (its ``attrs``): the model, its parameter values, the solver, the physnode version
+    and the data it started from (digest, dataset name, title). Not the data's own attributes: those describe how
+    the data were made (e.g. a generator's true parameters and solver), not these predictions."""
+    from . import __version__
+
+    attrs: dict[str, Any] = {
+        "title": f"Forecast of the {type(model).__name__} model",
+        "source": f"physnode {__version__}",
+        "physnode_version": __version__,
+        "predicted_by": type(model).__name__,
+    }
+    try:
+        attrs["solver"] = {k: v for k, v in options.to_dict().items() if k != "grad"}
+    except TypeError:  # options that cannot be written to a file (e.g. a solver object's option): name the method
+        attrs["solver"] = {"method": options.method_name}
+    quantities = getattr(model, "physical_parameters", None)
+    if callable(quantities):
+        attrs["fitted_parameters" if result is not None else "parameters"] = {
+            k: v.detach().cpu().to(torch.float64).tolist() for k, v in quantities().items()
+        }
+    if result is not None:
+        attrs["fit"] = {"optimizer": result.optimizer, "epochs": result.epochs, "loss": result.loss}
+    if data is not None:
+        attrs["data"] = {"digest": data.digest(), **{k: data.attrs[k] for k in ("dataset", "title") if k in data.attrs}}
+    if names := getattr(model, "state_names", None):
+        attrs["state_names"] = list(names)
+    return attrs
 
 
 def _check_uncertainty_args(uncertainty: object, result: Any, level: object, n_samples: object, seed: object) -> None:

@@ -386,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         pred.save(args.out)
     print(f"wrote {args.out}: {pred!r}" + ("" if bands is None else f" with {bands!r}"))
+    if bands is not None and getattr(result, "uncertainty_warning", None):
+        print(f"note: these bands propagate the fit's standard errors, which are flagged: {result.uncertainty_warning}")
     if args.plot is not None:
         _plot(args, data, pred, bands)
         print(f"wrote {args.plot}")

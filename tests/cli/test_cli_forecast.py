@@ -213,3 +213,22 @@ def test_forecast_bands_to_netcdf_and_plot(results, tmp_path, capsys):
     again = ["forecast", toml, "--params", str(res), "--uncertainty", "linear", "--out", str(tmp_path / "c.nc")]
     code, _, err = _run(again, capsys)
     assert code == 1 and "needs the fit's covariance" in err
+
+
+def test_forecast_bands_from_flagged_standard_errors_say_so(results, tmp_path, capsys):
+    """Bands propagated from standard errors the fit flagged (residuals at the solver's precision) come with the
+    fit's note, as the fit's own output does; unflagged fits print none."""
+    import shutil
+
+    res = tmp_path / "flagged"
+    shutil.copytree(results / "results" / "oscillator", res)
+    argv = ["forecast", str(res), "--uncertainty", "linear", "--t-end", "3", "--n-times", "5", "--force"]
+    code, out, err = _run([*argv, "--out", str(tmp_path / "a.nc")], capsys)
+    assert code == 0, err
+    assert "note:" not in out
+    result = physnode.load_result(res)
+    result.uncertainty_warning = "standard errors not meaningful: test"
+    result.save(res / "result.pt")
+    code, out, err = _run([*argv, "--out", str(tmp_path / "b.nc")], capsys)
+    assert code == 0, err
+    assert "note: these bands propagate the fit's standard errors, which are flagged: standard errors not" in out

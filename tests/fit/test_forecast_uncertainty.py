@@ -286,3 +286,32 @@ def test_bands_on_every_device(decay, device) -> None:
         # The same draws (CPU generator) and the same solve on another device: equal to round-off (float64).
         torch.testing.assert_close(fc.std.cpu(), ref.std, rtol=1e-7, atol=1e-12)
         torch.testing.assert_close(fc.upper.cpu(), ref.upper, rtol=1e-7, atol=1e-12)
+
+
+def test_forecast_records_what_produced_it_and_keeps_units(relax, tmp_path) -> None:
+    """A forecast's attrs describe the forecast (fitted values, its solver), not the data's generator; the data's
+    channel units reach the forecast and its netCDF bands."""
+    import json
+
+    import xarray as xr
+
+    data, res = relax
+    made = {"parameters": {"k": 1.3, "c": 0.8}, "solver": {"method": "dopri8", "rtol": 1e-10}, "title": "relax"}
+    data = Trajectories(
+        data.times, data.values, channels=["y"], units=["mg L-1"], metadata=data.metadata, attrs=made, time_units="h"
+    )
+    plain = forecast(res, data, T_FC)
+    assert plain.units == ["mg L-1"] and plain.time_units == "h"
+    assert "parameters" not in plain.attrs  # not the generator's true values
+    assert plain.attrs["fitted_parameters"]["k"] == res.params["k"]
+    assert plain.attrs["solver"]["method"] == res.solve_options.method_name
+    assert plain.attrs["solver"]["rtol"] == 1e-8 and plain.attrs["data"]["digest"] == data.digest()
+    assert plain.attrs["physnode_version"] == physnode.__version__
+    fc = forecast(res, data, T_FC, uncertainty="linear")
+    path = tmp_path / "bands.nc"
+    fc.to_netcdf(path)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        assert [ds[v].attrs["units"] for v in ("y", "y_lower", "y_upper", "y_std")] == ["mg L-1"] * 4
+        assert ds["time"].attrs["units"] == "h"
+        stored = json.loads(ds.attrs["physnode_attrs"])
+    assert "dopri8" not in json.dumps(stored) and stored["fitted_parameters"]["c"] == res.params["c"]
