@@ -64,10 +64,11 @@ class FitResult:
     Attributes
     ----------
     params
-        ``{name: fitted value}`` of the model's physical parameters (floats, or lists for vector parameters).
+        ``{name: fitted value}`` of the model's physical parameters (floats, or lists for vector parameters), in
+        the units each parameter declares (``Param(..., units=...)``).
     uncertainty
-        ``{name: standard error}`` (same shapes) from the Gauss–Newton / Fisher approximation at the optimum;
-        see :mod:`physnode.fit.uncertainty`. Known constants get 0.
+        ``{name: standard error}`` (same shapes and units) from the Gauss–Newton / Fisher approximation at the
+        optimum; see :mod:`physnode.fit.uncertainty`. Known constants get 0.
     history
         One dict per epoch: ``epoch``, ``loss`` (at the start of the epoch's step for Gauss–Newton, the mean over
         the epoch's batches otherwise), ``params``, ``nfe`` (forward and backward evaluations of the epoch),
@@ -78,7 +79,8 @@ class FitResult:
         The :class:`~physnode.SolveOptions` the fit solved with (Gauss–Newton always differentiates with
         ``"direct"``); ``grad`` and ``method`` are its names.
     loss
-        Final loss on the whole data set.
+        Final loss on the whole data set (for ``loss="mse"`` the (time-weighted) mean squared residual, in
+        squared channel units).
     optimizer
         Name of the optimiser (``"callable"`` for a user factory).
     initial_states
@@ -101,13 +103,14 @@ class FitResult:
         The ``P`` entry names, in the order of the flattened learnable parameters: ``"k"`` for a scalar,
         ``"masses[0]"``, ``"masses[1]"``, ... for the entries of a vector (``"W[1,2]"`` for a matrix).
     raw_covariance
-        Covariance of the unconstrained unknowns that :func:`physnode.forecast` propagates: the raw tensors of the
-        learnable parameters (flattened, in the order of ``covariance_names``), followed, when the initial
-        states were fitted (``learn_initial_state=True``), by the ``N·S`` entries of ``initial_states``
-        (row-major).
+        ``(Q, Q)`` covariance of the unconstrained unknowns that :func:`physnode.forecast` propagates: the raw
+        tensors of the learnable parameters (``P`` entries, flattened, in the order of ``covariance_names``),
+        followed, when the initial states were fitted (``learn_initial_state=True``), by the ``N·S`` entries of
+        ``initial_states`` (row-major); ``Q = P`` or ``P + N·S``.
     residual_std
         ``sqrt(RSS / (n_obs − p))`` (``loss="mse"``): the observation-noise standard deviation the residuals
-        imply (one value for all channels); e.g. ``forecast(..., noise=result.residual_std)``.
+        imply (one value for all channels, in the channels' units); e.g.
+        ``forecast(..., noise=result.residual_std)``.
     provenance
         ``{"data": ...}``: what the fit was fitted to (digest, sizes, channels, units, time range, the data's
         descriptive attributes; :func:`physnode.fit.saving.data_provenance`); callers may add entries.
