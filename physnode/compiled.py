@@ -35,7 +35,7 @@ from .integrate import CountingRHS
 from .solvers.base import Solver, State
 from .solvers.rk import ExplicitRK
 
-__all__ = ["CompileWarning", "compile_step", "compiled_step_function"]
+__all__ = ["CompileWarning", "compile_step", "compiled_augmented_stages", "compiled_step_function"]
 
 
 class CompileWarning(UserWarning):
@@ -70,6 +70,33 @@ def compiled_step_function() -> Callable[..., Any]:
     if fn is None:
         fn = torch.compile(_rk_step, dynamic=False)
         _COMPILED["rk"] = fn
+    return fn
+
+
+def _augmented_stages(solver: Any, func: _Uncounted, t: Tensor, h: Tensor, z: Tensor) -> Any:
+    return solver.stages(func, t, h, z)
+
+
+def compiled_augmented_stages() -> Callable[..., Any]:
+    """The one compiled step of the continuous adjoint's backward solve (``grad="adjoint"``): the stages of the
+    augmented system ``[y, a]`` with their vector-Jacobian products,
+    ``(solver, func, t, h, z) -> (z_new, err, stage states, psi)`` (see
+    :meth:`physnode.gradients.adjoint._AugmentedRK.stages`), shared by every solve of the process.
+
+    The vector-Jacobian products (``torch.autograd.grad`` inside the step) are traced into the graph
+    (TorchDynamo's ``trace_autograd_ops``, set for these calls only); ``fullgraph=True``, so a graph break is an
+    error and the caller falls back to the eager stages with a :class:`CompileWarning`.
+    """
+    fn = _COMPILED.get("adjoint")
+    if fn is None:
+        inner = torch.compile(_augmented_stages, dynamic=False, fullgraph=True)
+
+        def fn(*args: Any) -> Any:
+            with torch._dynamo.config.patch(trace_autograd_ops=True), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+                return inner(*args)
+
+        _COMPILED["adjoint"] = fn
     return fn
 
 
@@ -129,5 +156,6 @@ def compile_step(solver: Solver, rhs: CountingRHS) -> bool:
         rhs.nfe += per_step
         return out
 
+    step.compiled_for = rhs  # type: ignore[attr-defined]  # read by grad='adjoint' (its compiled backward)
     solver.step = step  # type: ignore[method-assign]  # instance attribute: this solve only
     return True

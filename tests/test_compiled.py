@@ -137,3 +137,97 @@ def test_compiled_gradients_equal_eager_and_the_code_is_reused() -> None:
     y = y0.clone().requires_grad_(True)
     physnode.solve(f, y, t, grad="direct", rtol=1e-8, atol=1e-8, options={"compile": True}).ys.sum().backward()
     assert counters["stats"]["unique_graphs"] == before
+
+
+def _eager_stand_in(solver, func, t, h, state):  # the compiled forward step's signature, run eagerly
+    return compiled._rk_step(solver, func, t, h, state)
+
+
+def test_adjoint_backward_uses_the_compiled_stages_with_the_counter_free_rhs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """grad='adjoint' with compile=True sends its backward steps through compiled_augmented_stages (here an eager
+    stand-in): called with the uncounted wrapper of the user's function, same gradients as without the option."""
+    seen: list[object] = []
+
+    def stand_in(solver, func, t, h, z):  # the compiled backward stages' signature
+        seen.append(func)
+        return solver.stages(func, t, h, z)
+
+    monkeypatch.setattr(compiled, "compiled_step_function", lambda: _eager_stand_in)
+    monkeypatch.setattr(compiled, "compiled_augmented_stages", lambda: stand_in)
+    k = torch.tensor(0.7, dtype=torch.float64)
+
+    def run(comp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        kk = k.clone().requires_grad_(True)
+        y = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64, requires_grad=True)
+        sol = physnode.solve(
+            lambda t, y: -kk * y,
+            y,
+            torch.linspace(0, 2, 5, dtype=torch.float64),
+            grad="adjoint",
+            params=[kk],
+            options={"compile": comp},
+        )
+        sol.ys.square().sum().backward()
+        return kk.grad, y.grad
+
+    ref = run(False)
+    assert not seen
+    out = run(True)
+    assert seen and all(type(f) is compiled._Uncounted for f in seen)
+    # The same eager operations on both paths: equal to round-off.
+    torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
+
+
+def test_adjoint_backward_that_fails_to_compile_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> object:
+        raise RuntimeError("backend failed\nlong traceback")
+
+    monkeypatch.setattr(compiled, "compiled_step_function", lambda: _eager_stand_in)
+    monkeypatch.setattr(compiled, "compiled_augmented_stages", lambda: broken)
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    grads = []
+    for comp in (False, True):
+        y = y0.clone().requires_grad_(True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            physnode.solve(_decay, y, t, grad="adjoint", options={"compile": comp}).ys.sum().backward()
+        msgs = [str(w.message) for w in caught if issubclass(w.category, CompileWarning)]
+        assert len(msgs) == comp  # one warning for the whole backward solve, none without the option
+        grads.append(y.grad)
+    assert "RuntimeError: backend failed" in msgs[0] and "long traceback" not in msgs[0]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-14, atol=0)  # the same eager operations
+
+
+@pytest.mark.slow
+def test_compiled_adjoint_equals_eager_and_the_backward_code_is_reused() -> None:
+    from torch._dynamo.utils import counters
+
+    class Osc(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.k = torch.nn.Parameter(torch.tensor(1.3, dtype=torch.float64))
+
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.stack([y[..., 1], -self.k * y[..., 0] - 0.1 * y[..., 1] ** 3], dim=-1)
+
+    y0 = torch.tensor([[1.0, 0.0], [0.5, 0.3]], dtype=torch.float64)
+    t = torch.linspace(0, 3, 11, dtype=torch.float64)
+    out = []
+    for comp in (False, True, True):
+        f = Osc()
+        y = y0.clone().requires_grad_(True)
+        before = counters["stats"]["unique_graphs"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CompileWarning)  # a fallback to eager would make this test meaningless
+            sol = physnode.solve(f, y, t, grad="adjoint", rtol=1e-8, atol=1e-8, options={"compile": comp})
+            sol.ys.square().sum().backward()
+        out.append((f.k.grad, y.grad, counters["stats"]["unique_graphs"] - before))
+    (k0, y00, _), (k1, y01, new1), (k2, y02, new2) = out
+    assert new1 >= 2  # the forward step and the backward stages were compiled
+    assert new2 == 0  # a new module and solve reuse both: no recompilation per solve
+    # Same steps; compiled kernels fuse operations and round differently: equal to accumulated round-off (1e-15
+    # observed).
+    for k, yg in ((k1, y01), (k2, y02)):
+        torch.testing.assert_close(k, k0, rtol=1e-11, atol=1e-14)
+        torch.testing.assert_close(yg, y00, rtol=1e-11, atol=1e-14)

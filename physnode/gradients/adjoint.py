@@ -49,6 +49,7 @@ impossible).
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import cast
 
 import torch
@@ -73,11 +74,25 @@ class _AugmentedRK(Solver):
     """
 
     def __init__(
-        self, rk: ExplicitRK, f: RHS, params: tuple[Tensor, ...], controller: StepController, dim: int
+        self,
+        rk: ExplicitRK,
+        f: RHS,
+        params: tuple[Tensor, ...],
+        controller: StepController,
+        dim: int,
+        compiled: bool = False,
     ) -> None:
         self.rk, self.f, self.params, self.controller, self.dim = rk, f, params, controller, dim
         self.order, self.adaptive, self.error_order = rk.order, rk.adaptive, rk.error_order
         self.g_params = [torch.zeros_like(p) for p in params]
+        # options={"compile": True} (physnode.compiled): the stages run as one compiled function that calls the
+        # user's function through a wrapper without the call counter (a counter would change its guards per call).
+        self.uncounted: RHS | None = None
+        if compiled and type(f) is CountingRHS and not f.windowed:
+            from ..compiled import _Uncounted
+
+            self.uncounted = _Uncounted(f.func, f.unbatched)
+        self._compile_failed = False
 
     @property
     def name(self) -> str:  # type: ignore[override]  # internal solver, named after the one it wraps
@@ -86,7 +101,7 @@ class _AugmentedRK(Solver):
     def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
         return (y0,)
 
-    def _stage(self, t: Tensor, z: Tensor, h: Tensor, weight: float) -> tuple[Tensor, list[Tensor]]:
+    def _stage(self, f: RHS, t: Tensor, z: Tensor, h: Tensor, weight: float) -> tuple[Tensor, list[Tensor]]:
         """Augmented derivative ``[f, -aᵀ∂f/∂y]`` at ``z`` and ``Σ_b h_b aᵀ∂f/∂θ`` (empty when ``weight == 0``)."""
         D = self.dim
         y, a = z[:, :D].detach().requires_grad_(), z[:, D:]
@@ -96,9 +111,62 @@ class _AugmentedRK(Solver):
         cot = torch.where(active, a * hh, 0.0)
         wrt = [y, *self.params] if weight != 0.0 else [y]
         with torch.enable_grad():
-            fy = self.f(t, y)
+            fy = f(t, y)
             grads = vjp([fy], wrt, [cot])
         return torch.cat([fy.detach(), -grads[0] / w], dim=-1), grads[1:]
+
+    def stages(
+        self, f: RHS, t: Tensor, h: Tensor, z: Tensor
+    ) -> tuple[Tensor, Tensor | None, list[Tensor], list[Tensor] | None]:
+        """One step's stages: ``(z_new, err, stage states, psi)`` with ``psi = Σ_i b_i Σ_b h_b a_bᵀ ∂f_b/∂θ``
+        (``None`` without parameters). What the compiled function of
+        :func:`physnode.compiled.compiled_augmented_stages` runs."""
+        tab = self.rk.tableau
+        hh = h.unsqueeze(-1)
+        ks: list[Tensor] = []
+        zs: list[Tensor] = []
+        psi: list[Tensor] | None = None
+        for i in range(tab.stages):
+            dz = linear_combination(tab.a[i], ks) if i else None
+            zi = z if dz is None else torch.addcmul(z, hh, dz)
+            ti = t + tab.c[i] * h if i else t
+            k, gp = self._stage(f, ti, zi, h, tab.b[i])
+            ks.append(k)
+            zs.append(zi)
+            if gp:
+                psi = (
+                    [g * tab.b[i] for g in gp]
+                    if psi is None
+                    else [torch.add(p, g, alpha=tab.b[i]) for p, g in zip(psi, gp, strict=True)]
+                )
+        z_new = torch.addcmul(z, hh, weighted_sum(tab.b, ks))
+        err = hh * weighted_sum(tab.b_err, ks) if self.adaptive and tab.b_err is not None else None
+        return z_new, err, zs, psi
+
+    def _run_stages(
+        self, t: Tensor, h: Tensor, z: Tensor
+    ) -> tuple[Tensor, Tensor | None, list[Tensor], list[Tensor] | None]:
+        """:meth:`stages`, compiled where requested and possible (else eager, with one :class:`CompileWarning`)."""
+        raw = self.uncounted
+        if raw is not None and not self._compile_failed:
+            from ..compiled import CompileWarning, compiled_augmented_stages
+
+            try:
+                out = compiled_augmented_stages()(self, raw, t, h, z)
+            except Exception as exc:  # any failure of the compiler; the eager stages below re-raise a genuine error
+                self._compile_failed = True
+                out = self.stages(self.f, t, h, z)
+                msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                warnings.warn(
+                    f"options={{'compile': True}}: the adjoint's backward step could not be compiled ({msg}); "
+                    "solving it eagerly. The results are the same; drop the option to silence this warning.",
+                    CompileWarning,
+                    stacklevel=2,
+                )
+                return out
+            cast(CountingRHS, self.f).nfe += self.rk.tableau.stages  # the evaluations the compiled stages made
+            return out
+        return self.stages(self.f, t, h, z)
 
     def _params_only(self, t: Tensor, z: Tensor, h: Tensor, rows: Tensor) -> list[Tensor]:
         D = self.dim
@@ -110,25 +178,7 @@ class _AugmentedRK(Solver):
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         tab = self.rk.tableau
         z = state[0]
-        hh = h.unsqueeze(-1)
-        ks: list[Tensor] = []
-        zs: list[Tensor] = []
-        psi: list[Tensor] | None = None  # Σ_i b_i Σ_b h_b a_bᵀ ∂f_b/∂θ over the stages
-        for i in range(tab.stages):
-            dz = linear_combination(tab.a[i], ks) if i else None
-            zi = z if dz is None else torch.addcmul(z, hh, dz)
-            ti = t + tab.c[i] * h if i else t
-            k, gp = self._stage(ti, zi, h, tab.b[i])
-            ks.append(k)
-            zs.append(zi)
-            if gp:
-                psi = (
-                    [g * tab.b[i] for g in gp]
-                    if psi is None
-                    else [p.add_(g, alpha=tab.b[i]) for p, g in zip(psi, gp, strict=True)]
-                )
-        z_new = torch.addcmul(z, hh, weighted_sum(tab.b, ks))
-        err = hh * weighted_sum(tab.b_err, ks) if self.adaptive and tab.b_err is not None else None
+        z_new, err, zs, psi = self._run_stages(t, h, z)
         if psi is None or not self.params:
             return (z_new,), err
         # The controller's accept rule (the loop's), evaluated here because g is summed over the batch.
@@ -400,7 +450,9 @@ class ContinuousAdjoint(ReplayGradient):
         ctrl = self._controller(problem, D)
         if isinstance(problem.solver, ESDIRK):
             return self._implicit_backward(problem, result, grad_ys, params)
-        aug_solver = _AugmentedRK(cast(ExplicitRK, problem.solver), f, params, ctrl, D)  # checked by check()
+        rk = cast(ExplicitRK, problem.solver)  # checked by check()
+        compiled = getattr(rk.step, "compiled_for", None) is f  # options={"compile": True} (physnode.compiled)
+        aug_solver = _AugmentedRK(rk, f, params, ctrl, D, compiled=compiled)
 
         def augmented(tt: Tensor, z: Tensor) -> Tensor:
             y = z[:, :D].detach().requires_grad_()
