@@ -114,7 +114,11 @@ def nudge(t: Tensor, win: Window | None) -> Tensor:
 def fresh_derivative(func: Callable[[Tensor, Tensor], Tensor], t: Tensor, y: Tensor, cached: Tensor) -> Tensor:
     """The derivative at the start of a step: ``cached`` (from the previous step), re-evaluated as ``func(t, y)``
     on the rows whose step starts on a breakpoint (:attr:`Window.fresh`). Costs one evaluation only when some
-    row is fresh (decided on the host, no synchronisation)."""
+    row is fresh (decided on the host, no synchronisation). Inside a compiled step (:mod:`physnode.compiled`, only
+    taken when no row is fresh) it is ``cached`` without reading the window (TorchDynamo cannot trace a
+    ``ContextVar`` and would split the step's graph there)."""
+    if torch.compiler.is_compiling():
+        return cached
     win = current_window()
     if win is None or win.fresh is None:
         return cached

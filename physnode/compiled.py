@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._breakpoints import current_window
 from .integrate import CountingRHS
 from .solvers.base import Solver, State
 from .solvers.rk import ExplicitRK
@@ -137,6 +138,9 @@ def compile_step(solver: Solver, rhs: CountingRHS) -> bool:
 
     def step(func: Any, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         if func is not rhs or failed:
+            return eager(func, t, h, state)
+        win = current_window()
+        if win is not None and win.fresh is not None:  # a step starting on a breakpoint: the eager step handles it
             return eager(func, t, h, state)
         try:
             with warnings.catch_warnings():
