@@ -466,8 +466,9 @@ def run(argv: list[str] | None = None) -> int:
                 row["speed-up"] = f"{peer_time[grad] / secs:.2f}×"
             table.add_row(row)
         table.notes.append(
-            "compiled: options={'compile': True} (each dopri5 step one torch.compile-d function; the adjoint's "
-            "backward solve stays eager); time without the first run, which compiles ('compile' = its duration); "
+            "compiled: options={'compile': True} (each dopri5 step one torch.compile-d function; for the adjoint "
+            "also each step of its backward solve, vector-Jacobian products included); time without the first run, "
+            "which compiles ('compile' = its duration); "
             "the same steps as the eager row (NFE as above), counted without the Counted wrapper, whose counter "
             "would force a recompilation per call; speed-up: the peer's time / this row's."
         )
