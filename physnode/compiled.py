@@ -4,7 +4,9 @@
 ``options={"compile": True}`` in :func:`physnode.solve` / :func:`physnode.odeint` replaces the solver's ``step``
 with a compiled one for that solve. Everything that calls ``solver.step`` then runs the compiled code: the forward
 loop and the replayed steps of the custom-backward gradient methods (``aca``, ``symplectic``), whose backward pass
-goes through AOTAutograd's compiled backward.
+goes through AOTAutograd's compiled backward. The continuous adjoint's backward solve (``grad="adjoint"``) steps
+the augmented system ``[y, a]`` with a solver of its own; its stages, vector-Jacobian products included, run as a
+second compiled function (:func:`compiled_augmented_stages`).
 
 No recompilation per step or per solve: the compiled function takes the solver and the right-hand side as
 *arguments* (TorchDynamo guards on their attribute values, not on the objects), and the right-hand side it sees
