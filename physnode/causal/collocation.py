@@ -31,6 +31,7 @@ def fit_collocation(
     epochs: int = 2000,
     window: int = 7,
     smooth_degree: int = 2,
+    lam_residual: float = 0.0,
 ) -> list[float]:
     """Fit ``model``'s StructuredODE to smoothed derivatives of ``data`` (full-batch Adam + proximal step).
 
@@ -48,6 +49,8 @@ def fit_collocation(
         Adam step size and number of full-batch steps.
     window, smooth_degree
         Local polynomial smoothing.
+    lam_residual
+        Group lasso on each variable's MLP output row (see :class:`~physnode.causal.GroupLassoProx`).
 
     Returns
     -------
@@ -66,7 +69,7 @@ def fit_collocation(
     X = torch.as_tensor(x, dtype=p.dtype, device=p.device)
     Y: Tensor = torch.as_tensor(dx, dtype=p.dtype, device=p.device)[:, n_in - net.d :]
     inv_var = 1.0 / float(Y.var(0).mean().clamp_min(torch.finfo(Y.dtype).tiny))
-    prox = GroupLassoProx(lam, lr)
+    prox = GroupLassoProx(lam, lr, lam_residual=lam_residual)
     opt = prox.adam([q for q in net.parameters() if q.requires_grad])
     losses = []
     for _step in range(epochs):

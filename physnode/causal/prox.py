@@ -90,6 +90,11 @@ def group_soft_threshold_(
     scale = torch.where(norms > tau, 1 - tau / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
     col_scale = scale[:, net.source]  # (d, n_in)
     net.W_in.mul_(col_scale.unsqueeze(1))
+    for p in (net.W_lin, net.W_mul):
+        if p is not None:
+            p.mul_(col_scale)
+            if net.input_mask is not None:
+                p.mul_(net.input_mask[:, 0])
     if net.input_mask is not None:
         net.W_in.mul_(net.input_mask)
     return net.group_norms()
@@ -122,6 +127,12 @@ class GroupLassoProx:
         Step size ``η`` of the optimiser (the ``lr`` passed to ``fit``).
     weights, penalise_diagonal
         As in :func:`group_soft_threshold_`.
+    lam_residual
+        Weight ``λ_r >= 0`` of a second group lasso on each variable's MLP output row ``W_out[i]`` (one group per
+        variable, in Adam's metric too). With the skip paths of :class:`StructuredODE` (``linear=True``,
+        ``multiplicative=True``) this makes the network pay for using its MLP: a variable whose mechanism the
+        skip paths express gets an exactly zero MLP, and so a mechanism that extrapolates. Independent of
+        ``lam`` (it may be used with ``lam = 0``, e.g. in an unpenalised refit on a selected support).
 
     Attributes
     ----------
@@ -136,13 +147,22 @@ class GroupLassoProx:
     >>> physnode.fit(model, data, lr=1e-2, optimizer=prox.adam, after_step=prox)  # doctest: +SKIP
     """
 
-    def __init__(self, lam: float, lr: float, *, weights: Tensor | None = None, penalise_diagonal: bool = True) -> None:
+    def __init__(
+        self,
+        lam: float,
+        lr: float,
+        *,
+        weights: Tensor | None = None,
+        penalise_diagonal: bool = True,
+        lam_residual: float = 0.0,
+    ) -> None:
         self.lam = _check_lambda(lam)
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be the optimiser's positive step size, got {lr!r}.")
         self.lr = float(lr)
         self.weights = weights
         self.penalise_diagonal = penalise_diagonal
+        self.lam_residual = _check_lambda(lam_residual, "lam_residual")
         self.calls = 0
         self.optimizer: torch.optim.Adam | None = None
 
@@ -157,20 +177,50 @@ class GroupLassoProx:
         opt = self.optimizer
         if opt is None:
             return None
-        state = opt.state.get(net.W_in)
-        if not state or "exp_avg_sq" not in state:
-            return None
-        group = next(g for g in opt.param_groups if any(p is net.W_in for p in g["params"]))
-        beta2, eps = group["betas"][1], group["eps"]
-        step = float(state["step"])
-        v_hat = state["exp_avg_sq"] / (1 - beta2**step)
-        inv = 1.0 / (v_hat.sqrt() + eps)  # (d, H, n_in)
-        per_col = inv.mean(1)  # (d, n_in)
+        # mean of η / (sqrt(v̂) + ε) over the weights of each group that act: the MLP input weights of a variable
+        # whose MLP output row is exactly zero (residual lasso) get no gradient and are left out, so that their
+        # growing 1 / (sqrt(v̂) + ε) does not remove the live skip-path weights of the same group
+        live = (net.W_out != 0).any(1).to(net.W_in.dtype).unsqueeze(1)  # (d, 1)
+        total: Tensor | None = None
+        count: Tensor | float = 0.0
+        for p in net.group_parameters():
+            state = opt.state.get(p)
+            if not state or "exp_avg_sq" not in state:
+                return None
+            group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
+            beta2, eps = group["betas"][1], group["eps"]
+            v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+            inv = 1.0 / (v_hat.sqrt() + eps)  # (d, H, n_in) or (d, n_in)
+            if inv.ndim == 3:
+                w = live if len(net.group_parameters()) > 1 else torch.ones_like(live)
+                part, n = inv.sum(1) * w, inv.shape[1] * w
+            else:
+                part, n = inv, 1.0
+            total = part if total is None else total + part
+            count = count + n
+        assert total is not None  # W_in is always a group parameter
+        per_col = total / count  # (d, n_in)
         per_group = per_col.reshape(net.d, net.order, net.d).mean(1)
         return per_group
 
+    @torch.no_grad()
+    def _shrink_residual(self, net: StructuredODE) -> None:
+        """Group soft-thresholding of each row ``W_out[i]`` with threshold ``η λ_r`` (in Adam's metric)."""
+        W = net.W_out  # (d, H)
+        tau = torch.full((net.d,), self.lr * self.lam_residual, dtype=W.dtype, device=W.device)
+        state = self.optimizer.state.get(W) if self.optimizer is not None else None
+        if state and "exp_avg_sq" in state:
+            group = next(g for g in self.optimizer.param_groups if any(q is W for q in g["params"]))  # type: ignore[union-attr]
+            beta2, eps = group["betas"][1], group["eps"]
+            v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+            tau = tau * (1.0 / (v_hat.sqrt() + eps)).mean(1)
+        norms = W.norm(dim=1)
+        W.mul_(torch.where(norms > tau, 1 - tau / norms.clamp_min(torch.finfo(W.dtype).tiny), 0.0).unsqueeze(1))
+
     def __call__(self, model: nn.Module) -> None:
         self.calls += 1
+        if self.lam_residual > 0:
+            self._shrink_residual(find_structured(model))
         if self.lam <= 0:
             return
         net = find_structured(model)
@@ -182,7 +232,8 @@ class GroupLassoProx:
         group_soft_threshold_(net, threshold, weights=self.weights, penalise_diagonal=self.penalise_diagonal)
 
     def __repr__(self) -> str:
-        return f"GroupLassoProx(lam={self.lam:g}, lr={self.lr:g})"
+        extra = f", lam_residual={self.lam_residual:g}" if self.lam_residual else ""
+        return f"GroupLassoProx(lam={self.lam:g}, lr={self.lr:g}{extra})"
 
 
 @dataclass

@@ -6,6 +6,12 @@ columns of both ``x_j`` and ``v_j``). The weighted adjacency is ``A[i, j] = ||W_
 exactly means that ``x_j`` does not enter the derivative of ``x_i`` (``j → i`` is absent). A group lasso on these
 groups (applied as a proximal step, :mod:`physnode.causal.prox`) makes the adjacency sparse.
 
+Optional skip paths read the same groups: ``linear=True`` adds ``Σ_c L[i, c] y_c`` and ``multiplicative=True``
+adds ``x_i · Σ_c M[i, c] y_c`` (the form of generalised Lotka–Volterra and mass-action kinetics) to ``f_i``. Their
+weights of source ``j`` belong to the group of ``j``, so ``A[i, j] = ||(W_i[:, j], L[i, j], M[i, j])||_2`` and the
+group lasso removes a source from all paths at once; mechanisms that are linear or bilinear then extrapolate
+(linearly / bilinearly) outside the training states, where a tanh network saturates.
+
 All ``d`` networks are stored as stacked tensors and evaluated together (one matrix product, or one batched
 ``bmm``, per layer), so the cost is a handful of kernel launches whatever ``d``.
 """
@@ -75,11 +81,17 @@ class StructuredODE(nn.Module):
         Seeds the initial weights (uniform in ``±1/sqrt(fan_in)`` per layer, output layer scaled by ``out_scale``).
     out_scale
         Factor on the initial output weights (small values start near ``f = 0``).
+    linear
+        Add the linear skip path ``Σ_c L[i, c] y_c`` (weights ``L (d, n_in)``, initially zero) to ``f_i``.
+    multiplicative
+        Add the multiplicative path ``x_i · Σ_c M[i, c] y_c`` (weights ``M (d, n_in)``, initially zero) to ``f_i``.
 
     Attributes
     ----------
     W_in
         ``(d, H_1, n_in)`` stacked input layers, ``n_in = order · d``; ``W_in[i][:, c]`` reads state column ``c``.
+    W_lin, W_mul
+        ``(d, n_in)`` weights of the skip paths (``None`` when not enabled).
     source
         ``(n_in,)`` source variable of each input column (``c mod d``).
     """
@@ -99,6 +111,8 @@ class StructuredODE(nn.Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
         out_scale: float = 1.0,
+        linear: bool = False,
+        multiplicative: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(d, int) or isinstance(d, bool) or d < 1:
@@ -129,6 +143,9 @@ class StructuredODE(nn.Module):
         self.b_hidden = nn.ParameterList([uniform((d, h), hp) for hp, h in itertools.pairwise(hidden)])
         self.W_out = uniform((d, hidden[-1]), hidden[-1], out_scale)
         self.b_out = uniform((d,), hidden[-1], out_scale)
+        self.linear, self.multiplicative = bool(linear), bool(multiplicative)
+        self.W_lin = nn.Parameter(torch.zeros(d, n_in, **kw)) if self.linear else None
+        self.W_mul = nn.Parameter(torch.zeros(d, n_in, **kw)) if self.multiplicative else None
         self.register_buffer("source", torch.arange(n_in, device=device) % d, persistent=False)
         allowed = _check_mask(edges, d, "edges")
         self.register_buffer("allowed_edges", None if allowed is None else allowed.to(device))
@@ -157,7 +174,18 @@ class StructuredODE(nn.Module):
         return self.state_names[: self.d]
 
     def extra_repr(self) -> str:
-        return f"d={self.d}, order={self.order}, hidden={self.hidden}, activation={self.activation!r}"
+        skips = "".join(f", {n}=True" for n in ("linear", "multiplicative") if getattr(self, n))
+        return f"d={self.d}, order={self.order}, hidden={self.hidden}, activation={self.activation!r}{skips}"
+
+    def group_parameters(self) -> list[Tensor]:
+        """The parameters whose input columns form the groups: ``W_in`` ``(d, H_1, n_in)``, then ``W_lin`` and
+        ``W_mul`` ``(d, n_in)`` when enabled."""
+        return [p for p in (self.W_in, self.W_lin, self.W_mul) if p is not None]
+
+    def _masked(self, p: Tensor) -> Tensor:
+        if self.input_mask is None:
+            return p
+        return p * (self.input_mask if p.ndim == 3 else self.input_mask[:, 0])
 
     # ------------------------------------------------------------------------------------------------ forward
     def field(self, y: Tensor) -> Tensor:
@@ -179,6 +207,10 @@ class StructuredODE(nn.Module):
             # one batched product over the d networks: (d, B, H_k) @ (d, H_k, H_k+1)
             h = self._act(torch.bmm(h.transpose(0, 1), Wk.transpose(1, 2)).transpose(0, 1) + bk)
         out = (h * self.W_out).sum(-1) + self.b_out  # (B, d)
+        if self.W_lin is not None:
+            out = out + z @ self._masked(self.W_lin).T
+        if self.W_mul is not None:
+            out = out + z[:, : self.d] * (z @ self._masked(self.W_mul).T)
         return out.reshape(*lead, self.d)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
@@ -190,9 +222,12 @@ class StructuredODE(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ structure
     def group_norms(self) -> Tensor:
-        """``(d, d)`` ``||W_i[:, j]||_2`` with gradient (the group-lasso terms)."""
+        """``(d, d)`` ``||(W_i[:, j], L[i, j], M[i, j])||_2`` with gradient (the group-lasso terms)."""
         W = self.W_in if self.input_mask is None else self.W_in * self.input_mask
         sq = W.square().sum(1)  # (d, n_in)
+        for p in (self.W_lin, self.W_mul):
+            if p is not None:
+                sq = sq + self._masked(p).square()
         sq = sq.reshape(self.d, self.order, self.d).sum(1)  # columns are ordered [x_1..x_d, v_1..v_d]
         return sq.sqrt()
 

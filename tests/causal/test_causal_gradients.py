@@ -1,5 +1,5 @@
 """Every exact gradient method equals backprop (``grad="direct"``) through the same discrete solve of a
-StructuredODE (first and second order, with a masked edge), float64, to 1e-10 relative.
+StructuredODE (first and second order, with a masked edge and both skip paths), float64, to 1e-10 relative.
 
 The list of methods comes from the registry; a method with ``requires_method`` runs on that solver, the others on
 dopri5 — as in ``tests/test_gradients_exact.py``.
@@ -44,8 +44,15 @@ def test_same_grid_exactness(grad: str, order: int) -> None:
     d = 3
     edges = torch.ones(d, d, dtype=torch.bool)
     edges[0, 2] = False
-    model = StructuredODE(d, order=order, hidden=(5, 4), edges=edges, generator=torch.Generator().manual_seed(2))
+    model = StructuredODE(
+        d, order=order, hidden=(5, 4), edges=edges, generator=torch.Generator().manual_seed(2), linear=True,
+        multiplicative=True,
+    )  # fmt: skip
     g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # the skip paths start at zero; give them values so that they enter the solve
+        assert model.W_lin is not None and model.W_mul is not None
+        model.W_lin.copy_(0.3 * torch.randn(model.W_lin.shape, generator=g, dtype=F64))
+        model.W_mul.copy_(0.3 * torch.randn(model.W_mul.shape, generator=g, dtype=F64))
     y0 = 0.5 * torch.randn(2, order * d, generator=g, dtype=F64)
     t = torch.sort(torch.rand(2, 5, generator=g, dtype=F64) * 1.5, dim=1).values
     t = torch.cat([torch.zeros(2, 1, dtype=F64), t], 1)
@@ -63,5 +70,6 @@ def test_same_grid_exactness(grad: str, order: int) -> None:
         rel = float((a - b).abs().max()) / scale
         assert rel <= 1e-10, f"{grad}: gradient {i} differs from direct backprop by {rel:.3e} (relative)"
     # the masked group gets a zero gradient (it does not enter the computation)
-    w_in = g_got[1 + [n for n, _ in model.named_parameters()].index("W_in")]
-    assert bool((w_in[0, :, 2] == 0).all())
+    names = [n for n, _ in model.named_parameters()]
+    w_in, w_lin = g_got[1 + names.index("W_in")], g_got[1 + names.index("W_lin")]
+    assert bool((w_in[0, :, 2] == 0).all()) and bool((w_lin[0, 2::d] == 0).all())
