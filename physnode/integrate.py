@@ -33,6 +33,7 @@ from .solution import Stats, Status
 from .solvers.base import Solver, State
 from .solvers.controller import StepController
 from .step_grad import ControlTrace
+from .step_grad import fraction as step_fraction
 from .step_grad import start as start_step_graph
 
 __all__ = ["CountingRHS", "Integration", "Problem", "StepRecord", "integrate"]
@@ -567,8 +568,6 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     new_state: State | None = None
     err: Tensor | None = None
     sg = start_step_graph(problem, h, tc, sdtype, record)  # step sizes on the graph (physnode.step_grad), or None
-    if interp and sg is not None:
-        raise ValueError("outputs='interpolate' cannot be combined with step_grad; use outputs='land' with it.")
     dense_out = DenseOutput(th[:, 0], th[:, -1], y0) if problem.dense else None
     keys = torch.from_numpy(np.ascontiguousarray(direction[:, None] * th)) if interp else None
     interp_slots: list[Tensor] = []  # (B, M) output slots and (B, M, D) states of the interpolated observations
@@ -701,6 +700,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
             j_end, theta, slots = _interpolated_slots(th, keys, direction, j, accept, tc, h_eff, t_new)
             if theta is not None and slots is not None:
                 theta_dev = _to_device(theta.astype(sdtype), dev)
+                if sg is not None and sg.graph:  # theta = (t_obs - t_n) / h_n on the step graph (physnode.step_grad)
+                    obs_dev = _to_device(th[rows[:, None], np.minimum(slots, T - 1)].astype(sdtype), dev)
+                    theta_dev = step_fraction(theta_dev, obs_dev, tc_dev, h_eff_dev)
                 interp_slots.append(_to_device(slots, dev))
                 interp_values.append(evaluate(y_n, h_n, R_n, theta_dev))
                 if record is not None:

@@ -277,11 +277,12 @@ class SolveOptions:
                 f"{what} needs a method with a continuous extension (dense output); method={solver.name!r} has none. "
                 "Use an explicit Runge–Kutta method such as 'dopri5' or 'tsit5', or outputs='land', dense=False."
             )
-        if self.outputs == "interpolate" and loop_opts.get("step_grad"):
+        if self.outputs == "interpolate" and loop_opts.get("step_grad") and self.grad_name not in ("direct", "aca"):
             raise ValueError(
-                "outputs='interpolate' cannot be combined with options={'step_grad': True} yet: the fractions of the "
-                "steps at which observations are interpolated would have to be differentiated too. Use "
-                "outputs='land' with step_grad, or drop step_grad."
+                f"outputs='interpolate' with options={{'step_grad': True}} is differentiated by grad='direct' and "
+                f"grad='aca' only; grad={self.grad_name!r} does not differentiate the fractions theta = (t_obs - t_n) "
+                "/ h_n of the steps at which observations are interpolated. Use grad='direct' or 'aca', "
+                "outputs='land', or drop step_grad."
             )
 
     def _split_options(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -14,6 +14,11 @@ error estimates, as the loop computes them:
   device tensors get their VALUE from the host decision and their GRADIENT from the graph,
   ``value + (g - g.detach())`` (:func:`graft`), so the solve is the same with and without a graph.
 
+With ``outputs="interpolate"`` no step lands on an observation (only on the end of the span); the fractions
+``theta = (t_obs - t_n) / h_n`` at which a step's continuous extension serves observations are differentiated too
+(:func:`fraction`: ``t_obs`` constant, ``t_n`` and ``h_n`` on the graph), by ``grad="direct"`` and ``grad="aca"``;
+``grad="symplectic"`` refuses that combination.
+
 ``grad="direct"`` backpropagates through this graph. ``grad="aca"`` and ``grad="symplectic"`` replay each iteration
 (rejected ones included: their error norm shrinks the next step) with the adjoints ``(ā_t, ā_h, ā_e)`` of time,
 proposal and previous error norm next to the state's, and stay equal to ``"direct"`` on the same discrete solve.
@@ -40,6 +45,7 @@ __all__ = [
     "adapt",
     "advance",
     "error_norm",
+    "fraction",
     "graft",
     "start",
     "step_input",
@@ -60,6 +66,16 @@ def graft(value: Tensor, graph: Tensor) -> Tensor:
     if not graph.requires_grad:
         return value
     return value + (graph - graph.detach())
+
+
+def fraction(theta: Tensor, t_obs: Tensor, tc: Tensor, h: Tensor) -> Tensor:
+    """The fractions ``theta`` ``(B, M)`` of a step at which observations are interpolated, with the gradient of
+    ``(t_obs - t_n) / h_n``: the observation times ``t_obs`` ``(B, M)`` are constants, the step's start ``tc`` and
+    size ``h`` ``(B,)`` carry the graph (a row with ``h = 0`` interpolates nothing and gets none)."""
+    if not (tc.requires_grad or h.requires_grad):
+        return theta
+    safe_h = torch.where(h != 0, h, torch.ones_like(h)).unsqueeze(1)
+    return graft(theta, (t_obs - tc.unsqueeze(1)) / safe_h)
 
 
 def error_norm(ctrl: object, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
@@ -238,19 +254,11 @@ class StepGraph:
 def start(problem: object, h: np.ndarray, tc: np.ndarray, sdtype: np.dtype, record: str | None) -> StepGraph | None:
     """The :class:`StepGraph` of a solve of ``problem`` (``None`` without ``step_grad`` or for fixed steps).
 
-    Raises
-    ------
-    ValueError
-        ``step_grad`` with ``outputs="interpolate"`` (the interpolation fractions are not on the graph).
+    With ``outputs="interpolate"`` the loop also differentiates the interpolation fractions (:func:`fraction`).
     """
     ctrl = problem.controller  # type: ignore[attr-defined]
     if not (getattr(problem, "step_grad", False) and ctrl.adaptive):
         return None
-    if getattr(problem, "outputs", "land") != "land":
-        raise ValueError(
-            "options={'step_grad': True} differentiates steps that land on the observation times; it cannot be "
-            "combined with outputs='interpolate'. Use outputs='land', or step_grad=False."
-        )
     y0 = problem.y0  # type: ignore[attr-defined]
     graph = torch.is_grad_enabled() and (y0.requires_grad or any(p.requires_grad for p in problem.params))  # type: ignore[attr-defined]
     return StepGraph(ctrl, problem.solver.error_order, tc, h, sdtype, y0.device, graph, record is not None)  # type: ignore[attr-defined]

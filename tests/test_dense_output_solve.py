@@ -152,8 +152,8 @@ def test_bad_outputs_option() -> None:
         physnode.SolveOptions(method="alf", outputs="interpolate")
     with pytest.raises(TypeError, match="dense must be True or False"):
         physnode.SolveOptions(dense=1)
-    with pytest.raises(ValueError, match="cannot be combined with options=.'step_grad': True. yet"):
-        physnode.SolveOptions(outputs="interpolate", options={"step_grad": True})
+    with pytest.raises(ValueError, match="differentiated by grad='direct' and grad='aca' only; grad='symplectic'"):
+        physnode.SolveOptions(grad="symplectic", outputs="interpolate", options={"step_grad": True})
     opts = physnode.SolveOptions(outputs="interpolate", dense=True)
     assert physnode.SolveOptions.from_dict(opts.to_dict()) == opts
 

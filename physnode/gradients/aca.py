@@ -19,7 +19,9 @@ ACA's paper holds the step sizes constant, and so does this method by default. W
 ``options={"step_grad": True}`` (:mod:`physnode.step_grad`) the steps are differentiable functions of the error
 estimates: every iteration is replayed (rejected ones too, whose error norm shrinks the next step) and the
 adjoints of time, proposal and previous error norm (:class:`~physnode.step_grad.ControlAdjoint`) ride along with
-``Ā_n``, so the result still equals ``grad="direct"`` with the same option.
+``Ā_n``, so the result still equals ``grad="direct"`` with the same option. With ``outputs="interpolate"`` the
+fractions ``theta = (t_obs - t_n) / h_n`` of the interpolated observations are replayed on the graph of ``t_n`` and
+``h_n`` too (their cotangents join the adjoints of time and step).
 
 This equals backprop through the same discrete solve up to round-off and works for any :class:`Solver`
 (it only calls ``init`` and ``step``). Memory: ``O(N·Z)`` for the states plus ``O(s·L)`` for the graph of
@@ -36,7 +38,7 @@ from torch import Tensor
 
 from ..dense import evaluate
 from ..integrate import Integration, Problem, Trace
-from ..step_grad import ControlAdjoint
+from ..step_grad import ControlAdjoint, fraction
 from ._replay import ReplayGradient, interpolated_cotangent, output_cotangent, pad_output_gradient, vjp
 
 __all__ = ["ACA"]
@@ -67,6 +69,8 @@ class ACA(ReplayGradient):
         adj: list[Tensor | None] = [torch.zeros_like(s) if s.is_floating_point() else None for s in result.final_state]
         g_params = [torch.zeros_like(p) for p in params]
         control = ControlAdjoint.of(problem, result)  # step sizes on the graph (physnode.step_grad), or None
+        t_obs_all = problem.t.detach()
+        padded_t = torch.cat([t_obs_all, t_obs_all[:, -1:]], dim=1)  # (B, T + 1): slot T is never interpolated
         for n in range(len(records) - 1, -1, -1):
             if control is None and not any_accepted[n]:
                 continue  # every row is the identity map and wrote no output
@@ -85,8 +89,11 @@ class ACA(ReplayGradient):
                         cots.append(torch.where(_mask(rec.accept, a), a, 0.0))
                 if rec.interpolated is not None:  # observations written by this step's continuous extension
                     theta, slots = rec.interpolated
-                    y_n, h_n, R = solver.dense_terms()  # type: ignore[attr-defined]  # interpolating solvers have it
-                    outs.append(evaluate(y_n, h_n, R, theta))
+                    y_n, h_d, R = solver.dense_terms()  # type: ignore[attr-defined]  # interpolating solvers have it
+                    if control is not None:  # theta = (t_obs - t_n) / h_n differentiated too, as in the forward
+                        t_obs = padded_t.gather(1, slots)
+                        theta = fraction(theta, t_obs, t_n, h_n)
+                    outs.append(evaluate(y_n, h_d, R, theta))
                     cots.append(interpolated_cotangent(padded, slots))
                 leaves: list[Tensor] = []
                 if control is not None:  # the controller's update from this step's error estimate
