@@ -94,6 +94,8 @@ def _build_problem(
             max_step=opts.max_step,
             norm=opts.norm,
         )
+        if opts.integral_controller:  # h' = h·clip(safety·e^(-1/k), ...): no memory of the previous error norm
+            controller.beta1, controller.beta2 = 1.0, 0.0
     else:
         controller = FixedController(step_size=float(cast(float, opts.step_size)))  # SolveOptions: set when fixed
     max_steps = opts.max_steps

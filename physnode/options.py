@@ -70,6 +70,13 @@ LOOP_OPTIONS: dict[str, tuple[object, str]] = {
         "takes seconds to a minute; warns and solves eagerly where compiling is impossible (bool; see "
         "physnode.compiled)",
     ),
+    "integral_controller": (
+        False,
+        "choose adaptive steps with the integral controller h' = h·clip(0.9·e^(-1/k), 0.2, 10) (beta1 = 1, "
+        "beta2 = 0: the factor of torchode's IntegralController) instead of the PI controller; with step_grad and "
+        "outputs='interpolate' it gave the smallest gradient errors measured (bool; see "
+        "docs/concepts/gradients.md)",
+    ),
     # Differentiating through the step-size controller (physnode.step_grad): validated in _split_options.
     "step_grad": (
         False,
@@ -349,6 +356,12 @@ class SolveOptions:
     def step_grad(self) -> bool:
         """The loop option ``"step_grad"`` (default ``False``): differentiate through the step-size controller."""
         return bool(self._loop_options["step_grad"])
+
+    @property
+    def integral_controller(self) -> bool:
+        """The loop option ``"integral_controller"`` (default ``False``): the integral step-size controller
+        (``beta1 = 1``, ``beta2 = 0``) instead of the PI controller."""
+        return bool(self._loop_options["integral_controller"])
 
     @property
     def compile(self) -> bool:

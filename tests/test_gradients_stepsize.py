@@ -157,11 +157,12 @@ def test_fixed_step_solves_ignore_step_grad():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-13, atol=0.0)
 
 
-def _interpolated(masses: torch.Tensor, grad: str, y0: torch.Tensor, want: bool = True):
+def _interpolated(masses: torch.Tensor, grad: str, y0: torch.Tensor, want: bool = True, integral: bool = False):
     f = ThreeBody(masses)
     y = y0.clone().requires_grad_(want)
     t = torch.linspace(0.0, 0.5, 23, dtype=torch.float64)  # more observations than steps: several per step
-    sol = physnode.solve(f, y, t, grad=grad, rtol=1e-6, atol=1e-6, outputs="interpolate", options=STEP_GRAD)
+    options = {**STEP_GRAD, "integral_controller": integral}
+    sol = physnode.solve(f, y, t, grad=grad, rtol=1e-6, atol=1e-6, outputs="interpolate", options=options)
     loss = sol.ys[..., :9].square().sum() + sol.ys.sum()
     grads = torch.autograd.grad(loss, (f.masses, y)) if want else None
     return loss.detach(), grads, sol.stats
@@ -187,13 +188,17 @@ def test_interpolated_step_grad_equals_finite_differences_of_the_discrete_solve(
     assert float((grads[0] - fd_t).abs().max()) <= 1e-6 * float(fd_t.abs().max())
 
 
-def test_aca_equals_direct_with_interpolated_step_grad():
+@pytest.mark.parametrize("integral", [False, True], ids=["pi", "integral"])
+def test_aca_equals_direct_with_interpolated_step_grad(integral):
     y0 = three_body_y0(torch.float64).repeat(2, 1)
     y0[1, :3] += 0.01
     m0 = torch.tensor([1.1, 1.1, 0.9], dtype=torch.float64)
-    _, direct, stats = _interpolated(m0, "direct", y0)
-    _, aca, _ = _interpolated(m0, "aca", y0)
+    _, direct, stats = _interpolated(m0, "direct", y0, integral=integral)
+    _, aca, _ = _interpolated(m0, "aca", y0, integral=integral)
     assert int(stats.n_rejected.sum()) > 0  # rejected steps are replayed too
+    if integral:  # the option reaches the controller: another sequence of steps than the PI controller's
+        _, _, pi_stats = _interpolated(m0, "direct", y0, want=False)
+        assert not torch.equal(stats.n_accepted, pi_stats.n_accepted)
     for a, d in zip(aca, direct, strict=True):
         # Same discrete solve, same operations replayed: equal to round-off (1e-10 leaves room for reordering).
         torch.testing.assert_close(a, d, rtol=1e-10, atol=1e-10 * float(d.abs().max()))

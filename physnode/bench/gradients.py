@@ -81,7 +81,12 @@ def _loss(ys: Tensor) -> Tensor:
 
 
 def _physnode_runner(
-    grad: str, default_method: str = "dopri5", step_grad: bool = False, adaptive: bool = False
+    grad: str,
+    default_method: str = "dopri5",
+    step_grad: bool = False,
+    adaptive: bool = False,
+    interpolate: bool = False,
+    integral: bool = False,
 ) -> Runner:
     cls = physnode.GRADIENTS.cls(grad)
     method = cls.requires_method or default_method
@@ -93,12 +98,18 @@ def _physnode_runner(
             kw["step_size"] = s.dt
             if "adaptive" in physnode.SOLVERS.accepted_options(method):
                 kw["options"] = {"adaptive": False}
-        elif step_grad:
-            kw["options"] = {"step_grad": True}
+        elif step_grad or integral:
+            kw["options"] = {"step_grad": step_grad, "integral_controller": integral}
+        if interpolate:
+            kw["outputs"] = "interpolate"
         return physnode.odeint(f, y0, s.t, method=method, grad=grad, rtol=s.tol, atol=s.tol, **kw)
 
     label = (
-        method + (" (fixed dt)" if fixed else " (adaptive)" if adaptive else "") + (", step_grad" if step_grad else "")
+        method
+        + (" (fixed dt)" if fixed else " (adaptive)" if adaptive else "")
+        + (", step_grad" if step_grad else "")
+        + (", interpolate" if interpolate else "")
+        + (", integral controller" if integral else "")
     )
     runner.method = label  # type: ignore[attr-defined]
     return runner
@@ -119,6 +130,9 @@ def _sweep(args: argparse.Namespace, s: Setup, device: torch.device, ref_m: Tens
         for sg in (False, True):
             runner = _physnode_runner(grad, args.method, step_grad=sg)
             rows.append(("physnode", f"grad={grad!r}, {runner.method}", runner))  # type: ignore[attr-defined]
+        # torchode's configuration: steps follow the tolerance, observations interpolated, integral controller.
+        runner = _physnode_runner(grad, args.method, step_grad=True, interpolate=True, integral=True)
+        rows.append(("physnode", f"grad={grad!r}, {runner.method}", runner))  # type: ignore[attr-defined]
     for library, label, runner in (
         ("torchode", "AutoDiffAdjoint (backprop), Dopri5", _torchode),
         ("torchdiffeq", "odeint (backprop), dopri5", _torchdiffeq_backprop),
@@ -151,7 +165,9 @@ def _sweep(args: argparse.Namespace, s: Setup, device: torch.device, ref_m: Tens
         "step_grad: options={'step_grad': True}, the step sizes on the graph (dh/dθ through the PI controller, the "
         "last step of each interval the remainder); without it each interval is divided into equal steps that are "
         "constants of the parameters (ACA's convention). torchode differentiates through its controller and "
-        "serves the observations by interpolation; torchdiffeq holds its steps constant.",
+        "serves the observations by interpolation; torchdiffeq holds its steps constant. 'interpolate, integral "
+        "controller': outputs='interpolate' and options={'step_grad': True, 'integral_controller': True}, the "
+        "configuration of torchode's row (its controller's factor, steps that do not land on observations).",
         f"time: median of forward + backward over {repeats} run(s) after a warm-up (one run when slow).",
     ]
     return table
