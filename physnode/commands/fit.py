@@ -369,10 +369,25 @@ def _run_job(job: _Job, start: float) -> int:
     print(format_table(outcome.rows, [job.row_label, "true", "initial", "fitted", "std.error", "rel.error"]))
     if result.uncertainty_warning is not None:
         print(f"note: {result.uncertainty_warning}")
+    if (note := convergence_note(result)) is not None:
+        print(f"note: {note}")
     for line in tail:
         print(line)
     print(f"wall time {outcome.wall:.1f} s; results in {out}/")
     return 0
+
+
+def convergence_note(result: Any) -> str | None:
+    """Why the standard errors may be too small: a Gauss–Newton fit that ran out of epochs while its loss was still
+    falling (``result.converged`` false) is not at the optimum the standard errors assume. ``None`` otherwise (other
+    optimisers do not report convergence)."""
+    if result.optimizer != "gauss-newton" or result.converged:
+        return None
+    return (
+        f"Gauss-Newton stopped after {result.epochs} epochs with the loss still falling (not converged): the "
+        "estimates are not yet at the optimum and the standard errors, computed as if they were, understate their "
+        "errors. Raise --epochs."
+    )
 
 
 def _fit(job: _Job) -> Any:
@@ -455,6 +470,7 @@ def _write_results(job: _Job, outcome: _Outcome, entries: dict[str, Any]) -> Pat
         "method": result.method,
         "solver": result.solve_options.to_dict(),
         "epochs_run": len(result.history),
+        "converged": bool(result.converged),
         "wall_seconds": outcome.wall,
         "command": job.command,
         "files": [*job.files, "data.nc", "predictions.nc", "result.pt", "summary.json", "fit.json"],

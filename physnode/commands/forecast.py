@@ -184,14 +184,15 @@ def _plot(args: argparse.Namespace, data: Trajectories, pred: Trajectories, band
             "to compare."
         )
     shown = list(range(min(3, data.n_trajectories)))
-    what = "" if bands is None else f", {100 * bands.level:g} % bands ({bands.method})"
+    method = {"linear": "linear propagation", "laplace": "Laplace sampling"}
+    what = "" if bands is None else f" with {100 * bands.level:g} % bands by {method.get(bands.method, bands.method)}"
     plot.plot_time_series(
         data,
         pred,
         trajectories=shown,
         channels=channels,
         bands=bands,
-        title=f"forecast (lines{what}) and data (dots)",
+        title=f"forecast (lines{what}), data (dots)",
         path=args.plot,
     )
 

@@ -101,6 +101,8 @@ def test_cli_overrides_and_out(fitted, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["epochs_run"] == 1 and summary["options"]["epochs"] == 1
+    # One Gauss-Newton epoch is not a converged fit: the summary and the console say so.
+    assert summary["converged"] is False and "(not converged)" in _out and "Raise --epochs" in _out
     assert not list((tmp_path / "r").glob("*.png"))
 
 

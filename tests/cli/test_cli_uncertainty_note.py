@@ -24,3 +24,12 @@ def test_fit_api_silences_only_the_uncertainty_warning(monkeypatch: pytest.Monke
         out = fit_command._fit_api()(1, lr=2)
     assert out == "fitted (1,) {'lr': 2}"
     assert [type(w.message) for w in caught] == [UserWarning]  # only the other warning reaches the user
+
+
+def test_convergence_note_only_for_an_unconverged_gauss_newton_fit() -> None:
+    from types import SimpleNamespace
+
+    note = fit_command.convergence_note
+    assert "after 7 epochs" in note(SimpleNamespace(optimizer="gauss-newton", converged=False, epochs=7))
+    assert note(SimpleNamespace(optimizer="gauss-newton", converged=True, epochs=7)) is None
+    assert note(SimpleNamespace(optimizer="adam", converged=False, epochs=300)) is None  # adam reports no convergence
