@@ -26,7 +26,13 @@ from torch import Tensor
 
 from ..integrate import Problem
 
-__all__ = ["check_declared", "first_order_only", "undeclared_leaves", "wants_custom_backward"]
+__all__ = [
+    "check_declared",
+    "derived_from_declared",
+    "first_order_only",
+    "undeclared_leaves",
+    "wants_custom_backward",
+]
 
 #: The walk of the graph of one evaluation stops after this many nodes (a guard against pathological graphs,
 #: not a limit any right-hand side of a neural ODE comes near).
@@ -93,6 +99,39 @@ def undeclared_message(name: str, leaves: Sequence[Tensor], where: str = "func")
     )
 
 
+def derived_from_declared(declared: Sequence[Tensor], limit: int = WALK_LIMIT) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``: the declared non-leaf tensor ``declared[i]`` is computed from ``declared[j]``.
+
+    A method with its own backward pass returns a gradient for every declared tensor, and autograd then carries
+    the gradient of ``declared[i]`` on through its graph to ``declared[j]``, which already received its own,
+    total gradient from the backward pass: that path would be counted twice. One bounded walk per non-leaf.
+    """
+    pairs: list[tuple[int, int]] = []
+    for i, p in enumerate(declared):
+        if p.grad_fn is None:
+            continue
+        stack = [nxt for nxt, _ in p.grad_fn.next_functions if nxt is not None]
+        seen: set[int] = set()
+        while stack and len(seen) < limit:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            var = getattr(node, "variable", None)
+            hit = [
+                j
+                for j, q in enumerate(declared)
+                if j != i and (q is var or (q.grad_fn is not None and q.grad_fn is node))
+            ]
+            if hit:
+                pairs.extend((i, j) for j in hit if (i, j) not in pairs)
+                continue
+            if isinstance(var, Tensor):
+                continue
+            stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+    return pairs
+
+
 def check_declared(problem: Problem, name: str) -> None:
     """Raise ``ValueError`` when ``f`` reaches tensors that require grad and are not in ``problem.params``.
 
@@ -106,6 +145,17 @@ def check_declared(problem: Problem, name: str) -> None:
     """
     if not torch.is_grad_enabled():
         return
+    derived = derived_from_declared(problem.params)
+    if derived:
+        i, j = derived[0]
+        p, q = problem.params[i], problem.params[j]
+        raise ValueError(
+            f"grad={name!r}: the declared parameter {describe([p])} is computed (with a graph) from another declared "
+            f"parameter, {describe([q])}; a method with its own backward pass returns a gradient for both, and "
+            "autograd would then add the first one's again to the second through that computation (counting the "
+            "path twice). Declare only the independent tensors and compute the derived one inside func (or in the "
+            "module's forward), or declare it computed from detached inputs; grad='direct' differentiates either way."
+        )
     func = problem.func
     nfe = func.nfe
     out = func(problem.t[:, 0], problem.y0.detach())
