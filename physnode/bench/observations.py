@@ -8,7 +8,8 @@ masses against physnode dopri5 at ``rtol = atol = 1e-12``.
 
 Rows: physnode ``outputs="land"`` (a step ends on every observation) and ``outputs="interpolate"`` (steps follow
 the tolerance; observations from the continuous extension), both ``grad="direct"``, and ``outputs="interpolate"``
-with ``options={"step_grad": True}`` (the step sizes and the interpolation fractions differentiated); torchode
+with ``options={"step_grad": True}`` (the step sizes and the interpolation fractions differentiated), also with
+``"integral_controller": True`` (torchode's controller factor); torchode
 (``Dopri5``, ``IntegralController``, ``AutoDiffAdjoint``: interpolates its outputs) and torchdiffeq (``dopri5``,
 backprop: interpolates too). The ratio columns are the row's time over torchode's at the same ``T`` (< 1: faster).
 """
@@ -70,8 +71,8 @@ class Setup:
 Runner = Callable[[Counted, Tensor, Setup], Tensor]
 
 
-def _physnode(outputs: str, tol: float | None = None, step_grad: bool = False) -> Runner:
-    options = {"step_grad": True} if step_grad else None
+def _physnode(outputs: str, tol: float | None = None, step_grad: bool = False, integral: bool = False) -> Runner:
+    options = {"step_grad": step_grad, "integral_controller": integral}
 
     def runner(f: Counted, y0: Tensor, s: Setup) -> Tensor:
         rtol = s.tol if tol is None else tol
@@ -107,6 +108,7 @@ ROWS: tuple[tuple[str, str, Runner], ...] = (
     ("physnode", "land", _physnode("land")),
     ("physnode", "interpolate", _physnode("interpolate")),
     ("physnode", "interpolate+step_grad", _physnode("interpolate", step_grad=True)),
+    ("physnode", "interpolate+step_grad+integral", _physnode("interpolate", step_grad=True, integral=True)),
     ("torchdiffeq", "interpolate (dopri5)", _torchdiffeq),
 )
 
@@ -137,7 +139,8 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated rows to skip: land, interpolate, interpolate+step_grad, torchode, torchdiffeq",
+        help="comma-separated rows to skip: land, interpolate, interpolate+step_grad, interpolate+step_grad+integral, "
+        "torchode, torchdiffeq",
     )
     args = p.parse_args(argv)
     device = setup(args)
