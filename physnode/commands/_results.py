@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTPUT_NAMES",
+    "SHOWN_TRAJECTORIES",
     "dense_grid",
     "forecast_error",
     "format_table",
@@ -35,6 +36,9 @@ __all__ = [
     "write_json",
     "write_plots",
 ]
+
+#: The figures of a results folder draw the first this many trajectories.
+SHOWN_TRAJECTORIES = 3
 
 #: Every file a fit may write into its results folder.
 OUTPUT_NAMES = frozenset(
@@ -304,7 +308,7 @@ def write_plots(
     errors: Mapping[str, Any] | None = None,
     errors_note: str | None = None,
     bands: Any = None,
-    max_trajectories: int = 3,
+    max_trajectories: int = SHOWN_TRAJECTORIES,
 ) -> list[Path]:
     """Write ``time_series.png``, ``loss.png``, ``parameters.png`` (and ``orbits.png``) into ``out``.
 
@@ -313,7 +317,9 @@ def write_plots(
     data, pred
         The data and the predictions at its times (for the residual panels).
     dense
-        Predictions on a fine grid (:func:`predict_dense`), drawn as the model's curves; default ``pred``.
+        Predictions on a fine grid (:func:`predict_dense`), drawn as the model's curves; default ``pred``. It (and
+        ``bands``) may hold only the first trajectories (at least those drawn): ``data`` and ``pred`` are then cut
+        to the same ones.
     names, initial, errors, truth
         The learnable parameters to trace, their initial guesses, standard errors and true values.
     bands
@@ -329,10 +335,13 @@ def write_plots(
 
     curves = dense if dense is not None else pred
     written = []
+    n_all = data.n_trajectories
+    if curves.n_trajectories < n_all:  # a dense solve of the drawn trajectories only
+        data, pred = data[: curves.n_trajectories], pred[: curves.n_trajectories]
     shown = list(range(min(data.n_trajectories, max_trajectories)))
     band = "" if bands is None else f" with {100 * bands.level:g} % {bands.kind(bands.channels[0])} bands"
     title = f"observed (dots), fitted model (lines{band}), residuals below" + (
-        f"; first {len(shown)} of {data.n_trajectories} trajectories" if data.n_trajectories > len(shown) else ""
+        f"; first {len(shown)} of {n_all} trajectories" if n_all > len(shown) else ""
     )
     plot.plot_time_series(
         data,

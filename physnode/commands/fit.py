@@ -39,6 +39,7 @@ from ..options import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, FIT_GRAD, Solv
 from ._cli import ArgumentParser, check_device, check_writable_folder
 from ._model import THREE_BODY, load_config, model_from_config, solve_options_from_table, three_body_model
 from ._results import (
+    SHOWN_TRAJECTORIES,
     forecast_error,
     format_table,
     predict,
@@ -422,8 +423,12 @@ def _predict_and_measure(job: _Job, result: Any, start: float) -> _Outcome:
     pred = predict(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0, attrs=attrs)
     dense = bands = None
     if job.plots:
-        dense = predict_dense(fitted_model, job.reference, job.observe, options=result.solve_options, y0=y0)
-        bands = _dense_bands(result, job.reference, y0)
+        # The figures draw the first SHOWN_TRAJECTORIES trajectories: the dense solve and the bands (a Jacobian
+        # solve, the dearest part of the results) are computed for those only. Fitted initial states are part of
+        # the propagated covariance, so with them every trajectory is kept (the bands need all of them).
+        shown = job.reference if y0 is not None else job.reference[:SHOWN_TRAJECTORIES]
+        dense = predict_dense(fitted_model, shown, job.observe, options=result.solve_options, y0=y0)
+        bands = _dense_bands(result, shown, y0)
     params = {k: v for k, v in result.params.items() if k in job.start_values}
     rows = _pairs(params, result.uncertainty, job.truth(params), job.start_values)
     fc = forecast_error(pred, job.reference, job.t_split) if job.t_split is not None else None
