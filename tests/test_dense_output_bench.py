@@ -14,7 +14,7 @@ def test_observations_quick_table(capsys: pytest.CaptureFixture[str]) -> None:
     rows = parse_markdown(capsys.readouterr().out)
     assert list(rows[0]) == list(observations.COLUMNS)
     ours = {r["outputs"]: r for r in rows if r["library"] == "physnode"}
-    assert set(ours) == {"land", "interpolate"}
+    assert set(ours) == {"land", "interpolate", "interpolate+step_grad", "interpolate+step_grad+integral"}
     # Interpolation takes fewer steps than landing on 29 intervals at rtol 1e-5 (about 100 vs 170 NFE).
     assert int(ours["interpolate"]["NFE fwd"]) < int(ours["land"]["NFE fwd"])
     for r in ours.values():
