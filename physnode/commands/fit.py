@@ -386,8 +386,8 @@ def convergence_note(result: Any) -> str | None:
         return None
     return (
         f"Gauss-Newton stopped after {result.epochs} epochs with the loss still falling (not converged): the "
-        "estimates are not yet at the optimum and the standard errors, computed as if they were, understate their "
-        "errors. Raise --epochs."
+        "estimates are not yet at the optimum, and the standard errors (computed as if they were) do not measure "
+        "how far off they are. Raise --epochs."
     )
 
 
