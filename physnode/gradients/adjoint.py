@@ -470,6 +470,7 @@ class ContinuousAdjoint(ReplayGradient):
                 solver=aug_solver,
                 controller=ctrl,
                 max_steps=problem.max_steps,
+                breakpoints=problem.breakpoints,  # the backward solve lands on them too
             )
             a = integrate(sub).ys[:, 1, D:] + grad_ys[:, j]
         return a, aug_solver.g_params
