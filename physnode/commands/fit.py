@@ -385,7 +385,8 @@ def convergence_note(result: Any) -> str | None:
     if result.optimizer != "gauss-newton" or result.converged:
         return None
     return (
-        f"Gauss-Newton stopped after {result.epochs} epochs with the loss still falling (not converged): the "
+        f"Gauss-Newton stopped after {result.epochs} epoch{'' if result.epochs == 1 else 's'} with the loss still "
+        "falling (not converged): the "
         "estimates are not yet at the optimum, and the standard errors (computed as if they were) do not measure "
         "how far off they are. Raise --epochs."
     )

@@ -327,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t, at_data = _times(args, data)
     from ..forecast import forecast
     from ._results import prediction_attrs
+    from .fit import convergence_note
 
     y0 = None
     if summary.get("initial_states") is not None and args.data is None:
@@ -389,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.out}: {pred!r}" + ("" if bands is None else f" with {bands!r}"))
     if bands is not None and getattr(result, "uncertainty_warning", None):
         print(f"note: these bands propagate the fit's standard errors, which are flagged: {result.uncertainty_warning}")
+    if bands is not None and (note := convergence_note(result)) is not None:
+        print(f"note: these bands propagate the fit's standard errors; {note}")
     if args.plot is not None:
         _plot(args, data, pred, bands)
         print(f"wrote {args.plot}")
