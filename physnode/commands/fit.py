@@ -146,10 +146,19 @@ def _three_body_parser() -> argparse.ArgumentParser:
         help="results folder (created; the outputs of a previous run in it are replaced)",
     )
     p.add_argument("--n-obs", type=_positive_int, default=100, help="observation times on [0, 1] (default 100)")
-    p.add_argument("--noise", type=_non_negative, default=0.0, help="std of Gaussian noise on the positions")
+    p.add_argument(
+        "--noise",
+        type=_non_negative,
+        default=0.0,
+        help="standard deviation of Gaussian noise on the positions (default 0: noise-free)",
+    )
     p.add_argument("--irregular", action="store_true", help="random observation times instead of a uniform grid")
-    p.add_argument("--missing", type=_fraction, default=0.0, help="probability that an observation is dropped")
-    p.add_argument("--n-trajectories", type=_positive_int, default=1, help="trajectories (extra ones start nearby)")
+    p.add_argument(
+        "--missing", type=_fraction, default=0.0, help="probability that an observation is dropped (default 0)"
+    )
+    p.add_argument(
+        "--n-trajectories", type=_positive_int, default=1, help="trajectories (default 1; extra ones start nearby)"
+    )
     p.add_argument("--method", default=DEFAULT_METHOD, help=f"ODE solver (default {DEFAULT_METHOD})")
     p.add_argument(
         "--grad",
