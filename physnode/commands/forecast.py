@@ -274,16 +274,6 @@ def _times(args: argparse.Namespace, data: Trajectories) -> tuple[torch.Tensor, 
     return grid.to(data.times.dtype), False
 
 
-def _units(model: torch.nn.Module, data: Trajectories, channels: Sequence[str]) -> list[str]:
-    """Units of the forecast's channels: the data's for its channels, else the data's ``state_units``."""
-    units: dict[str, str] = {}
-    names, state_units = data.attrs.get("state_names"), data.attrs.get("state_units")
-    if isinstance(names, list) and isinstance(state_units, list) and len(names) == len(state_units):
-        units.update({str(n): str(u) for n, u in zip(names, state_units, strict=True)})
-    units.update(dict(zip(data.channels, data.units, strict=True)))
-    return [units.get(c, "1") for c in channels]
-
-
 def _fitted_values(model: torch.nn.Module) -> dict[str, Any]:
     """The model's named physical quantities as numbers or lists."""
     quantities = getattr(model, "physical_parameters", None)
@@ -325,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     data = Trajectories.load(data_file)
     t, at_data = _times(args, data)
-    from ..forecast import forecast
+    from ..forecast import channel_units, forecast
     from ._results import prediction_attrs
     from .fit import convergence_note
 
@@ -376,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data.time_mask.unsqueeze(-1).expand(-1, -1, pred.n_channels) if at_data else None,
         data.lengths if at_data else None,
         channels=pred.channels,
-        units=_units(model, data, pred.channels),
+        units=channel_units(data, list(pred.channels)),
         time_units=data.time_units,
         metadata=meta,
         attrs=attrs,
