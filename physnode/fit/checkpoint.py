@@ -8,7 +8,6 @@ shapes of the fitted tensors, the total number of epochs, solver and gradient me
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._archive import load_weights_only
 from .._atomic import atomic_write
 
 __all__ = [
@@ -139,18 +139,19 @@ def load_checkpoint(path: Path, map_location: torch.device | str | None = None) 
         is not a physnode fit checkpoint, was written by another version, or lacks entries.
     """
     where = f"fit checkpoint {str(path)!r}"
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
+    state = load_weights_only(
+        path,
+        map_location,
+        error=CheckpointError,
+        not_archive=(
             f"{where} is not a checkpoint written by physnode.fit (not a torch zip archive: truncated, corrupt or "
             "another kind of file); delete it or pass another checkpoint path."
-        )
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types; its advice (weights_only=False) would be unsafe
-        raise CheckpointError(
+        ),
+        unreadable=lambda err: (
             f"{where} cannot be read ({type(err).__name__}: corrupt, or it holds objects other than tensors and "
             "plain containers, which are never unpickled); delete it or pass another checkpoint path."
-        ) from None
+        ),
+    )
     if not isinstance(state, dict) or not isinstance(state.get("format"), str):
         raise CheckpointError(f"{where} is not a physnode fit checkpoint (format {FORMAT!r}).")
     if state["format"] != FORMAT:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .._archive import load_weights_only
 from .._atomic import atomic_write
 
 if TYPE_CHECKING:
@@ -219,18 +219,19 @@ def save_result(result: FitResult, path: str | os.PathLike) -> Path:
 def _read(path: Path, map_location: torch.device | str | None) -> dict[str, Any]:
     """The checked top-level dict of a result file."""
     where = f"result file {str(path)!r}"
-    if not zipfile.is_zipfile(path):
-        raise ResultFileError(
+    doc = load_weights_only(
+        path,
+        map_location,
+        error=ResultFileError,
+        not_archive=(
             f"{where} is not a physnode result (not a torch archive: another kind of file, or truncated). Save "
             "results with FitResult.save(path); physnode fit writes RESULTS/result.pt."
-        )
-    try:
-        doc = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged archive or a pickled object
-        raise ResultFileError(
+        ),
+        unreadable=lambda err: (
             f"{where} cannot be read ({type(err).__name__}: {' '.join(str(err).split())[:200]}); it is corrupt, "
             "truncated, or holds objects other than tensors and plain data. Save the result again."
-        ) from None
+        ),
+    )
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ResultFileError(f"{where} is not a physnode fit result (format {got!r}, expected {FORMAT!r}).")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import torch
 
+from .._archive import load_weights_only
 from .._atomic import atomic_write
 from .expert import Expert
 from .model import LatentHybrid
@@ -70,14 +70,13 @@ def load_latent_hybrid(
         Not a readable model file, or ``expert`` missing, unexpected or different from the saved description.
     """
     where = f"model file {str(path)!r}"
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{where} is not a model written by save_latent_hybrid (not a torch zip archive).")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{where} cannot be read ({type(err).__name__}); it must hold tensors and plain data."
-        ) from None
+    state = load_weights_only(
+        path,
+        map_location,
+        error=ValueError,
+        not_archive=f"{where} is not a model written by save_latent_hybrid (not a torch zip archive).",
+        unreadable=lambda err: f"{where} cannot be read ({type(err).__name__}); it must hold tensors and plain data.",
+    )
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise ValueError(f"{where} is not a physnode latent hybrid model (format {MODEL_FORMAT!r}).")
     config = json.loads(state["config"])

@@ -9,7 +9,6 @@ generated paths into :class:`~physnode.data.Trajectories`, which save as CF netC
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._archive import load_weights_only
 from .._atomic import atomic_write
 from ..data.trajectories import Trajectories
 from .gan import CDEDiscriminator, SDEGenerator
@@ -71,14 +71,15 @@ def load_model(
         Not a readable model file, unknown class, or ``physics`` missing / unexpected.
     """
     where = f"model file {str(path)!r}"
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{where} is not a model written by physnode.sde.save_model (not a torch zip archive).")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(
+    state = load_weights_only(
+        path,
+        map_location,
+        error=ValueError,
+        not_archive=f"{where} is not a model written by physnode.sde.save_model (not a torch zip archive).",
+        unreadable=lambda err: (
             f"{where} cannot be read ({type(err).__name__}); it must hold tensors and plain data only."
-        ) from None
+        ),
+    )
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise ValueError(f"{where} is not a physnode.sde model (format {MODEL_FORMAT!r}).")
     cls = _CLASSES.get(state.get("class"))  # type: ignore[arg-type]
