@@ -261,9 +261,12 @@ class Decoder(nn.Module):
         self.channels = [symbol_name(c, "channel") for c in channels]
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"channel names must be distinct, got {self.channels}.")
+        for what, v in (("latent_dim", latent_dim), ("hidden", hidden)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"the decoder's {what} must be an integer >= 0, got {v!r}.")
         self.expert_states = list(expert_states)
-        self.latent_dim = int(latent_dim)
-        self.hidden = int(hidden)
+        self.latent_dim = latent_dim
+        self.hidden = hidden
         Dx = len(self.channels)
 
         def unknown(names: object, what: str) -> list[str]:

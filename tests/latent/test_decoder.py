@@ -233,6 +233,7 @@ def test_config_round_trip_rebuilds_the_same_decoder():
         ({"likelihood": {"kind": "student_t", "df": 0.5}}, ValueError, "must be a number > 1"),
         ({"likelihood": {"kind": "gaussian", "df": 3}}, ValueError, "options \\['df'\\] it does not take"),
         ({"params": {"a": 1.0}}, ValueError, "without any known map"),
+        ({"hidden": -1}, ValueError, "hidden must be an integer >= 0, got -1"),
     ],
     ids=[
         "channel",
@@ -246,6 +247,7 @@ def test_config_round_trip_rebuilds_the_same_decoder():
         "df",
         "option",
         "params",
+        "hidden",
     ],
 )
 def test_bad_specs_fail_clearly(kwargs, error, match):
