@@ -689,15 +689,19 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
                     index = slot_dev.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
                     buf.scatter_(1, index, x.detach().unsqueeze(1))
         t_new = np.where(accept, np.where(land, target, tc + h_eff), tc)
-        if interp or dense_out is not None:
-            y_n, h_n, R_n = solver.dense_terms()  # type: ignore[attr-defined]  # dense_order checked above
-            if dense_out is not None:
-                dense_out.append(tc, h_eff, accept, y_n, R_n)
+        theta: np.ndarray | None = None
+        slots: np.ndarray | None = None
         if interp:
             # Observations in (tc, t_new] of each accepted step, from its continuous extension: evaluated now for
             # the whole batch, written once after the loop (one scatter instead of one per step, also backward).
             assert keys is not None
             j_end, theta, slots = _interpolated_slots(th, keys, direction, j, accept, tc, h_eff, t_new)
+        if theta is not None or (dense_out is not None and accept.any()):
+            # Only steps whose extension is used (its extra stages, if any, cost evaluations), in the step's window.
+            with contextlib.nullcontext() if cursor is None else window(tc_dev, h_eff_dev, None, side_dev):
+                y_n, h_n, R_n = solver.dense_terms(func)  # type: ignore[attr-defined]  # dense_order checked above
+            if dense_out is not None:
+                dense_out.append(tc, h_eff, accept, y_n, R_n)
             if theta is not None and slots is not None:
                 theta_dev = _to_device(theta.astype(sdtype), dev)
                 if sg is not None and sg.graph:  # theta = (t_obs - t_n) / h_n on the step graph (physnode.step_grad)

@@ -37,7 +37,7 @@ def _one_step_error(name: str, h: float) -> float:
     t0, hh = torch.zeros(1, dtype=torch.float64), torch.full((1,), h, dtype=torch.float64)
     state = solver.init(_rhs, t0, Y0, hh)
     solver.step(_rhs, t0, hh, state)
-    y, h_dev, R = solver.dense_terms()
+    y, h_dev, R = solver.dense_terms(_rhs)
     got = evaluate(y, h_dev, R, THETAS)[0]
     # scipy's expm: torch.linalg.matrix_exp loses ~1e-11 for matrices of norm ~0.03 (torch 2.13, float64).
     exact = torch.stack([torch.from_numpy(scipy.linalg.expm(A.numpy() * float(th) * h)) @ Y0[0] for th in THETAS[0]])
@@ -70,7 +70,7 @@ def test_interpolant_ends_on_the_step(name: str) -> None:
     solver = SOLVERS.build(name, {"adaptive": False} if "adaptive" in SOLVERS.accepted_options(name) else None)
     t0, hh = torch.zeros(1, dtype=torch.float64), torch.full((1,), 0.3, dtype=torch.float64)
     new_state, _ = solver.step(_rhs, t0, hh, solver.init(_rhs, t0, Y0, hh))
-    y, h_dev, R = solver.dense_terms()
+    y, h_dev, R = solver.dense_terms(_rhs)
     ends = evaluate(y, h_dev, R, torch.tensor([[0.0, 1.0]], dtype=torch.float64))[0]
     # Tolerance: a sum of s stage terms with coefficients up to ~50 (dopri8) in float64.
     torch.testing.assert_close(ends[0], Y0[0], rtol=0, atol=1e-14)

@@ -89,7 +89,7 @@ class ACA(ReplayGradient):
                         cots.append(torch.where(_mask(rec.accept, a), a, 0.0))
                 if rec.interpolated is not None:  # observations written by this step's continuous extension
                     theta, slots = rec.interpolated
-                    y_n, h_d, R = solver.dense_terms()  # type: ignore[attr-defined]  # interpolating solvers have it
+                    y_n, h_d, R = solver.dense_terms(func)  # type: ignore[attr-defined]  # interpolating solvers have it
                     if control is not None:  # theta = (t_obs - t_n) / h_n differentiated too, as in the forward
                         t_obs = padded_t.gather(1, slots)
                         theta = fraction(theta, t_obs, t_n, h_n)

@@ -59,7 +59,9 @@ update gives ``ē = ∂L/∂err``, its shares in ``y`` and ``y'`` and in ``h``; 
 
 Interpolated observations (``outputs="interpolate"``) ``y_m = y + h Σ_i b_i(θ_m) k_i`` of a step, with
 cotangents ``g_m``, add ``Σ_m g_m`` to ``λ`` and ``h e_i`` with ``e_i = Σ_m b_i(θ_m) g_m`` to every ``κ_i``
-(also to stages with ``b_i = 0``, e.g. dopri5's seventh, whose dense weight is not zero).
+(also to stages with ``b_i = 0``, e.g. dopri5's seventh, whose dense weight is not zero). An extension with
+extra stages (dopri8's DOP853 one, :attr:`~physnode.solvers.tableau.Tableau.dense_c`) extends the step by them
+for that step: stages with ``b_i = 0`` whose ``κ_i`` come from ``e_i`` and the later stages, in the rescaled form.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class SymplecticAdjoint(ReplayGradient):
         b_err = tab.b_err if tab.b_err is not None else (0.0,) * s
         # Partner coefficients b_j - A_ij = b_j a_ji / b_i for b_i != 0 (the form used below).
         partner = partner_tableau(tab)
+        c_all, a_all = (*c, *tab.dense_c), (*tab.a, *tab.dense_a)  # with the extension's extra stages
         padded = pad_output_gradient(grad_ys)
         any_accepted: np.ndarray | list[bool] = records.any_accepted() if records else []
         lam = torch.zeros_like(result.final_state[0])
@@ -143,17 +146,19 @@ class SymplecticAdjoint(ReplayGradient):
             state = cast(State, rec.state)  # kept: record = "states"
             y = state[0]
             fresh = problem.fresh(t)  # rows whose step starts on a breakpoint: their first stage evaluates f
-            # Forward stages without a graph; only Y_1..Y_s are needed (k_s never enters a later stage).
+            # A step that interpolated observations also walks its extension's extra stages (tableau.dense_c).
+            S = s if rec.interpolated is None else tab.dense_stages
+            # Forward stages without a graph; only Y_1..Y_S are needed (k_S never enters a later stage).
             with torch.no_grad(), problem.replaying(t, h, fresh):
                 ks = [fresh_derivative(func, t, y, state[1]) if fsal else func(t, y)]
                 Ys = [y]
-                for i in range(1, s):
-                    dy = linear_combination(tab.a[i], ks)
+                for i in range(1, S):
+                    dy = linear_combination(a_all[i], ks)
                     Ys.append(y if dy is None else torch.addcmul(y, hh, dy))
-                    if i < s - 1:
-                        ks.append(func(t + c[i] * h, Ys[i]))
-                if control is not None:  # the controller needs the trial step and its error estimate
-                    ks.append(func(t + c[s - 1] * h, Ys[s - 1]))
+                    # The controller needs the trial step and its error estimate: k_s too.
+                    if i < S - 1 or (control is not None and i == s - 1):
+                        ks.append(func(t + c_all[i] * h, Ys[i]))
+                if control is not None:
                     y_new = torch.addcmul(y, hh, weighted_sum(b, ks))
                     err = hh * weighted_sum(b_err, ks)
                 else:
@@ -166,7 +171,7 @@ class SymplecticAdjoint(ReplayGradient):
                 g_h = g_h + (lam_out * weighted_sum(b, ks)).sum(-1) + (e_bar * weighted_sum(b_err, ks)).sum(-1)
                 g_t = torch.zeros_like(g_h)
             # Adjoint stages i = s..1, each from the μ_j = J_jᵀ κ_j of the later stages.
-            mus: list[Tensor | None] = [None] * s
+            mus: list[Tensor | None] = [None] * S
             lam_in = lam_out
             e: Tensor | None = None  # (s, B, D): e_i = Σ_m b_i(θ_m) g_m of the interpolated observations
             if rec.interpolated is not None:
@@ -175,14 +180,17 @@ class SymplecticAdjoint(ReplayGradient):
                 e = torch.einsum("bms,bmd->sbd", solver.dense_weights(theta), g)
                 lam_in = lam_in + g.sum(dim=1)
             lam_k_in = None
-            for i in range(s - 1, -1, -1):
+            for i in range(S - 1, -1, -1):
                 kappa: Tensor | None
-                if b[i] != 0.0:
+                if i < s and b[i] != 0.0:
                     # Partner stage Λ_i = λ' + h Σ_{j>i} (b_j - A_ij) l_j with h b_j l_j = μ_j; κ_i = h b_i Λ_i.
                     lam_i = lam_out
-                    for j in range(i + 1, s):
-                        p_ij = partner[i][j]
-                        coef = (b[j] - p_ij) / b[j] if b[j] != 0.0 and p_ij is not None else tab.a[j][i] / b[i]
+                    for j in range(i + 1, S):
+                        p_ij = partner[i][j] if j < s else None
+                        if j < s and b[j] != 0.0 and p_ij is not None:
+                            coef = (b[j] - p_ij) / b[j]
+                        else:  # a stage with b_j = 0 (extra stages of the extension included)
+                            coef = a_all[j][i] / b[i]
                         mu = mus[j]
                         if coef != 0.0 and mu is not None:
                             lam_i = lam_i.add(mu, alpha=coef)
@@ -190,8 +198,8 @@ class SymplecticAdjoint(ReplayGradient):
                 else:
                     # Rescaled form for b_i = 0: κ_i = h Σ_{j>i} a_ji μ_j.
                     kappa = None
-                    for j in range(i + 1, s):
-                        coef = tab.a[j][i]
+                    for j in range(i + 1, S):
+                        coef = a_all[j][i]
                         mu = mus[j]
                         if coef != 0.0 and mu is not None:
                             kappa = mu * coef if kappa is None else kappa.add(mu, alpha=coef)
@@ -215,7 +223,7 @@ class SymplecticAdjoint(ReplayGradient):
                     lam_k_in = torch.where(fresh.unsqueeze(-1), 0.0, kappa)
                     kappa = torch.where(fresh.unsqueeze(-1), kappa, 0.0)
                 Yi = Ys[i].detach().requires_grad_()
-                ti = (t + c[i] * h if i else t).detach().requires_grad_(control is not None)
+                ti = (t + c_all[i] * h if i else t).detach().requires_grad_(control is not None)
                 time_in = [ti] if control is not None else []
                 with torch.enable_grad(), problem.replaying(t, h, fresh):
                     k = func(ti, Yi)
@@ -225,8 +233,8 @@ class SymplecticAdjoint(ReplayGradient):
                 if g_t is not None and g_h is not None:  # Y_i = y + h Σ_j a_ij k_j at time t + c_i h
                     tau = grads[1]
                     g_t = g_t + tau
-                    dy = linear_combination(tab.a[i], ks)
-                    g_h = g_h + c[i] * tau + (0.0 if dy is None else (grads[0] * dy).sum(-1))
+                    dy = linear_combination(a_all[i], ks)
+                    g_h = g_h + c_all[i] * tau + (0.0 if dy is None else (grads[0] * dy).sum(-1))
                 for g, gp in zip(g_params, grads[1 + len(time_in) :], strict=True):
                     g.add_(gp)
             if control is not None and g_t is not None and g_h is not None:

@@ -62,8 +62,10 @@ class ExplicitRK(Solver):
         #: ``(k_i, k_j, Y_i, Y_j)`` of the last step for :meth:`stiffness_terms` (references, no copies).
         self._probe: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         self.dense_order = tab.dense_order
-        #: ``(y, h, ks)`` of the last step for :meth:`dense_terms` (references, no copies).
-        self._last: tuple[Tensor, Tensor, list[Tensor]] | None = None
+        #: ``(t, y, h, ks)`` of the last step for :meth:`dense_terms` (references, no copies).
+        self._last: tuple[Tensor, Tensor, Tensor, list[Tensor]] | None = None
+        #: The extra stages of the last step's continuous extension, once evaluated (``tableau.dense_c``).
+        self._extra: list[Tensor] | None = None
         self._dense_P: Tensor | None = None
 
     def init(self, func: RHS, t0: Tensor, y0: Tensor, h0: Tensor) -> State:
@@ -103,7 +105,8 @@ class ExplicitRK(Solver):
             err = hh * weighted_sum(tab.b_err, ks)
         new_state = (y_new, ks[-1]) if tab.fsal else (y_new,)
         if tab.dense is not None:
-            self._last = (y, h, ks)  # kept until the next step (references only)
+            self._last = (t, y, h, ks)  # kept until the next step (references only)
+            self._extra = None
         if pair is not None and keep is not None:
             i, j = pair[:2]
             yi, yj = keep[i], keep[j]
@@ -123,17 +126,43 @@ class ExplicitRK(Solver):
             self._dense_P = P
         return P
 
-    def dense_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+    def dense_terms(self, func: RHS | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(y_n (B, D), h (B,), R (B, K, D))`` of the last step taken: its continuous extension is
         ``y(t_n + theta h) = y_n + h sum_k theta^k R_k`` (:func:`physnode.dense.evaluate`). Carries the step's graph
-        when the step was taken with one."""
+        when the step was taken with one.
+
+        A tableau whose extension has extra stages (``tableau.dense_c``, e.g. dopri8's DOP853 extension) evaluates
+        them here with ``func`` (the step's right-hand side), once per step; call it inside the step's window
+        (:func:`physnode._breakpoints.window`) when the solve has breakpoints.
+        """
         if self._last is None:
             raise RuntimeError(f"{self!r} has taken no step with a continuous extension yet.")
-        y, h, ks = self._last
+        t, y, h, ks = self._last
+        if self.tableau.dense_c:
+            if self._extra is None:
+                if func is None:
+                    raise RuntimeError(
+                        f"{self!r}: the continuous extension of {self.tableau.name!r} has extra stages; pass the "
+                        "step's right-hand side to dense_terms(func)."
+                    )
+                self._extra = self.extra_stages(func, t, h, y, ks)
+            ks = ks + self._extra
         return y, h, dense_terms(self.dense_coefficients(y), ks)
 
+    def extra_stages(self, func: RHS, t: Tensor, h: Tensor, y: Tensor, ks: list[Tensor]) -> list[Tensor]:
+        """The derivatives ``k_(s+1) ..`` of the continuous extension's extra stages (``tableau.dense_c`` /
+        ``dense_a``) of the step ``(t, h)`` from ``y`` with stage derivatives ``ks`` (``s`` tensors ``(B, D)``)."""
+        tab = self.tableau
+        hh = h.unsqueeze(-1)
+        every = list(ks)
+        for cm, row in zip(tab.dense_c, tab.dense_a, strict=True):
+            dy = linear_combination(row, every)
+            every.append(func(torch.add(t, h, alpha=cm), y if dy is None else torch.addcmul(y, hh, dy)))
+        return every[len(ks) :]
+
     def dense_weights(self, theta: Tensor) -> Tensor:
-        """Stage weights ``b_i(theta)`` ``(..., s)`` of the continuous extension at ``theta`` ``(...)``."""
+        """Stage weights ``b_i(theta)`` ``(..., s')`` of the continuous extension at ``theta`` ``(...)``
+        (``s'`` the tableau's :attr:`~physnode.solvers.tableau.Tableau.dense_stages`)."""
         P = self.dense_coefficients(theta)
         return theta_powers(theta, P.shape[0]) @ P
 

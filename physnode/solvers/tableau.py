@@ -42,6 +42,13 @@ class Tableau:
     dense_order
         Order of the continuous extension (its local error is ``O(h**(dense_order + 1))``); required with
         ``dense``.
+    dense_c, dense_a
+        Extra stages of the continuous extension only (e.g. the three of DOP853 and the derivative at the end
+        of the step; Hairer, Nørsett & Wanner, *Solving ODEs I*, II.6): times ``c_(s+m)`` and coefficient rows
+        ``a_(s+m)`` over every earlier stage (row ``m`` holds ``s + m`` entries, the step's stages then the
+        earlier extra ones). They are evaluated only when the extension is (:meth:`ExplicitRK.dense_terms
+        <physnode.solvers.rk.ExplicitRK.dense_terms>`), and ``dense`` then has ``s + len(dense_c)`` rows, the
+        extra stages' weights vanishing at ``theta = 1``. Empty (default): the extension uses the step's stages.
 
     Raises
     ------
@@ -59,6 +66,8 @@ class Tableau:
     embedded_order: int | None = None
     dense: tuple[tuple[float, ...], ...] | None = None
     dense_order: int | None = None
+    dense_c: tuple[float, ...] = ()
+    dense_a: tuple[tuple[float, ...], ...] = ()
     fsal: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,13 +105,32 @@ class Tableau:
         if (self.dense is None) != (self.dense_order is None):
             raise ValueError(f"tableau {self.name!r}: dense and dense_order must be given together.")
         if self.dense is None:
+            if self.dense_c or self.dense_a:
+                raise ValueError(f"tableau {self.name!r}: dense_c and dense_a need a continuous extension (dense).")
             return
-        s = len(self.c)
+        s = len(self.c) + len(self.dense_c)
+        if len(self.dense_a) != len(self.dense_c):
+            raise ValueError(
+                f"tableau {self.name!r}: dense_c and dense_a must have one entry per extra stage; got "
+                f"{len(self.dense_c)} times and {len(self.dense_a)} rows."
+            )
+        for m, (cm, row) in enumerate(zip(self.dense_c, self.dense_a, strict=True)):
+            i = len(self.c) + m
+            if len(row) != i:
+                raise ValueError(
+                    f"tableau {self.name!r}: row {m} of dense_a (stage {i}) must hold {i} coefficients, got {len(row)}."
+                )
+            if abs(math.fsum(row) - cm) > _TOL * max(1.0, max(abs(x) for x in row)):
+                raise ValueError(
+                    f"tableau {self.name!r}: row {m} of dense_a sums to {math.fsum(row)!r}, expected "
+                    f"dense_c[{m}]={cm!r}."
+                )
         degree = len(self.dense[0]) if self.dense else 0
         if len(self.dense) != s or any(len(row) != degree for row in self.dense) or degree == 0:
             raise ValueError(
                 f"tableau {self.name!r}: dense must hold one row of polynomial coefficients (theta^1, theta^2, ...) "
-                f"per stage, all of the same length; got {len(self.dense)} rows for {s} stages."
+                f"per stage (extra stages included), all of the same length; got {len(self.dense)} rows for {s} "
+                "stages."
             )
         for k in range(degree):
             total = math.fsum(row[k] for row in self.dense)
@@ -112,17 +140,24 @@ class Tableau:
                     f"tableau {self.name!r}: the dense-output weights must sum to theta; the theta^{k + 1} "
                     f"coefficients sum to {total!r}."
                 )
+        b = (*self.b, *(0.0 for _ in self.dense_c))
         for i, row in enumerate(self.dense):
-            if abs(math.fsum(row) - self.b[i]) > 1e-10 * max(1.0, max(abs(x) for x in row)):
+            if abs(math.fsum(row) - b[i]) > 1e-10 * max(1.0, max(abs(x) for x in row)):
+                expected = f"b[{i}] = {b[i]!r}" if i < len(self.b) else "0 (an extra stage of the extension)"
                 raise ValueError(
                     f"tableau {self.name!r}: the dense-output weight of stage {i} is {math.fsum(row)!r} at theta = 1, "
-                    f"expected b[{i}] = {self.b[i]!r} (the interpolant must end on the step's solution)."
+                    f"expected {expected} (the interpolant must end on the step's solution)."
                 )
 
     @property
     def stages(self) -> int:
         """Number of stages ``s``."""
         return len(self.c)
+
+    @property
+    def dense_stages(self) -> int:
+        """Stages of the continuous extension: ``s`` plus its extra stages (``len(dense_c)``)."""
+        return len(self.c) + len(self.dense_c)
 
     @property
     def adaptive(self) -> bool:
