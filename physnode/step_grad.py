@@ -24,8 +24,10 @@ With ``outputs="interpolate"`` no step lands on an observation (only on the end 
 proposal and previous error norm next to the state's, and stay equal to ``"direct"`` on the same discrete solve.
 The forward pass records what the replay needs per iteration in a :class:`ControlTrace`.
 
-The first step (Hairer's starting-step rule) is held constant; a clipped factor (``factor_min``, ``factor_max``,
-``min_step``, ``max_step``) has zero derivative, as a clip has.
+The first proposal (Hairer's starting-step rule, from ``y0``, ``f(t0, y0)`` and one more evaluation) is on the graph
+too (:func:`first_step`; two evaluations more per solve, and per backward pass of ``aca`` and ``symplectic``); a
+``first_step`` given by the user is a constant. A clipped factor (``factor_min``, ``factor_max``, ``min_step``,
+``max_step``) has zero derivative, as a clip has.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "adapt",
     "advance",
     "error_norm",
+    "first_step",
     "fraction",
     "graft",
     "start",
@@ -105,6 +108,21 @@ def adapt(ctrl: object, h_eff: Tensor, en: Tensor, prev: Tensor, accept: Tensor,
     if lo > 0 or hi != math.inf:
         h_new = torch.sign(h_eff) * h_new.abs().clamp(lo, hi)
     return h_new
+
+
+def first_step(problem: object, y0: Tensor) -> Tensor | None:
+    """The first proposal ``(B,)`` as the loop computes it (the controller's ``initial_step``: Hairer's rule from
+    ``y0``, ``f(t0, y0)`` and one more evaluation of ``f``), on the graph of ``y0`` ``(B, D)`` and the parameters;
+    ``None`` when it is a constant (a ``first_step`` given by the user). Two evaluations of ``f``."""
+    ctrl = problem.controller  # type: ignore[attr-defined]
+    if getattr(ctrl, "first_step", None) is not None:
+        return None
+    # The times are constants here, as everywhere in the step graph (their gradients come from physnode.time_input).
+    func, t = problem.func, problem.t.detach()  # type: ignore[attr-defined]
+    t0 = t[:, 0]
+    f0 = func(t0, y0)
+    order = problem.solver.error_order - 1  # type: ignore[attr-defined]  # as the loop passes it
+    return ctrl.initial_step(func, t0, y0, torch.nan_to_num(f0), t[:, -1] - t0, order)
 
 
 def step_input(tc: Tensor, h: Tensor, land: Tensor, active: Tensor) -> Tensor:
@@ -261,7 +279,12 @@ def start(problem: object, h: np.ndarray, tc: np.ndarray, sdtype: np.dtype, reco
         return None
     y0 = problem.y0  # type: ignore[attr-defined]
     graph = torch.is_grad_enabled() and (y0.requires_grad or any(p.requires_grad for p in problem.params))  # type: ignore[attr-defined]
-    return StepGraph(ctrl, problem.solver.error_order, tc, h, sdtype, y0.device, graph, record is not None)  # type: ignore[attr-defined]
+    sg = StepGraph(ctrl, problem.solver.error_order, tc, h, sdtype, y0.device, graph, record is not None)  # type: ignore[attr-defined]
+    if graph:  # the first proposal on the graph of y0 and the parameters
+        h0 = first_step(problem, y0)
+        if h0 is not None:
+            sg.h = graft(sg.h, h0)
+    return sg
 
 
 class ControlAdjoint:
@@ -317,6 +340,15 @@ class ControlAdjoint:
         rec = self._rec
         outs = advance(self.ctrl, self.order, tc, h, prev, self._h_eff, en, accept, rec.land, rec.keep)
         return list(outs), list(self.adj)
+
+    def initial(self, problem: object, y0: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """After the first iteration: the graph of the first proposal on ``y0`` ``(B, D)`` (a leaf) and the
+        parameters (:func:`first_step`) and its cotangent ``ā_h``, to join the replay's last vector-Jacobian
+        product; empty lists when the first step is a constant. Call with gradients enabled."""
+        h0 = first_step(problem, y0)
+        if h0 is None:
+            return [], []
+        return [h0], [self.adj[1]]
 
     def take(self, grads: list[Tensor]) -> None:
         """The gradients of the three leaves: the adjoints of the iteration before."""

@@ -87,6 +87,7 @@ def _physnode_runner(
     adaptive: bool = False,
     interpolate: bool = False,
     integral: bool = False,
+    estimate: str | None = None,
 ) -> Runner:
     cls = physnode.GRADIENTS.cls(grad)
     method = cls.requires_method or default_method
@@ -98,8 +99,10 @@ def _physnode_runner(
             kw["step_size"] = s.dt
             if "adaptive" in physnode.SOLVERS.accepted_options(method):
                 kw["options"] = {"adaptive": False}
-        elif step_grad or integral:
+        elif step_grad or integral or estimate:
             kw["options"] = {"step_grad": step_grad, "integral_controller": integral}
+            if estimate:
+                kw["options"]["error_estimate"] = estimate  # type: ignore[index]
         if interpolate:
             kw["outputs"] = "interpolate"
         return physnode.odeint(f, y0, s.t, method=method, grad=grad, rtol=s.tol, atol=s.tol, **kw)
@@ -110,6 +113,7 @@ def _physnode_runner(
         + (", step_grad" if step_grad else "")
         + (", interpolate" if interpolate else "")
         + (", integral controller" if integral else "")
+        + (f", {estimate} estimate" if estimate else "")
     )
     runner.method = label  # type: ignore[attr-defined]
     return runner
@@ -117,6 +121,15 @@ def _physnode_runner(
 
 #: The methods shown with and without differentiating through the step-size controller (options step_grad).
 STEP_GRAD = ("direct", "aca")
+#: torchode's configuration (:func:`_physnode_runner` keywords): the steps on the graph (the first one too),
+#: observations interpolated, the integral controller and dopri5 with torchode's error estimate. physnode then makes
+#: torchode's steps and its gradient equals torchode's to round-off (tests/test_gradients_stepsize.py).
+TORCHODE_CONFIG: dict[str, object] = {
+    "step_grad": True,
+    "interpolate": True,
+    "integral": True,
+    "estimate": "torchdiffeq",
+}
 #: Tolerances of ``--sweep`` (gradient error against tolerance, with and without step_grad, and the peers).
 SWEEP_TOLS = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
 SWEEP_COLUMNS = ("rtol=atol", "library", "method", "time", "NFE", "err masses", "err y0")
@@ -133,6 +146,9 @@ def _sweep(args: argparse.Namespace, s: Setup, device: torch.device, ref_m: Tens
         # torchode's configuration: steps follow the tolerance, observations interpolated, integral controller.
         runner = _physnode_runner(grad, args.method, step_grad=True, interpolate=True, integral=True)
         rows.append(("physnode", f"grad={grad!r}, {runner.method}", runner))  # type: ignore[attr-defined]
+        if args.method == "dopri5":  # ... and its error estimate: torchode's steps
+            runner = _physnode_runner(grad, args.method, **TORCHODE_CONFIG)  # type: ignore[arg-type]
+            rows.append(("physnode", f"grad={grad!r}, {runner.method}", runner))  # type: ignore[attr-defined]
     for library, label, runner in (
         ("torchode", "AutoDiffAdjoint (backprop), Dopri5", _torchode),
         ("torchdiffeq", "odeint (backprop), dopri5", _torchdiffeq_backprop),
@@ -167,7 +183,10 @@ def _sweep(args: argparse.Namespace, s: Setup, device: torch.device, ref_m: Tens
         "constants of the parameters (ACA's convention). torchode differentiates through its controller and "
         "serves the observations by interpolation; torchdiffeq holds its steps constant. 'interpolate, integral "
         "controller': outputs='interpolate' and options={'step_grad': True, 'integral_controller': True}, the "
-        "configuration of torchode's row (its controller's factor, steps that do not land on observations).",
+        "configuration of torchode's row (its controller's factor, steps that do not land on observations); "
+        "'torchdiffeq estimate': dopri5 with options={'error_estimate': 'torchdiffeq'}, the embedded solution of "
+        "torchdiffeq and torchode (2/3 of Dormand & Prince's error weights): with it physnode makes torchode's "
+        "steps and its gradient equals torchode's to round-off.",
         f"time: median of forward + backward over {repeats} run(s) after a warm-up (one run when slow).",
     ]
     return table
@@ -437,6 +456,9 @@ def run(argv: list[str] | None = None) -> int:
         if grad in STEP_GRAD:  # the same method differentiating through the step-size controller
             runner = _physnode_runner(grad, args.method, step_grad=True)
             add("physnode", f"grad={grad!r}, {runner.method}", grad, runner, None, primary=False)  # type: ignore[attr-defined]
+            if args.method == "dopri5":  # ... in torchode's configuration
+                runner = _physnode_runner(grad, args.method, **TORCHODE_CONFIG)  # type: ignore[arg-type]
+                add("physnode", f"grad={grad!r}, {runner.method}", grad, runner, None, primary=False)  # type: ignore[attr-defined]
         if grad in FIXED_STEP:  # ... and with adaptive steps at the common tolerance
             runner = _physnode_runner(grad, args.method, adaptive=True)
             add("physnode", f"grad={grad!r}, {runner.method}", grad, runner, None, primary=False)  # type: ignore[attr-defined]
@@ -494,8 +516,11 @@ def run(argv: list[str] | None = None) -> int:
         "of the gradient w.r.t. the masses and w.r.t. y0.",
         f"time: median of forward + backward over {repeats} run(s) after a warm-up; '(1 run)': a warm-up over "
         f"{SLOW:g} s, then timed once; '(warm-up)': the warm-up took over {SLOW_ONE:g} s and is the time.",
-        "step_grad: options={'step_grad': True} (the step sizes on the graph through the PI controller; the last "
-        "step of each interval the remainder); speed-ups compare with the row without it.",
+        "step_grad: options={'step_grad': True} (the step sizes on the graph through the PI controller, the first "
+        "one too; the last step of each interval the remainder); 'interpolate, integral controller, torchdiffeq "
+        "estimate': torchode's configuration (outputs='interpolate', options={'step_grad': True, "
+        "'integral_controller': True, 'error_estimate': 'torchdiffeq'}): torchode's steps and, to round-off, its "
+        "gradient.",
         "NFE: calls of the right-hand side, forward and backward together (vector-Jacobian products inside "
         "backprop are not calls).",
         "speed-up: peer time / physnode time of the method it compares to (>1: physnode faster); on the rows with "

@@ -116,6 +116,9 @@ class ACA(ReplayGradient):
             state0 = problem.solver.init(func, problem.t[:, 0], y0, h0)
             outs = [s for s, a in zip(state0, adj, strict=True) if a is not None]
             cots = [a for a in adj if a is not None]
+            if control is not None:  # and through the first proposal h_0(y_0, θ) (physnode.step_grad.first_step)
+                h_outs, h_cots = control.initial(problem, y0)
+                outs, cots = outs + h_outs, cots + h_cots
             grads = vjp(outs, [y0, *params], cots)
         for g, gp in zip(g_params, grads[1:], strict=True):
             g.add_(gp)

@@ -248,12 +248,17 @@ class SymplecticAdjoint(ReplayGradient):
             if fsal:
                 lam_k = torch.where(acc, lam_k_in if lam_k_in is not None else torch.zeros_like(lam), lam_k)
         lam = lam + grad_ys[:, 0]
-        if not fsal:
+        if not fsal and control is None:
             return lam, g_params
         y0 = problem.y0.detach().requires_grad_()
         with torch.enable_grad():
-            k0 = func(problem.t[:, 0], y0)
-            grads = vjp([k0], [y0, *params], [lam_k])
+            outs, cots = ([func(problem.t[:, 0], y0)], [lam_k]) if fsal else ([], [])
+            if control is not None:  # through the first proposal h_0(y_0, θ) (physnode.step_grad.first_step)
+                h_outs, h_cots = control.initial(problem, y0)
+                outs, cots = outs + h_outs, cots + h_cots
+            if not outs:
+                return lam, g_params
+            grads = vjp(outs, [y0, *params], cots)
         for g, gp in zip(g_params, grads[1:], strict=True):
             g.add_(gp)
         return lam + grads[0], g_params

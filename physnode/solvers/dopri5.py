@@ -3,13 +3,27 @@
 The dense output is Shampine's (1986, "Some practical Runge–Kutta formulas", Math. Comp. 46) fourth-order
 interpolant built from the seven stages of the step (the seventh is ``f(t + h, y_(n+1))``, FSAL), as used in
 Hairer's DOPRI5 code (Hairer, Nørsett & Wanner, *Solving ODEs I*, II.6, and its ``CONTD5`` coefficients ``D``);
-rows are the stage weights ``b_i(theta)`` as coefficients of ``theta, theta^2, theta^3, theta^4``."""
+rows are the stage weights ``b_i(theta)`` as coefficients of ``theta, theta^2, theta^3, theta^4``.
+
+Two embedded fourth-order solutions, chosen with ``options={"error_estimate": ...}``:
+
+- ``"dormand_prince"`` (default): Dormand & Prince's ``b_hat`` (``b_hat_7 = 1/40``), the error estimate of Hairer's
+  DOPRI5 code (its ``E`` coefficients) and of MATLAB's ``ode45``;
+- ``"torchdiffeq"``: the ``b_hat`` of torchdiffeq's and torchode's ``dopri5`` (``b_hat_7 = 1/60``; torchdiffeq names
+  its tableau after Dormand, Prince and Shampine). Its error weights ``b - b_hat`` are exactly ``2/3`` of the
+  default's, so a solve at ``rtol = atol = tol`` takes the steps of the default at ``1.5 tol``: the same steps as
+  those libraries at the same tolerances (side-by-side comparisons), nothing more accurate.
+"""
+
+import dataclasses
 
 from .rk import ExplicitRK
 from .tableau import Tableau
 
 _B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _B_HAT = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+#: The embedded solution of torchdiffeq's and torchode's dopri5 (their ``b_low_order`` / ``c_sol - c_error``).
+_B_HAT_TORCHDIFFEQ = (1951 / 21600, 0.0, 22642 / 50085, 451 / 720, -12231 / 42400, 649 / 6300, 1 / 60)
 
 TABLEAU = Tableau(
     name="dopri5",
@@ -40,7 +54,35 @@ TABLEAU = Tableau(
 )
 
 
+#: The same method with the error estimate of torchdiffeq and torchode (``options={"error_estimate": "torchdiffeq"}``).
+TABLEAU_TORCHDIFFEQ = dataclasses.replace(
+    TABLEAU, b_err=tuple(b - bh for b, bh in zip(_B, _B_HAT_TORCHDIFFEQ, strict=True))
+)
+#: The tableaux of :class:`Dopri5`'s ``error_estimate`` option.
+ERROR_ESTIMATES = {"dormand_prince": TABLEAU, "torchdiffeq": TABLEAU_TORCHDIFFEQ}
+
+
 class Dopri5(ExplicitRK):
-    """Adaptive Dormand–Prince 5(4)."""
+    """Adaptive Dormand–Prince 5(4).
+
+    Parameters
+    ----------
+    adaptive
+        As for :class:`~physnode.solvers.rk.ExplicitRK`.
+    error_estimate
+        The embedded solution of the error estimate: ``"dormand_prince"`` (default, Hairer's DOPRI5) or
+        ``"torchdiffeq"`` (torchdiffeq's and torchode's, ``2/3`` of the default's; see the module docstring).
+    """
 
     tableau = TABLEAU
+
+    def __init__(self, adaptive: bool | None = None, error_estimate: str = "dormand_prince") -> None:
+        if error_estimate not in ERROR_ESTIMATES:
+            raise ValueError(
+                f"error_estimate must be one of {sorted(ERROR_ESTIMATES)}, got {error_estimate!r}; use "
+                "'dormand_prince' (the default) or 'torchdiffeq' (the steps of torchdiffeq's and torchode's dopri5)."
+            )
+        if error_estimate != "dormand_prince":
+            self.tableau = ERROR_ESTIMATES[error_estimate]  # type: ignore[misc]  # this instance's tableau
+        self.error_estimate = error_estimate
+        super().__init__(adaptive)

@@ -239,7 +239,7 @@ BAD: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
         lambda: ode(options={"safety_factor": 0.5}),
         ValueError,
         r"unknown option 'safety_factor' for method='dopri5', grad='direct'; accepted: adaptive, compile, "
-        r"integral_controller, step_grad, "
+        r"error_estimate, integral_controller, step_grad, "
         r"stiffness_check\.",
     ),
     # Gradient methods without options used to advertise object's (*args, **kwargs) as options.
