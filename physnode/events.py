@@ -6,13 +6,21 @@ the trajectory at its first event (e.g. a ball reaching the floor), non-terminal
 ``max_events``) while the solve goes on to ``t_end``.
 
 **Location** (no graph). The solve runs with physnode's per-trajectory loop; after every accepted step of a
-trajectory its ``g`` is evaluated at the new state and compared with the value at the previous accepted state.
-A sign change (in the requested ``direction``) brackets an event in that step, located on the cubic Hermite
-interpolant of the step (end points ``y``, ``f``; fourth-order accurate) by the Illinois variant of regula falsi,
-vectorised over the batch (superlinear convergence, at most ``max_iter`` iterations, stopping when the bracket is
-below ``xtol`` or ``g`` is exactly zero). As in scipy's ``solve_ivp``, two sign changes within one step cancel
-and are not seen: bound the step with ``max_step`` when events may come in close pairs. A zero of ``g`` at ``t0``
-itself is not an event (so that a restart from an event state does not stop at once).
+trajectory its ``g`` is evaluated at the new state, at ``samples`` interior points of the step (Chebyshev points
+``θ_j = (1 - cos(π j / (m + 1))) / 2`` of the step's interpolant) and compared with the value at the previous
+accepted state. Every sign change (in the requested ``direction``) between two consecutive points brackets an
+event, so up to ``samples + 1`` events per step are found (scipy's ``solve_ivp`` and torchdiffeq compare the step's
+ends only, where two sign changes within one step cancel). Each bracket is located on the interpolant by the
+Illinois variant of regula falsi, vectorised over the batch (superlinear convergence, at most ``max_iter``
+iterations, stopping when the bracket is below ``xtol`` or ``g`` is exactly zero). The interpolant is the
+solver's continuous extension when it has one (``interpolant="auto"``: dopri5's and tsit5's free fourth-order
+ones, dopri8's seventh-order DOP853 one, :mod:`physnode.dense`), otherwise the cubic Hermite interpolant of the
+step (end points ``y``, ``f``; fourth-order accurate; ``interpolant="hermite"`` forces it).
+
+*What can still be missed*: two sign changes between the same two consecutive sample points (a pair of roots
+closer than about ``h / (samples + 1)``, or a tangential touch of ``g = 0`` between samples) cancel and are not
+seen; raise ``samples`` or bound the step with ``max_step`` when events may come in such close pairs. A zero of
+``g`` at ``t0`` itself is not an event (so that a restart from an event state does not stop at once).
 
 **Gradient** (implicit-function theorem). The solve is then repeated with the user's gradient method on the
 times ``[t0, t*_1, ..., t_end]`` (every event becomes an observation time, so its state ``y*`` is the solver's,
@@ -30,8 +38,10 @@ theorem's ``dt*/dθ = -(∂g/∂θ + ∂g/∂y dy*/dθ) / D``; ``y_e`` is the st
 correction, with the total derivative ``dy*/dθ + f dt*/dθ``. Gradients reach ``y0``, the parameters of ``f`` and
 ``g`` and, when ``t0`` requires grad, ``t0`` (:mod:`physnode.time_input`), with every gradient method. Like the
 time gradients they are those of the exact flow, to the solve's tolerance. A tangential event (``D = 0``) has no
-derivative. The price: the solve runs twice (location, then the differentiable solve), plus ``2`` evaluations
-of ``f`` and ``~5-10`` of ``g`` per located event.
+derivative. The price: the solve runs twice (location, then the differentiable solve), plus ``samples + 1``
+evaluations of ``g`` per step, ``~5-10`` per located event, and in the location solve the evaluations of ``f`` the
+interpolant needs: none for dopri5 and tsit5, four per step for dopri8's DOP853 extension (``"free5"`` needs none,
+:class:`~physnode.solvers.dopri8.Dopri8`), one per step for the Hermite interpolant.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import torch
 from torch import Tensor
 
 from ._validate import check_int, check_real, check_y0, describe
+from .dense import evaluate
 from .gradients import GradientMethod
 from .integrate import CountingRHS, integrate
 from .odeint import _KEYWORD_DEFAULTS, _build_problem, solve
@@ -54,7 +65,7 @@ from .solution import Solution
 from .solvers import Solver
 from .solvers.base import State
 
-__all__ = ["EventSolution", "hermite", "illinois", "odeint_event"]
+__all__ = ["EventSolution", "hermite", "illinois", "odeint_event", "sample_points"]
 
 EventFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -153,6 +164,11 @@ def illinois(
 
 
 # ------------------------------------------------------------------------------------------------ location
+def sample_points(samples: int) -> np.ndarray:
+    """``samples`` interior Chebyshev points ``θ_j = (1 - cos(π j / (samples + 1))) / 2`` of a step, increasing."""
+    return (1.0 - np.cos(np.pi * np.arange(1, samples + 1) / (samples + 1))) / 2.0
+
+
 class _Locator:
     """The loop's monitor (``Problem.monitor``): watches ``g`` after every accepted step and locates events."""
 
@@ -167,13 +183,25 @@ class _Locator:
         max_events: int,
         max_iter: int,
         sdtype: torch.dtype,
+        solver: Solver,
+        samples: int,
+        interpolant: str,
     ) -> None:
         self.rhs, self.g, self.terminal, self.direction = rhs, g, terminal, direction
         self.max_events, self.max_iter, self.sdtype = max_events, max_iter, sdtype
+        self.solver = solver
+        #: Locate on the solver's continuous extension (``dense_terms``) or on the cubic Hermite interpolant.
+        self.dense = interpolant == "auto" and getattr(solver, "dense_order", None) is not None
         B = y0.shape[0]
         self.t_prev = t0.astype(np.float64).copy()
         self.y_prev = y0.detach().clone()
         self.g_prev = self._g(self.t_prev, self.y_prev)
+        self.theta = sample_points(samples)
+        # Hermite with interior samples needs f at both ends of every step: the end's value is kept for the next.
+        self.f_prev: Tensor | None = None
+        self._f_new: Tensor | None = None  # f at the end of the last step (Hermite)
+        if samples and not self.dense:
+            self.f_prev = rhs(self._t(self.t_prev), self.y_prev)
         self.times: list[list[float]] = [[] for _ in range(B)]
         self.nfe_g = 1
 
@@ -191,53 +219,101 @@ class _Locator:
             )
         return out.detach()
 
+    def _interpolant(self, t_new: np.ndarray, y_new: Tensor) -> Callable[[Tensor], Tensor]:
+        """``theta (B,) -> (t (B,), y (B, D))`` on the last step of every row (meaningful on accepted rows)."""
+        h_host = t_new - self.t_prev
+        ta, h = self._t(self.t_prev), self._t(h_host)
+        if self.dense:
+            y_n, h_n, R = self.solver.dense_terms(self.rhs)  # type: ignore[attr-defined]  # dense_order checked
+
+            def on_extension(theta: Tensor) -> Tensor:
+                return evaluate(y_n, h_n, R, theta.unsqueeze(1))[:, 0]
+
+            return on_extension
+        y_a = self.y_prev
+        f_a = self.rhs(ta, y_a) if self.f_prev is None else self.f_prev
+        f_b = self.rhs(self._t(t_new), y_new)
+        self._f_new = f_b
+
+        def on_hermite(theta: Tensor) -> Tensor:
+            return hermite(theta, h, y_a, f_a, y_new, f_b)
+
+        return on_hermite
+
     def __call__(self, t_new: np.ndarray, accept: np.ndarray, state: State) -> np.ndarray:
         y_new = state[0].detach()
         g_new = self._g(t_new, y_new)
         self.nfe_g += 1
-        acc = torch.from_numpy(accept).to(y_new.device)
-        g_prev = self.g_prev
-        cross = (g_prev * g_new < 0) | ((g_new == 0) & (g_prev != 0))
-        if self.direction > 0:
-            cross &= g_prev < 0
-        elif self.direction < 0:
-            cross &= g_prev > 0
-        room = torch.tensor([len(ts) < self.max_events for ts in self.times], device=y_new.device)
-        cross &= acc & room
-        hit = cross.cpu().numpy()
+        dev = y_new.device
+        acc = torch.from_numpy(accept).to(dev)
+        h_host = t_new - self.t_prev
+        ta, h = self._t(self.t_prev), self._t(h_host)
+        interp = self._interpolant(t_new, y_new) if len(self.theta) else None  # else only on a sign change
+        thetas = [torch.zeros_like(g_new), *(torch.full_like(g_new, float(x)) for x in self.theta)]
+        values = [self.g_prev]
+        for theta in thetas[1:]:
+            assert interp is not None
+            values.append(self._g(ta + theta * h, interp(theta)))
+            self.nfe_g += 1
+        thetas.append(torch.ones_like(g_new))
+        values.append(g_new)
+        # Sign changes between consecutive points; a zero is kept as the sign before it (a touching zero is one
+        # event, not two), and the bracket's left value is that kept sign.
+        room = torch.tensor([len(ts) < self.max_events for ts in self.times], device=dev)
+        left = self.g_prev
+        crosses, lefts = [], []
+        for right in values[1:]:
+            cross = (left * right < 0) | ((right == 0) & (left != 0))
+            if self.direction > 0:
+                cross &= left < 0
+            elif self.direction < 0:
+                cross &= left > 0
+            crosses.append(cross & acc & room)
+            lefts.append(left)
+            left = torch.where(right == 0, left, right)
+        hit_k = torch.stack(crosses, dim=1).cpu().numpy()  # (B, samples + 1): one host read per step
+        hit = hit_k.any(axis=1)
         if hit.any():
-            t_event = self._locate(t_new, y_new, g_prev, g_new)
-            for b in np.flatnonzero(hit):
-                self.times[b].append(float(t_event[b]))
-        # Accepted rows move on; g exactly 0 at the new point is kept as the sign before it (a touching zero is
-        # one event, not two).
-        g_keep = torch.where(g_new == 0, g_prev, g_new)
-        self.g_prev = torch.where(acc, g_keep, g_prev)
+            if interp is None:
+                interp = self._interpolant(t_new, y_new)
+            for k in np.flatnonzero(hit_k.any(axis=0)):
+                frac = self._locate(interp, ta, h, h_host, t_new, thetas[k], thetas[k + 1], lefts[k], values[k + 1])
+                t_event = self.t_prev + frac * h_host
+                for b in np.flatnonzero(hit_k[:, k]):
+                    if len(self.times[b]) < self.max_events:
+                        self.times[b].append(float(t_event[b]))
+        g_keep = torch.where(g_new == 0, left, g_new)
+        self.g_prev = torch.where(acc, g_keep, self.g_prev)
         self.y_prev = torch.where(acc.unsqueeze(-1), y_new, self.y_prev)
+        if self.f_prev is not None and self._f_new is not None:
+            self.f_prev = torch.where(acc.unsqueeze(-1), self._f_new, self.f_prev)
         self.t_prev = np.where(accept, t_new, self.t_prev)
-        return hit if self.terminal else np.zeros_like(hit)
+        return np.asarray(hit if self.terminal else np.zeros_like(hit), dtype=bool)
 
-    def _locate(self, t_new: np.ndarray, y_new: Tensor, g_a: Tensor, g_b: Tensor) -> np.ndarray:
-        """Event times ``(B,)`` (host float64) on the Hermite interpolant of every row's last step."""
-        t_a = self.t_prev
-        h_host = t_new - t_a
-        h = self._t(h_host)
-        ta = self._t(t_a)
-        y_a = self.y_prev
-        f_a = self.rhs(ta, y_a)
-        f_b = self.rhs(self._t(t_new), y_new)
+    def _locate(
+        self,
+        interp: Callable[[Tensor], Tensor],
+        ta: Tensor,
+        h: Tensor,
+        h_host: np.ndarray,
+        t_new: np.ndarray,
+        a: Tensor,
+        b: Tensor,
+        g_a: Tensor,
+        g_b: Tensor,
+    ) -> np.ndarray:
+        """Fractions ``theta`` ``(B,)`` (host float64) of the roots of ``g`` on the interpolant in ``[a, b]``."""
 
         def g_at(theta: Tensor) -> Tensor:
             self.nfe_g += 1
-            return self._g(ta + theta * h, hermite(theta, h, y_a, f_a, y_new, f_b))
+            return self._g(ta + theta * h, interp(theta))
 
-        zero, one = torch.zeros_like(g_a), torch.ones_like(g_a)
         eps = float(np.finfo(np.float64).eps if self.sdtype == torch.float64 else np.finfo(np.float32).eps)
         with np.errstate(divide="ignore", over="ignore"):  # rows that did not move (h = 0) get xtol = 1
             scale = np.maximum(np.abs(t_new), 1.0) / np.abs(h_host)
         xtol = self._t(np.minimum(4 * eps * scale, 1.0))
-        theta = illinois(g_at, zero, one, g_a, g_b, xtol, self.max_iter)
-        return t_a + theta.cpu().numpy().astype(np.float64) * h_host
+        theta = illinois(g_at, a, b, g_a, g_b, xtol, self.max_iter)
+        return theta.cpu().numpy().astype(np.float64)
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -274,6 +350,8 @@ def odeint_event(
     options: Mapping[str, Any] | SolveOptions | None = None,
     max_step: float = math.inf,
     max_iter: int = 60,
+    samples: int = 4,
+    interpolant: str = "auto",
 ) -> EventSolution:
     """Solve ``dy/dt = func(t, y)`` from ``t0`` until the events ``event_fn(t, y) = 0``; differentiable.
 
@@ -304,6 +382,13 @@ def odeint_event(
         Bound on ``|h|`` (see :func:`physnode.solve`); use it when two events may fall within one step.
     max_iter
         Bound on the root finder's iterations per event (60: ~1e-16 relative even when convergence is linear).
+    samples
+        Interior points of every step at which ``g`` is evaluated on the step's interpolant, so that up to
+        ``samples + 1`` sign changes within one step are found (default 4; ``0`` compares the step's ends only, as
+        scipy and torchdiffeq do). Pairs of roots closer than about ``h / (samples + 1)`` can still cancel.
+    interpolant
+        ``"auto"`` (default): locate on the solver's continuous extension when it has one (:mod:`physnode.dense`),
+        else on the cubic Hermite interpolant of the step; ``"hermite"``: always the Hermite interpolant.
 
     Returns
     -------
@@ -328,6 +413,14 @@ def odeint_event(
     max_iter = check_int("max_iter", max_iter, "a positive integer")
     if limit < 1 or max_iter < 1:
         raise ValueError(f"max_events and max_iter must be positive; got {limit} and {max_iter}.")
+    samples = check_int("samples", samples, "a non-negative integer (interior sample points per step)")
+    if samples < 0:
+        raise ValueError(f"samples must be a non-negative integer (interior sample points per step), got {samples}.")
+    if interpolant not in ("auto", "hermite"):
+        raise ValueError(
+            f"interpolant must be 'auto' (the solver's continuous extension, else Hermite) or 'hermite', got "
+            f"{describe(interpolant)}."
+        )
     opts = resolve_options(
         options,
         _KEYWORD_DEFAULTS,
@@ -363,6 +456,9 @@ def odeint_event(
             limit,
             max_iter,
             y0b.dtype,
+            problem.solver,
+            samples,
+            interpolant,
         )
         problem.monitor = locator
         located = integrate(problem)
