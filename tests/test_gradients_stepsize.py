@@ -270,3 +270,22 @@ def test_torchode_configuration_gives_torchode_gradient():
             # The same floating-point steps in another order of operations: 1e-10 relative (measured 2.5e-14 here,
             # 4e-12 on the benchmark's 100 observations at 1e-7).
             torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10 * float(r.abs().max()))
+
+
+@pytest.mark.slow
+def test_bench_sweep_shows_torchode_configuration_level_with_torchode(capsys):
+    # `physnode bench gradients --sweep`: the rows of torchode's configuration print torchode's errors (the same
+    # discrete solve, differentiated exactly) at every tolerance of the quick sweep.
+    pytest.importorskip("torchode")
+    from physnode.bench import gradients as bench_gradients
+
+    assert bench_gradients.run(["--sweep", "--quick", "--markdown"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1e-")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    for tol in sorted({r[0] for r in rows}):
+        peer = next(r for r in rows if r[0] == tol and r[1] == "torchode")
+        ours = [r for r in rows if r[0] == tol and r[1] == "physnode" and r[2].endswith("torchdiffeq estimate")]
+        assert {r[2].split(",")[0] for r in ours} == {"grad='direct'", "grad='aca'"}
+        for r in ours:
+            # Errors printed to three digits: equal gradients (4e-12 apart) print the same digits.
+            assert (r[5], r[6]) == (peer[5], peer[6]), (r, peer)
