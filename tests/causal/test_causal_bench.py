@@ -9,6 +9,7 @@ import io
 import pytest
 
 from physnode import bench
+from physnode.bench import causal as causal_bench
 
 
 def parse(text: str) -> list[dict[str, str]]:
@@ -19,11 +20,28 @@ def parse(text: str) -> list[dict[str, str]]:
 
 def test_quick_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["causal", "--quick", "--markdown", "--systems", "glv-10"]) == 0
-    rows = parse(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    rows = parse(out)
     assert [r["method"] for r in rows][:2] == ["structured+prox", "unregularised"]
     assert rows[2]["method"].startswith("lasso")
     for r in rows:
         assert 0.0 <= float(r["AUROC"]) <= 1.0 and int(r["SHD"]) >= 0 and float(r["int. err"]) >= 0
+        assert float(r["val. err"]) >= 0
+    assert rows[1]["vs unreg."] == "1.00×"
+    # the choices made on the validation trajectories are reported
+    assert "seed 0:" in out and "selected λ = " in out and "λ_r = " in out
+
+
+def test_selection_takes_the_largest_weight_within_the_tolerance() -> None:
+    # validation errors along increasing weights; the best is 1.0, the tolerance 10 %: 1.05 qualifies, 1.2 not
+    assert causal_bench._select([3.0, 1.0, 1.05, 1.2]) == 2
+    assert causal_bench._select([float("inf"), 2.0]) == 1  # a failed forecast never wins
+    assert causal_bench._select([1.0, 1.0 + 2 * causal_bench.TOLERANCE]) == 0
+
+
+def test_bad_seeds_are_explained() -> None:
+    with pytest.raises(SystemExit, match=r"--seeds: expected comma-separated integers.*got 'a'"):
+        bench.main(["causal", "--quick", "--seeds", "a"])
 
 
 def test_unknown_system_is_explained() -> None:
