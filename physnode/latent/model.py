@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.trajectories import Trajectories
-from .decoder import GaussianDecoder, mlp
+from .decoder import Decoder, DecoderSpec, ObservationScales, build_decoder, mlp
 from .encoder import BackwardGRUEncoder
 from .expert import Expert
 from .grid import solve_grid
@@ -133,6 +133,10 @@ class LatentHybrid(nn.Module):
         Initial prior standard deviation of the per-trajectory parameters around the population value, in their
         unconstrained space (``0.3`` is about 30 % for a softplus-positive parameter far from zero); learned in
         variational inference, fixed for point estimates.
+    decoder
+        ``None``: a neural :class:`~physnode.latent.GaussianDecoder` of width ``hidden``; or a
+        :class:`~physnode.latent.DecoderSpec` (channels known / known + residual / neural, likelihoods per channel),
+        completed with the model's states, or a built :class:`~physnode.latent.Decoder`.
 
     Notes
     -----
@@ -162,6 +166,7 @@ class LatentHybrid(nn.Module):
         fixed_initial: Mapping[str, float] | None = None,
         inference: str = "variational",
         theta_prior_std: float = 0.3,
+        decoder: DecoderSpec | Decoder | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         for name, v, lo in (("data_dim", data_dim, 1), ("input_dim", input_dim, 0), ("latent_dim", latent_dim, 0)):
@@ -219,7 +224,11 @@ class LatentHybrid(nn.Module):
         self.register_buffer("scales_set", torch.zeros((), dtype=torch.bool))
         self.encoder = BackwardGRUEncoder(data_dim, input_dim, self.n_init + self.P, encoder_hidden)
         self.f_m = mlp(latent_dim + De + input_dim, hidden, latent_dim) if latent_dim else None
-        self.decoder = GaussianDecoder(De + latent_dim, data_dim, hidden)
+        self.decoder = build_decoder(
+            decoder, expert_states=names, latent_dim=latent_dim, data_dim=data_dim, hidden=hidden
+        )
+        if isinstance(self.decoder, Decoder):  # saved with the model (the default Gaussian one is implied)
+            self.config["decoder"] = self.decoder.to_config()
         self.z0_prior_loc = nn.Parameter(torch.zeros(self.n_init))
         self.z0_prior_logstd = nn.Parameter(torch.zeros(self.n_init))
         self.theta_prior_logstd = nn.Parameter(torch.full((self.P,), math.log(theta_prior_std)))
@@ -277,6 +286,10 @@ class LatentHybrid(nn.Module):
         if self.f_m is not None:
             out += [p for p in self.f_m.parameters() if p.requires_grad]
         return out
+
+    def observation_scales(self) -> ObservationScales:
+        """The scales the decoder reads: expert-state scale, observation location and scale."""
+        return ObservationScales(self.expert_scale, self.obs_loc, self.obs_scale)
 
     def scaled_state(self, z: Tensor) -> Tensor:
         """``(z_e / scale, z_m)`` as the decoder reads it."""
@@ -392,10 +405,8 @@ class LatentHybrid(nn.Module):
         z0 = self.initial_state(w[:, : self.n_init])
         theta = self.theta_raw(w[:, self.n_init :])
         zs = self.solve(z0, data.times.to(z0.dtype), data.lengths, inputs, theta, t0=t0, settings=settings)
-        mean = self.decoder(self.scaled_state(zs))
-        values = (data.values.to(mean.dtype) - self.obs_loc) / self.obs_scale
         mask = data.mask & data.time_mask.unsqueeze(-1)
-        nll = self.decoder.nll(mean, values, mask)
+        nll = self.decoder.neg_log_likelihood(zs, data.values, mask, self.observation_scales())
         kl = self.kl(post)
         n = mask.sum().clamp(min=1)
         total = (nll.sum() + kl.sum()) / n
@@ -452,7 +463,7 @@ class LatentHybrid(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), tt.shape[1], dtype=torch.long, device=tt.device)
         zs = self.solve(z0, tt, lengths, plan if plan is not None else inputs, theta, t0=t0, settings=settings)
-        mean = self.decoder(self.scaled_state(zs)) * self.obs_scale + self.obs_loc
+        mean = self.decoder.observe(zs, self.observation_scales())
         out = {"mean": mean, "states": zs, "z0": z0}
         if theta is not None and self.expert is not None:
             out["theta"] = self.expert.constrained(theta)

@@ -10,6 +10,7 @@ import torch
 
 from .._archive import load_weights_only
 from .._atomic import atomic_write
+from .decoder import Decoder, DecoderSpec
 from .expert import Expert
 from .model import LatentHybrid
 
@@ -30,12 +31,23 @@ def _expert_description(expert: Expert | None) -> dict | None:
     }
 
 
+def _decoder_description(config: dict) -> dict:
+    """A decoder config without its parameters' values (those are in the state dict)."""
+    params = {
+        n: sorted(k for k in spec if k != "value") if isinstance(spec, dict) else "constant"
+        for n, spec in config.get("params", {}).items()
+    }
+    return {**{k: v for k, v in config.items() if k != "params"}, "params": params}
+
+
 def save_latent_hybrid(path: str | os.PathLike, model: LatentHybrid) -> None:
     """Write ``model`` to ``path`` (``.pt``): ``{"format", "config" (JSON text), "expert" (JSON text), "state_dict"}``.
 
     The expert's equations are code, not data: its parameters (population values included) are in the state dict,
     and :func:`load_latent_hybrid` takes an equivalent :class:`Expert` (same physics, inputs and per-trajectory
-    parameters), checked against the description stored here.
+    parameters), checked against the description stored here. A :class:`~physnode.latent.Decoder` is part of the
+    config (channels, known maps as text, residuals, likelihoods) and rebuilt from it; known maps given as Python
+    callables are stored by name only and must be passed again (``decoder=``).
     """
     if not isinstance(model, LatentHybrid):
         raise TypeError(f"save_latent_hybrid saves a physnode.latent.LatentHybrid, got {type(model).__name__}.")
@@ -51,7 +63,11 @@ def save_latent_hybrid(path: str | os.PathLike, model: LatentHybrid) -> None:
 
 
 def load_latent_hybrid(
-    path: str | os.PathLike, *, expert: Expert | None = None, map_location: torch.device | str | None = None
+    path: str | os.PathLike,
+    *,
+    expert: Expert | None = None,
+    decoder: DecoderSpec | Decoder | None = None,
+    map_location: torch.device | str | None = None,
 ) -> LatentHybrid:
     """Rebuild a model saved by :func:`save_latent_hybrid` (``torch.load(weights_only=True)``: no pickle).
 
@@ -61,6 +77,9 @@ def load_latent_hybrid(
         The file.
     expert
         An :class:`Expert` equivalent to the saved one (required when the model had one, refused otherwise).
+    decoder
+        The model's :class:`~physnode.latent.DecoderSpec` again: needed only when its known maps are Python
+        callables (the symbolic ones are rebuilt from the file); checked against the saved description.
     map_location
         Device of the loaded tensors.
 
@@ -92,7 +111,16 @@ def load_latent_hybrid(
         ours = _expert_description(expert)
         if ours != saved:
             raise ValueError(f"{where}: the expert passed ({ours}) differs from the saved one ({saved}).")
+    if decoder is not None:
+        saved_decoder = config.get("decoder")
+        if saved_decoder is None:
+            raise ValueError(f"{where} has the default Gaussian decoder; do not pass decoder=.")
+        config["decoder"] = decoder
     model = LatentHybrid(expert=expert, **config)
+    if decoder is not None:
+        ours, theirs = (_decoder_description(d) for d in (model.config["decoder"], saved_decoder))
+        if ours != theirs:
+            raise ValueError(f"{where}: the decoder passed ({ours}) differs from the saved one ({theirs}).")
     ref = next(v for v in state["state_dict"].values() if v.is_floating_point())
     model = model.to(ref.device, ref.dtype)  # before loading, so the weights keep their precision
     model.load_state_dict(state["state_dict"])
