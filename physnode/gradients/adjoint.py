@@ -15,7 +15,9 @@ at observation ``j``) and ``g`` accumulates ``∂L/∂θ``. At ``t_0``, ``a = �
 
 The backward solves use physnode's own per-trajectory loop (:func:`~physnode.integrate.integrate`) with
 the forward method's tableau, step-size control on ``[y, a]`` with ``adjoint_rtol``/``adjoint_atol``
-(the parameter part ``g`` is a pure quadrature and is left out of the error norm). Every stage costs one
+(the parameter part ``g`` is a pure quadrature and is left out of the error norm: the backward norm is always the
+*seminorm* that torchdiffeq offers as ``adjoint_options=dict(norm="seminorm")``; with a user ``norm=`` the
+backward norm is the larger of ``norm`` of the ``y`` part and of the ``a`` part). Every stage costs one
 evaluation of ``f`` with a graph and one vector-Jacobian product giving both ``aᵀ∂f/∂y`` and
 ``aᵀ∂f/∂θ``. Since the trajectories take different steps, the quadrature of ``g`` is accumulated over the
 batch with per-trajectory weights ``h_b b_i`` folded into the cotangent; the contributions of rejected
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -357,6 +360,20 @@ class _AdjointESDIRK(Solver):
         return new_state, err
 
 
+def _pair_norm(norm: Callable[[Tensor], Tensor] | None, D: int) -> Callable[[Tensor], Tensor] | None:
+    """The backward error norm of ``[y, a]`` ``(B, 2D) -> (B,)`` from the forward solve's user ``norm``
+    (``(B, D) -> (B,)``): the larger of the norm of the ``y`` part and of the ``a`` part, as torchdiffeq's adjoint
+    does with a forward ``norm``. ``None`` (RMS over ``[y, a]``) without one."""
+    if norm is None:
+        return None
+    user = norm
+
+    def pair(scaled: Tensor) -> Tensor:
+        return torch.maximum(user(scaled[:, :D]), user(scaled[:, D:]))
+
+    return pair
+
+
 class ContinuousAdjoint(ReplayGradient):
     """Continuous adjoint method (``grad="adjoint"``): the adjoint ODE solved backward in time.
 
@@ -410,7 +427,7 @@ class ContinuousAdjoint(ReplayGradient):
         atol = ctrl.atol if self.adjoint_atol is None else self.adjoint_atol
         if isinstance(atol, Tensor):
             atol = atol.expand(D).repeat(2)
-        return PIController(rtol=rtol, atol=atol)
+        return PIController(rtol=rtol, atol=atol, norm=_pair_norm(ctrl.norm, D))
 
     def forward_solve(self, problem: Problem) -> Integration:
         """The forward solve; with an ESDIRK method it keeps every state (the backward pass interpolates them)."""
@@ -427,7 +444,7 @@ class ContinuousAdjoint(ReplayGradient):
         if isinstance(ctrl, PIController):
             rtol = ctrl.rtol if self.adjoint_rtol is None else self.adjoint_rtol
             atol = ctrl.atol if self.adjoint_atol is None else self.adjoint_atol
-            ctrl = PIController(rtol=rtol, atol=atol)
+            ctrl = PIController(rtol=rtol, atol=atol, norm=ctrl.norm)  # the state is the adjoint a alone
         solver = _AdjointESDIRK(cast(ESDIRK, problem.solver), problem.func, params, ctrl, _ForwardPath(problem, result))
         a = grad_ys[:, T - 1]
         for j in range(T - 2, -1, -1):
