@@ -51,9 +51,12 @@ def save_latent_hybrid(path: str | os.PathLike, model: LatentHybrid) -> None:
     """
     if not isinstance(model, LatentHybrid):
         raise TypeError(f"save_latent_hybrid saves a physnode.latent.LatentHybrid, got {type(model).__name__}.")
+    config = dict(model.config)
+    if isinstance(model.decoder, Decoder):  # the known maps' parameters at their current (fitted) values
+        config["decoder"] = model.decoder.to_config()
     state = {
         "format": MODEL_FORMAT,
-        "config": json.dumps(model.config, sort_keys=True),
+        "config": json.dumps(config, sort_keys=True),
         "expert": json.dumps(_expert_description(model.expert), sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }

@@ -133,6 +133,7 @@ def test_save_load_round_trip_of_a_symbolic_decoder(tmp_path):
     assert isinstance(loaded.decoder, Decoder)
     assert loaded.decoder.roles() == m.decoder.roles()
     assert loaded.decoder.to_config() == m.decoder.to_config()
+    assert loaded.config["decoder"]["params"]["a"]["value"] == pytest.approx(0.9, rel=1e-12)  # the fitted value
     after = loaded.predict(data, plan, times, until=2.0, settings=SETTINGS)
     # Same weights, same arithmetic: equal up to round-off.
     torch.testing.assert_close(after["mean"], before["mean"], rtol=1e-12, atol=1e-12)
