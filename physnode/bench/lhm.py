@@ -25,11 +25,13 @@ from torch import Tensor, nn
 
 from ..data.trajectories import Trajectories
 from ..datasets.pkpd import POPULATION, expert_physics, pkpd
-from ..latent import Expert, LatentHybrid, SolveSettings, TreatmentSchedule, fit_latent_hybrid
+from ..latent import DecoderSpec, Expert, LatentHybrid, Posterior, SolveSettings, TreatmentSchedule, fit_latent_hybrid
+from ..latent.refine import refine
 from ..physics.hybrid import Hybrid
-from ._common import Table, make_parser, setup
+from ..physics.params import Param
+from ._common import Table, make_parser, now, setup
 
-__all__ = ["MODELS", "build_model", "forecast_rmse", "run", "theta_correlation"]
+__all__ = ["MODELS", "build_model", "collapse_diagnostics", "forecast_rmse", "run", "theta_correlation"]
 
 #: Conditioning window end and horizon (days).
 UNTIL, T_END = 6.0, 12.0
@@ -57,10 +59,45 @@ class _ScaledResidual(nn.Module):
         return self.net(y / self.scale.to(y)) * self.out_scale.to(y)
 
 
-def build_model(kind: str, *, hidden: int = 32, u_scale: float = 40.0, seed: int = 0) -> LatentHybrid:
-    """One of :data:`MODELS`, float32, weights drawn from ``seed``."""
+#: Decoders of the models with expert states: ``"neural"`` (an MLP of the states) or ``"known"`` (each biomarker a
+#: learnable multiple of the disease activity ``R`` plus a neural residual of all states, started at zero).
+DECODERS = ("neural", "known")
+
+
+def known_decoder() -> DecoderSpec:
+    """``score = a R + r_1(ẑ)``, ``marker = b R + r_2(ẑ)``: the biomarkers read the disease activity (the expert's
+    knowledge; ``a``, ``b`` learned from 1 and 0.5) and a residual network of the scaled states (the rest)."""
+    return DecoderSpec(
+        channels=["score", "marker"],
+        known={"score": "a*R", "marker": "b*R"},
+        residual=["score", "marker"],
+        params={"a": Param(1.0), "b": Param(0.5)},
+    )
+
+
+def build_model(
+    kind: str,
+    *,
+    hidden: int = 32,
+    u_scale: float = 40.0,
+    seed: int = 0,
+    decoder: str = "neural",
+    inference: str = "variational",
+) -> LatentHybrid:
+    """One of :data:`MODELS`, float32, weights drawn from ``seed``; ``decoder`` one of :data:`DECODERS` (the neural
+    ODE, without expert states, always has a neural one)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
     torch.manual_seed(seed)
-    common: dict[str, Any] = {"data_dim": 2, "input_dim": 1, "hidden": hidden, "encoder_hidden": hidden}
+    common: dict[str, Any] = {
+        "data_dim": 2,
+        "input_dim": 1,
+        "hidden": hidden,
+        "encoder_hidden": hidden,
+        "inference": inference,
+    }
+    if kind != "neural ODE" and decoder == "known":
+        common["decoder"] = known_decoder()
     fixed = {"A1": 0.0, "A2": 0.0}
     if kind == "expert":
         ex = Expert(expert_physics(), inputs=["u"])
@@ -85,13 +122,17 @@ def forecast_rmse(
     inputs: TreatmentSchedule,
     settings: SolveSettings,
     window: str = "forecast",
+    posterior: Posterior | None = None,
 ) -> float:
     """RMSE over the observed entries after :data:`UNTIL` (``window="forecast"``) or up to it (``"history"``: how well
-    the encoded history is reconstructed); the encoder reads the observations up to :data:`UNTIL` either way."""
+    the encoded history is reconstructed); the encoder reads the observations up to :data:`UNTIL` either way
+    (``posterior``: use this one, e.g. refined, instead)."""
     if window not in ("forecast", "history"):
         raise ValueError(f"window must be 'forecast' or 'history', got {window!r}.")
     data = data.to(dtype=torch.float32)
-    out = model.predict(data, inputs, data.times, until=UNTIL, settings=settings, lengths=data.lengths)
+    out = model.predict(
+        data, inputs, data.times, until=UNTIL, settings=settings, lengths=data.lengths, posterior=posterior
+    )
     after = data.times > UNTIL
     chosen = after if window == "forecast" else ~after
     entries = data.mask & data.time_mask.unsqueeze(-1) & chosen.unsqueeze(-1)
@@ -99,13 +140,15 @@ def forecast_rmse(
     return float(err.pow(2).mean().sqrt())
 
 
-def theta_correlation(model: LatentHybrid, data: Trajectories, inputs: TreatmentSchedule) -> dict[str, float]:
+def theta_correlation(
+    model: LatentHybrid, data: Trajectories, inputs: TreatmentSchedule, posterior: Posterior | None = None
+) -> dict[str, float]:
     """Pearson correlation of the inferred per-patient parameters with the truth (metadata ``parameters``)."""
     if model.expert is None or not model.P:
         return {}
     data = data.to(dtype=torch.float32)
     with torch.no_grad():
-        post = model.encode(data, inputs, until=UNTIL)
+        post = posterior if posterior is not None else model.encode(data, inputs, until=UNTIL)
         theta = model.expert.constrained(model.theta_raw(post.mean[:, model.n_init :]))  # type: ignore[arg-type]
     out = {}
     for i, name in enumerate(model.expert.theta_names):
@@ -113,6 +156,32 @@ def theta_correlation(model: LatentHybrid, data: Trajectories, inputs: Treatment
         est = theta[:, i].double()
         out[name] = float(torch.corrcoef(torch.stack([est, truth]))[0, 1])
     return out
+
+
+def collapse_diagnostics(model: LatentHybrid, data: Trajectories, inputs: TreatmentSchedule) -> dict[str, float]:
+    """How much the encoder's posterior over the per-patient parameter offsets departs from the prior (posterior
+    collapse: KL near 0, posterior std near the prior std, means near the prior location).
+
+    Returns
+    -------
+    dict
+        ``"kl theta"``: mean KL per patient and parameter dimension (nats); ``"std ratio"``: mean posterior std over
+        prior std of those dimensions; ``"mean spread"``: std over patients of the posterior means over the prior
+        std (0: every patient gets the population value). Empty without per-patient parameters.
+    """
+    if not model.P:
+        return {}
+    with torch.no_grad():
+        post = model.encode(data.to(dtype=torch.float32), inputs, until=UNTIL)
+        loc, logstd = model._prior()
+        sl = slice(model.n_init, model.n_init + model.P)
+        mu, lv = post.mean[:, sl], post.logvar[:, sl]
+        lp, ls = loc[sl], logstd[sl]
+        var_p = torch.exp(2 * ls)
+        kl = 0.5 * (torch.exp(lv) / var_p + (mu - lp) ** 2 / var_p - 1 + 2 * ls - lv)
+        ratio = torch.exp(0.5 * lv - ls)
+        spread = mu.std(0) / torch.exp(ls)
+    return {"kl theta": float(kl.mean()), "std ratio": float(ratio.mean()), "mean spread": float(spread.mean())}
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -129,6 +198,17 @@ def run(argv: list[str] | None = None) -> int:
         default=0.25,
         help="damping ratio of the dataset's hidden process (default 0.25, the pkpd default; 0.05 keeps it alive)",
     )
+    p.add_argument("--decoder", choices=DECODERS, default="neural", help="decoder of the expert-based models")
+    p.add_argument("--inference", choices=("variational", "point"), default="variational", help="encoder's inference")
+    p.add_argument("--kl-warmup", type=int, default=0, help="iterations of linear KL warm-up (default 0)")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="semi-amortised inference: Adam steps on each test patient's encoding (history objective), kept for a "
+        "model when they lower its validation forecast error (default 0)",
+    )
+    p.add_argument("--refine-lr", type=float, default=0.05, help="step size of --refine (default 0.05)")
     args = p.parse_args(argv)
     device = setup(args)
     if device.type != "cpu":
@@ -139,8 +219,11 @@ def run(argv: list[str] | None = None) -> int:
     n_val = 4 if args.quick else 50
     models = [m.strip() for m in args.models.split(",")] if args.models else list(MODELS)
     bad = [m for m in models if m not in MODELS]
-    if bad or min(sizes) < 2 or iters < 1 or n_test < 2:
-        raise SystemExit(f"--models must name {MODELS}, --sizes >= 2, --iterations >= 1, --test >= 2 (got {bad}).")
+    if bad or min(sizes) < 2 or iters < 1 or n_test < 2 or args.refine < 0 or args.kl_warmup < 0:
+        raise SystemExit(
+            f"--models must name {MODELS}, --sizes >= 2, --iterations >= 1, --test >= 2, --refine and --kl-warmup "
+            f">= 0 (got {bad})."
+        )
     n_times = 8 if args.quick else 24
     full = pkpd(
         n_trajectories=max(sizes) + n_val + n_test,
@@ -155,18 +238,33 @@ def run(argv: list[str] | None = None) -> int:
     train_all = list(range(n_test + n_val, full.n_trajectories))
     test, val = full[test_idx], full[val_idx]
     settings = SolveSettings(method="midpoint", step_size=0.5)
+    refine_note = f", refined {args.refine} steps when validated" if args.refine else ""
     table = Table(
         f"pkpd (hidden damping {args.hidden_damping:g}): forecast RMSE over days 6-12 on {n_test} held-out patients "
-        f"(encoder reads days 0-6), {iters} "
-        f"iterations, batch <= 32, Adam lr 1e-2, midpoint h <= 0.5 day, float32, threads={args.threads}",
-        ("N train", *models, "LHM corr CL", "LHM corr EC50", "s / iteration (LHM)"),
+        f"(encoder reads days 0-6{refine_note}), {iters} iterations, batch <= 32, Adam lr 1e-2, {args.inference} "
+        f"inference, KL warm-up {args.kl_warmup}, {args.decoder} decoder, midpoint h <= 0.5 day, float32, "
+        f"threads={args.threads}, {args.clock} clock",
+        ("N train", *models, "LHM corr CL", "LHM corr EC50", "LHM KL θ", "LHM std ratio", "s / iteration (LHM)"),
     )
+
+    def refined(model: LatentHybrid, data: Trajectories, idx: list[int]) -> Posterior:
+        return refine(
+            model,
+            data.to(dtype=torch.float32),
+            schedule[idx],
+            until=UNTIL,
+            settings=settings,
+            steps=args.refine,
+            lr=args.refine_lr,
+        )
+
     for N in sizes:
         idx = train_all[:N]
         train = full[idx]
         row: dict[str, object] = {"N train": N}
         for kind in models:
-            model = build_model(kind, seed=args.seed)
+            model = build_model(kind, seed=args.seed, decoder=args.decoder, inference=args.inference)
+            start = now()
             fit = fit_latent_hybrid(
                 model,
                 train,
@@ -179,18 +277,41 @@ def run(argv: list[str] | None = None) -> int:
                 settings=settings,
                 validation=(val, schedule[val_idx]),
                 validate_every=max(1, iters // 12),
+                kl_warmup=args.kl_warmup,
             )
-            row[kind] = f"{forecast_rmse(fit.model, test, schedule[test_idx], settings):.4f}"
+            per_iter = (now() - start) / iters
+            m = fit.model
+            amortised = forecast_rmse(m, test, schedule[test_idx], settings)
+            post = None
+            text = f"forecast RMSE {amortised:.4f} (encoder)"
+            if args.refine:
+                v0 = forecast_rmse(m, val, schedule[val_idx], settings)
+                v1 = forecast_rmse(m, val, schedule[val_idx], settings, posterior=refined(m, val, val_idx))
+                post_test = refined(m, test, test_idx)
+                r1 = forecast_rmse(m, test, schedule[test_idx], settings, posterior=post_test)
+                text += f", {r1:.4f} refined (validation {v0:.4f} -> {v1:.4f}: {'kept' if v1 < v0 else 'not kept'})"
+                post = post_test if v1 < v0 else None
+            row[kind] = f"{amortised if post is None else r1:.4f}"
             if kind == "LHM":
-                corr = theta_correlation(fit.model, test, schedule[test_idx])
+                corr = theta_correlation(m, test, schedule[test_idx], posterior=post)
+                diag = collapse_diagnostics(m, test, schedule[test_idx])
                 row["LHM corr CL"] = f"{corr.get('CL', math.nan):.2f}"
                 row["LHM corr EC50"] = f"{corr.get('EC50', math.nan):.2f}"
-                row["s / iteration (LHM)"] = f"{fit.seconds_per_iteration:.2f}"
+                row["LHM KL θ"] = f"{diag.get('kl theta', math.nan):.3f}"
+                row["LHM std ratio"] = f"{diag.get('std ratio', math.nan):.2f}"
+                row["s / iteration (LHM)"] = f"{per_iter:.2f}"
+                text += (
+                    f"; corr CL {row['LHM corr CL']}, EC50 {row['LHM corr EC50']}; encoder KL per θ dimension "
+                    f"{row['LHM KL θ']} nats, posterior/prior std {row['LHM std ratio']}, spread of the means / prior "
+                    f"std {diag.get('mean spread', math.nan):.2f}"
+                )
             last = fit.history[-10:]
             nll = sum(h["nll"] for h in last) / len(last)
+            curve = ", ".join(f"{int(h['iteration'])}: {h['validation']:.3f}" for h in fit.history if "validation" in h)
             print(
-                f"N={N} {kind}: forecast RMSE {row[kind]}, best iteration {fit.best_iteration}, training NLL per entry "
-                f"(mean of the last 10 iterations) {nll:.3f}, {fit.seconds_per_iteration:.2f} s / iteration",
+                f"N={N} {kind}: {text}; best iteration {fit.best_iteration}, training NLL per entry (mean of the last "
+                f"10 iterations) {nll:.3f}, {per_iter:.2f} s / iteration ({args.clock}); validation NLL per entry by "
+                f"iteration: {curve}",
                 flush=True,
             )
         table.add_row(row)
@@ -202,6 +323,8 @@ def run(argv: list[str] | None = None) -> int:
         f"{n_val} validation patients, scored {12} times over the run).",
         f"true population values: CL = {POPULATION['CL'][0]} L/day, EC50 = {POPULATION['EC50'][0]} mg/L; the expert, "
         "residual and LHM models start from 1.5 times them.",
+        "LHM KL θ: the encoder's mean KL to the prior per patient and parameter dimension (nats; near 0 = collapsed "
+        "to the prior); std ratio: posterior over prior standard deviation (near 1 = the data told it nothing).",
     ]
     print(table.render(args.markdown), flush=True)
     return 0

@@ -97,14 +97,16 @@ SPEC = Spec(
 
 
 class _TrueRHS:
-    """The true system with per-patient parameters ``(B,)`` and the infusion schedule bound."""
+    """The true system with per-patient parameters ``(B,)`` bound; the infusion rate ``u (B, 1)`` comes from the
+    solve (``inputs=``)."""
 
-    def __init__(self, params: dict[str, Tensor], schedule: Any) -> None:
+    def __init__(self, params: dict[str, Tensor]) -> None:
         self.p = params
-        self.schedule = schedule
 
-    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
-        return true_rhs(t, y, self.schedule(t).squeeze(-1).to(y), self.p)
+    def __call__(self, t: Tensor, y: Tensor, u: Tensor | None = None) -> Tensor:
+        if u is None:
+            raise ValueError("the pkpd system needs the infusion rate: solve it with inputs=.")
+        return true_rhs(t, y, u.squeeze(-1), self.p)
 
 
 def true_rhs(t: Tensor, y: Tensor, u: Tensor, p: dict[str, Tensor]) -> Tensor:
@@ -218,14 +220,11 @@ def pkpd(
         grid = torch.linspace(t0, t1, n_times + 1, dtype=F64)[1:]
         times = grid.expand(N, -1).clone()
         counts = torch.full((N,), n_times, dtype=torch.int64)
-    schedule = TreatmentSchedule.from_infusions(infusions)
-    from ..latent.grid import solve_grid
-
-    obs_t = solver_ready_times(times, counts)
-    grid, index = solve_grid(obs_t, counts, schedule.breakpoints, t0)
+    schedule = TreatmentSchedule.from_infusions(infusions).to_inputs(t0)
+    # The solve starts at t0 and lands on every observation and every infusion start and end (inputs=).
+    grid = solver_ready_times(torch.cat([torch.full((N, 1), t0, dtype=F64), times], dim=1), counts + 1)
     with torch.no_grad():
-        ys = odeint(_TrueRHS(params, schedule), y0, grid, method=METHOD, rtol=RTOL, atol=ATOL)
-    ys = ys.gather(1, index.unsqueeze(-1).expand(-1, -1, ys.shape[-1]))
+        ys = odeint(_TrueRHS(params), y0, grid, method=METHOD, rtol=RTOL, atol=ATOL, inputs=schedule)[:, 1:]
     R, M1, M2 = ys[..., 2], ys[..., 3], ys[..., 4]
     bio = {"score": R + M1, "marker": 0.5 * R + M2 / params["omega"].unsqueeze(-1)}
     values = torch.stack([bio[c] for c in observe], dim=-1)

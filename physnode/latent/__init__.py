@@ -15,8 +15,7 @@ from __future__ import annotations
 from .decoder import Decoder, DecoderSpec, GaussianDecoder, ObservationScales
 from .encoder import BackwardGRUEncoder
 from .expert import Expert
-from .grid import solve_grid
-from .model import INFERENCE, LatentHybrid, Posterior, SolveSettings
+from .model import INFERENCE, LatentHybrid, Posterior, SolveSettings, as_inputs
 from .observation import KnownMap
 from .saving import load_latent_hybrid, save_latent_hybrid
 from .schedule import TreatmentSchedule
@@ -36,8 +35,8 @@ __all__ = [
     "Posterior",
     "SolveSettings",
     "TreatmentSchedule",
+    "as_inputs",
     "fit_latent_hybrid",
     "load_latent_hybrid",
     "save_latent_hybrid",
-    "solve_grid",
 ]

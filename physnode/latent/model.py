@@ -18,27 +18,48 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from ..data.trajectories import Trajectories
+from ..data.inputs import Inputs
+from ..data.trajectories import Trajectories, solver_ready_times
 from .decoder import Decoder, DecoderSpec, ObservationScales, build_decoder, mlp
 from .encoder import BackwardGRUEncoder
 from .expert import Expert
-from .grid import solve_grid
 
-__all__ = ["INFERENCE", "InputSeries", "LatentHybrid", "Posterior", "SolveSettings"]
+__all__ = ["INFERENCE", "InputSeries", "LatentHybrid", "Posterior", "SolveSettings", "as_inputs"]
 
 #: Kinds of inference of the initial state and per-trajectory parameters.
 INFERENCE = ("variational", "point")
 
 
 class InputSeries(Protocol):
-    """What the model needs of inputs: ``u(t)`` for ``t (B,)`` -> ``(B, C)`` and the ``(B, K)`` breakpoints (``inf`` or
-    NaN padded), with ``inputs[idx]`` selecting trajectories for training: a :class:`~physnode.data.Inputs` or a
-    :class:`~physnode.latent.TreatmentSchedule`."""
+    """What the model needs of inputs: ``u(t)`` for ``t (B,)`` -> ``(B, C)`` (read by the encoder), ``inputs[idx]``
+    selecting trajectories for training, and for the solve either a :class:`~physnode.data.Inputs` itself or a
+    ``to_inputs(t0)`` giving one: a :class:`~physnode.data.Inputs` or a :class:`~physnode.latent.TreatmentSchedule`."""
 
     def __call__(self, t: Tensor) -> Tensor: ...
 
-    @property
-    def breakpoints(self) -> Tensor: ...
+
+def as_inputs(inputs: InputSeries | None, t0: float = 0.0) -> Inputs | None:
+    """``inputs`` as the :class:`~physnode.data.Inputs` of a :func:`physnode.odeint` solve from ``t0``.
+
+    Raises
+    ------
+    TypeError
+        Neither an ``Inputs`` nor an object with ``to_inputs(t0)`` (a :class:`~physnode.latent.TreatmentSchedule`).
+    """
+    if inputs is None or isinstance(inputs, Inputs):
+        return inputs
+    convert = getattr(inputs, "to_inputs", None)
+    if convert is None:
+        raise TypeError(
+            f"inputs must be a physnode.data.Inputs or a physnode.latent.TreatmentSchedule, got "
+            f"{type(inputs).__name__}; build an Inputs from the series' knots (e.g. Inputs.from_infusions)."
+        )
+    out = convert(t0)
+    if not isinstance(out, Inputs):
+        raise TypeError(
+            f"{type(inputs).__name__}.to_inputs must return a physnode.data.Inputs, got {type(out).__name__}."
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -93,13 +114,11 @@ class _Field:
     values that reach ``f`` only through ``θ_raw`` (a method with its own backward pass would count that path twice).
     """
 
-    def __init__(self, model: LatentHybrid, inputs: InputSeries | None, theta_raw: Tensor | None) -> None:
+    def __init__(self, model: LatentHybrid, theta_raw: Tensor | None) -> None:
         self.model = model
-        self.inputs = inputs
         self.theta_raw = theta_raw
 
-    def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        u = self.inputs(t).to(z.dtype) if self.inputs is not None else None
+    def __call__(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
         return self.model.field(t, z, u, self.theta_raw)
 
 
@@ -329,20 +348,60 @@ class LatentHybrid(nn.Module):
     ) -> Tensor:
         """States ``(B, T, D_e + D_m)`` at the observation times (``0`` at padded entries) from ``z0`` at ``t0``.
 
-        The solve lands on ``t0``, every observation time and every input breakpoint (:func:`solve_grid`).
+        One :func:`physnode.odeint` solve over ``t0`` and each trajectory's own observation times with
+        ``inputs=`` (:func:`as_inputs`): the solver lands on every input breakpoint (infusion start or end), so no
+        step straddles a jump of ``u``; the steps are fixed or adaptive as ``settings`` says.
+
+        Parameters
+        ----------
+        z0
+            ``(B, D_e + D_m)`` initial states at ``t0``.
+        times, lengths
+            ``(B, T)`` observation times (the first ``lengths[b]`` of row ``b`` valid, increasing, ``> t0``) and
+            ``(B,)`` their numbers.
+        inputs
+            The inputs (``None`` for a model without input channels).
+        theta_raw
+            ``(B, P)`` unconstrained per-trajectory parameters or ``None``.
+        t0
+            Initial time (the data's time units).
+        settings
+            How to solve (:class:`SolveSettings`).
+
+        Raises
+        ------
+        ValueError
+            An observation at or before ``t0``; inputs that carry boluses.
         """
         from ..odeint import odeint
 
         settings = settings or SolveSettings()
-        if getattr(inputs, "boluses", None) is not None:
+        B, T = times.shape
+        valid = torch.arange(T, device=times.device).unsqueeze(0) < lengths.unsqueeze(1)
+        early = valid[:, 0] & (times[:, 0] <= t0)
+        if bool(early.any()):
+            b = int(torch.nonzero(early)[0])
+            raise ValueError(
+                f"trajectory {b} has an observation at t = {float(times[b, 0]):.6g} <= t0 = {t0:.6g}; the initial "
+                "state is inferred at t0, before the first observation. Choose t0 earlier than every observation time."
+            )
+        series = as_inputs(inputs, t0)
+        if series is not None and series.boluses is not None:
             raise ValueError(
                 "the inputs carry boluses, which LatentHybrid.solve does not apply yet; give a dose as a short "
                 "infusion (e.g. one hour at dose / (1/24) mg/day) or drop the boluses."
             )
-        grid, index = solve_grid(times, lengths, getattr(inputs, "breakpoints", None), t0)
-        func = _Field(self, inputs, theta_raw)
-        ys = odeint(func, z0, grid.to(z0.dtype), params=self.field_params(theta_raw), **settings.keywords())
-        return ys.gather(1, index.unsqueeze(-1).expand(-1, -1, ys.shape[-1]))
+        start = torch.full((B, 1), t0, dtype=times.dtype, device=times.device)
+        grid = solver_ready_times(torch.cat([start, torch.where(valid, times, torch.nan)], dim=1), lengths + 1)
+        ys = odeint(
+            _Field(self, theta_raw),
+            z0,
+            grid.to(z0.dtype),
+            params=self.field_params(theta_raw),
+            inputs=series,
+            **settings.keywords(),
+        )[:, 1:]
+        return torch.where(valid.unsqueeze(-1), ys, torch.zeros((), dtype=ys.dtype, device=ys.device))
 
     # ------------------------------------------------------------------------------------------------- inference
     def encode(
@@ -394,11 +453,13 @@ class LatentHybrid(nn.Module):
         t0: float = 0.0,
         settings: SolveSettings | None = None,
         generator: torch.Generator | None = None,
+        kl_weight: float = 1.0,
     ) -> tuple[Tensor, dict[str, float]]:
-        """Negative ELBO per observed entry: ``(Σ masked NLL + Σ KL) / number of observed entries``.
+        """Negative ELBO per observed entry: ``(Σ masked NLL + β Σ KL) / number of observed entries``.
 
         The encoder reads the observations up to ``until``; the reconstruction covers every observation, so the
-        model learns to forecast past the conditioning window.
+        model learns to forecast past the conditioning window. ``kl_weight`` is ``β`` (``1``: the ELBO; smaller
+        during a KL warm-up, Bowman et al. 2016, "Generating Sentences from a Continuous Space").
         """
         post = self.encode(data, inputs, until=until, t0=t0)
         w = self.sample(post, generator)
@@ -409,7 +470,7 @@ class LatentHybrid(nn.Module):
         nll = self.decoder.neg_log_likelihood(zs, data.values, mask, self.observation_scales())
         kl = self.kl(post)
         n = mask.sum().clamp(min=1)
-        total = (nll.sum() + kl.sum()) / n
+        total = (nll.sum() + kl_weight * kl.sum()) / n
         return total, {
             "loss": float(total.detach()),
             "nll": float(nll.detach().sum() / n),
@@ -429,6 +490,7 @@ class LatentHybrid(nn.Module):
         t0: float = 0.0,
         settings: SolveSettings | None = None,
         lengths: Tensor | None = None,
+        posterior: Posterior | None = None,
     ) -> dict[str, Tensor]:
         """Forecast from the observed history under the given (or a counterfactual) treatment plan.
 
@@ -445,6 +507,9 @@ class LatentHybrid(nn.Module):
             future is a counterfactual treatment.
         lengths
             ``(B,)`` number of valid entries of each row of ``times`` (default: all); states are ``0`` past them.
+        posterior
+            Use this posterior's mean (e.g. refined by :func:`~physnode.latent.refine`) instead of encoding
+            ``history``.
 
         Returns
         -------
@@ -453,7 +518,7 @@ class LatentHybrid(nn.Module):
             ``"states"`` ``(B, T', D_e + D_m)``; ``"theta"`` ``(B, P)`` per-trajectory parameter values (their units);
             ``"z0"`` ``(B, D_e + D_m)``.
         """
-        post = self.encode(history, inputs, until=until, t0=t0)
+        post = posterior if posterior is not None else self.encode(history, inputs, until=until, t0=t0)
         w = post.mean
         z0 = self.initial_state(w[:, : self.n_init])
         theta = self.theta_raw(w[:, self.n_init :])

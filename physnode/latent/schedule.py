@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..data.inputs import Inputs
 
 __all__ = ["TreatmentSchedule"]
 
@@ -153,6 +157,36 @@ class TreatmentSchedule:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TreatmentSchedule:
         """A copy on ``device`` with floating-point ``dtype``."""
         return TreatmentSchedule(self.breaks.to(device, dtype), self.levels.to(device, dtype), self.channels)
+
+    def to_inputs(self, t0: float = 0.0) -> Inputs:
+        """The same series as a :class:`physnode.data.Inputs` starting at ``t0`` (piecewise constant).
+
+        Knots: ``t0`` (with the level ``u(t0)``) and every breakpoint after it; the solve of
+        :func:`physnode.odeint` then lands on each of them (``inputs=``).
+
+        Parameters
+        ----------
+        t0
+            Initial time of the solves that read the series (time units of the data).
+
+        Returns
+        -------
+        Inputs
+            ``B`` series of ``C`` ``"constant"`` channels named as :attr:`channels`, in the dtype of ``levels``.
+        """
+        from ..data.inputs import Inputs
+
+        B = self.n_trajectories
+        br = self.breaks
+        later = torch.isfinite(br) & (br > t0)
+        times, order = torch.sort(torch.where(later, br, torch.full_like(br, math.nan)), dim=1)  # NaN sort last
+        levels = self.levels.gather(1, order.unsqueeze(-1).expand(-1, -1, self.n_channels))
+        first_t = torch.full((B, 1), float(t0), dtype=br.dtype, device=br.device)
+        first_u = self(first_t.squeeze(1)).unsqueeze(1).to(levels.dtype)
+        K = int(later.sum(1).max()) if B else 0
+        times = torch.cat([first_t, times[:, :K]], dim=1)
+        values = torch.cat([first_u, torch.where(later.gather(1, order)[:, :K, None], levels[:, :K], 0.0)], dim=1)
+        return Inputs(times, values, "constant", names=self.channels)
 
     def scaled(self, factor: float | Tensor) -> TreatmentSchedule:
         """The same schedule with every rate multiplied by ``factor`` (a counterfactual plan: double, halve, stop)."""

@@ -76,6 +76,7 @@ def fit_latent_hybrid(
     resume: bool = False,
     progress: bool = False,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    kl_warmup: int = 0,
 ) -> LatentFit:
     """Train ``model`` on ``data`` (Adam, minibatches of trajectories, gradient norm clipped at 10).
 
@@ -107,6 +108,10 @@ def fit_latent_hybrid(
         Show a tqdm bar.
     callback
         ``callback(iteration, entry)`` after each iteration.
+    kl_warmup
+        Iterations over which the weight of the KL term grows linearly from ``0`` to ``1`` (KL annealing, Bowman et
+        al. 2016: the encoder learns to carry information before the prior pulls it back; ``0``: the ELBO
+        throughout).
 
     Returns
     -------
@@ -120,6 +125,8 @@ def fit_latent_hybrid(
     for name, v in (("iterations", iterations), ("batch_size", batch_size), ("validate_every", validate_every)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+    if not isinstance(kl_warmup, int) or isinstance(kl_warmup, bool) or kl_warmup < 0:
+        raise ValueError(f"kl_warmup must be a non-negative integer (iterations), got {kl_warmup!r}.")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
     if resume and checkpoint is None:
@@ -197,7 +204,8 @@ def fit_latent_hybrid(
         batch = data[idx]
         bin_ = inputs[idx] if inputs is not None else None  # type: ignore[index]
         model.train()
-        loss, stats = model.loss(batch, bin_, until=until, t0=t0, settings=settings, generator=rng)
+        beta = min(1.0, (it + 1) / kl_warmup) if kl_warmup else 1.0
+        loss, stats = model.loss(batch, bin_, until=until, t0=t0, settings=settings, generator=rng, kl_weight=beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from registries import EXACT_GRADIENTS, solver_for, solvers_for
+from torch import Tensor
 
 from physnode.data import Trajectories
 from physnode.datasets.pkpd import POPULATION, expert_physics, true_rhs
@@ -21,7 +22,6 @@ from physnode.latent import (
     fit_latent_hybrid,
     load_latent_hybrid,
     save_latent_hybrid,
-    solve_grid,
 )
 from physnode.physics import Hybrid
 
@@ -69,17 +69,56 @@ def test_schedule_values_breakpoints_and_errors():
         TreatmentSchedule.from_infusions([[(2.0, 1.0, 5.0)]])
 
 
-def test_solve_grid_lands_on_breakpoints_and_indexes_observations():
+def test_schedule_as_inputs_has_the_same_values_and_breakpoints():
+    s = TreatmentSchedule.from_infusions([[(1.0, 2.0, 50.0), (1.5, 3.0, 10.0)], [(0.0, 0.5, 7.0)], []], dtype=F64)
+    u = s.to_inputs(0.0)
+    assert u.times[0].tolist() == [0.0, 1.0, 1.5, 2.0, 3.0]
+    assert u.times[1, :2].tolist() == [0.0, 0.5] and torch.isnan(u.times[1, 2:]).all()
+    t = torch.tensor([0.0, 0.25, 0.5, 0.99, 1.0, 1.2, 1.5, 2.0, 2.7, 3.0, 8.0], dtype=F64)
+    for tk in t:
+        tt = tk.expand(3)
+        assert u(tt).tolist() == s(tt).tolist(), float(tk)  # piecewise constant, right-continuous: the same levels
+    with pytest.raises(TypeError, match="physnode.data.Inputs or a physnode.latent.TreatmentSchedule"):
+        _lhm().solve(torch.zeros(3, 3, dtype=F64), t[1:4].expand(3, -1), torch.tensor([3, 3, 3]), lambda t: t, None)
+
+
+def _pk_exact(infusions: list, times: Tensor, CL: float, V1: float, Q: float, V2: float) -> Tensor:
+    """``(A1, A2)`` of the two-compartment model at ``times`` from ``A = 0`` at ``t = 0``, exactly: the model is
+    linear with a piecewise-constant input, so each piece is one matrix exponential of the augmented system."""
+    M = torch.tensor([[-(CL + Q) / V1, Q / V2, 0.0], [Q / V1, -Q / V2, 0.0], [0.0, 0.0, 0.0]], dtype=F64)
+    cuts = sorted({0.0, *(float(x) for r in infusions for x in r[:2]), *times.tolist()})
+    out, a, t_prev = {}, torch.zeros(3, dtype=F64), 0.0
+    for tc in cuts[1:]:
+        rate = sum(r[2] for r in infusions if r[0] <= t_prev < r[1])
+        Mi = M.clone()
+        Mi[0, 2] = rate
+        a = torch.linalg.matrix_exp(Mi * (tc - t_prev)) @ torch.cat([a[:2], torch.ones(1, dtype=F64)])
+        out[tc], t_prev = a[:2].clone(), tc
+    return torch.stack([out[float(x)] for x in times])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [SolveSettings(method="rk4", step_size=0.1), SolveSettings(method="dopri5")],
+    ids=["rk4-fixed", "dopri5-adaptive"],
+)
+def test_solve_lands_on_infusion_breakpoints(settings):
+    """The drug amounts of the LHM's solve match the exact piecewise matrix-exponential solution: a step straddling
+    an infusion start or end would leave an O(h) error (about rate * h = 4 mg here)."""
     data, s = _data()
-    grid, index = solve_grid(data.times, data.lengths, s.breakpoints, 0.0)
-    assert (grid.diff(dim=1) > 0).all() and (grid[:, 0] == 0).all()
+    m = _lhm(latent_dim=0)
+    assert m.expert is not None
+    values = {n: float(m.expert.param(n)().detach()) for n in ("CL", "V1")}
+    z0 = torch.tensor([[0.0, 0.0, 1.0]] * data.n_trajectories, dtype=F64)
+    with torch.no_grad():
+        zs = m.solve(z0, data.times, data.lengths, s, m.theta_raw(torch.zeros(3, 2, dtype=F64)), settings=settings)
+    rows = [[(0.5 + 0.3 * b, 1.7, 40.0), (2.0, 2.5, 30.0)] for b in range(data.n_trajectories)]
     for b in range(data.n_trajectories):
         n = int(data.lengths[b])
-        assert torch.equal(grid[b, index[b, :n]], data.times[b, :n])
-        inside = s.breakpoints[b][(s.breakpoints[b] > 0) & (s.breakpoints[b] < data.times[b, n - 1])]
-        assert all(bool((grid[b] == x).any()) for x in inside)
-    with pytest.raises(ValueError, match="<= t0"):
-        solve_grid(data.times, data.lengths, None, 10.0)
+        ref = _pk_exact(rows[b], data.times[b, :n], values["CL"], values["V1"], 6.0, 20.0)
+        # rk4 with h = 0.1 day (rates about 1/day): global error ~ h^4 ~ 1e-4 relative; dopri5 at rtol 1e-5.
+        torch.testing.assert_close(zs[b, :n, :2], ref, rtol=0, atol=1e-3 * float(ref.abs().max()))
+        assert float(zs[b, n:].abs().sum()) == 0.0  # padded entries are zero
 
 
 def test_encoder_shapes_and_masked_entries_are_ignored():
