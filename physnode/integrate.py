@@ -83,10 +83,14 @@ class CountingRHS:
             if self.inputs is not None:
                 u = self.inputs(t, win, self.direction)
                 if self.unbatched:
-                    return self._checked(self.func(t[0], y[0], u[0]), y[0]).unsqueeze(0)
+                    y1 = y.squeeze(0)
+                    return self._checked(self.func(t.squeeze(0), y1, u.squeeze(0)), y1).unsqueeze(0)
                 return self._checked(self.func(t, y, u), y)
         if self.unbatched:
-            return self._checked(self.func(t[0], y[0]), y[0]).unsqueeze(0)
+            # B = 1: squeeze/unsqueeze are views both ways, forward and backward (indexing with [0] would add a
+            # select whose backward allocates and fills a zero gradient on every call).
+            y1 = y.squeeze(0)
+            return self._checked(self.func(t.squeeze(0), y1), y1).unsqueeze(0)
         return self._checked(self.func(t, y), y)
 
     def _checked(self, out: object, y: Tensor) -> Tensor:
@@ -572,6 +576,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
     keys = torch.from_numpy(np.ascontiguousarray(direction[:, None] * th)) if interp else None
     interp_slots: list[Tensor] = []  # (B, M) output slots and (B, M, D) states of the interpolated observations
     interp_values: list[Tensor] = []
+    land_rows: list[np.ndarray] = []  # outputs="land": the rows (L_n,) landed at each iteration, their slots (L_n,)
+    land_slots: list[np.ndarray] = []  # and their states (L_n, D), written once after the loop
+    land_values: list[Tensor] = []
 
     def detail(idx: int, code: Status) -> str:
         """What the generic status message cannot know: numbers and the likely cause (failure path only)."""
@@ -677,14 +684,25 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         landed = accept & land if cursor is None else accept & land & (target == t_next)  # on an observation
         slot = np.where(landed & (not interp), j, T)
         # The host knows the decisions: skip the merge when every row accepted, the write when none landed.
-        if not accept.all():
-            state = _where_state(_to_device(accept, dev), new_state, state)
-        else:
+        # A step no row accepted keeps the state as it was: the rejected trial stays off the graph (a torch.where
+        # would keep all its stages on it, to be differentiated into zeros).
+        if accept.all():
             state = new_state
+        elif accept.any():
+            state = _where_state(_to_device(accept, dev), new_state, state)
         if landed.any() and not interp:
-            slot_dev = _to_device(slot, dev)
-            out.scatter_(1, slot_dev.view(B, 1, 1).expand(B, 1, D), state[0].unsqueeze(1))
+            # The landed states are collected and written once after the loop: a write into the output per step
+            # would put a copy of the whole (B, T, D) output gradient on the graph per landing, O(T) each.
+            if landed.all():
+                land_rows.append(rows)
+                land_values.append(state[0])
+            else:
+                landed_rows = np.flatnonzero(landed)
+                land_rows.append(landed_rows)
+                land_values.append(state[0][_to_device(landed_rows, dev)])
+            land_slots.append(slot[land_rows[-1]])
             if landed_states is not None:
+                slot_dev = _to_device(slot, dev)
                 for buf, x in zip(landed_states, state, strict=True):
                     index = slot_dev.view((B, 1) + (1,) * (x.ndim - 1)).expand((B, 1, *x.shape[1:]))
                     buf.scatter_(1, index, x.detach().unsqueeze(1))
@@ -774,6 +792,9 @@ def integrate(problem: Problem, record: str | None = None, state0: State | None 
         if not active.any():
             break
 
+    if land_values:
+        at = (_to_device(np.concatenate(land_rows), dev), _to_device(np.concatenate(land_slots), dev))
+        out = out.index_put(at, torch.cat(land_values))
     if interp_slots:
         slots_all = torch.cat(interp_slots, dim=1)
         out = out.scatter(1, slots_all.unsqueeze(-1).expand(*slots_all.shape, D), torch.cat(interp_values, dim=1))
