@@ -110,7 +110,7 @@ class Solver(metaclass=ContractMeta):
         """
 
     #: Order of the method's continuous extension (dense output), or ``None`` when it has none; methods with one
-    #: implement ``dense_terms()`` (see :class:`~physnode.solvers.rk.ExplicitRK`).
+    #: implement ``dense_terms(func)`` (see :class:`~physnode.solvers.rk.ExplicitRK`; ``func`` evaluates extra stages).
     dense_order: int | None = None
 
     #: Length of the stability interval on the negative real axis (``h |lambda|`` beyond which a step is
