@@ -200,6 +200,7 @@ class _Locator:
         # Hermite with interior samples needs f at both ends of every step: the end's value is kept for the next.
         self.f_prev: Tensor | None = None
         self._f_new: Tensor | None = None  # f at the end of the last step (Hermite)
+        self._theta_dev: Tensor | None = None
         if samples and not self.dense:
             self.f_prev = rhs(self._t(self.t_prev), self.y_prev)
         self.times: list[list[float]] = [[] for _ in range(B)]
@@ -219,71 +220,91 @@ class _Locator:
             )
         return out.detach()
 
-    def _interpolant(self, t_new: np.ndarray, y_new: Tensor) -> Callable[[Tensor], Tensor]:
-        """``theta (B,) -> (t (B,), y (B, D))`` on the last step of every row (meaningful on accepted rows)."""
-        h_host = t_new - self.t_prev
-        ta, h = self._t(self.t_prev), self._t(h_host)
+    def _interpolant(self, ta: Tensor, h: Tensor, t_new: np.ndarray, y_new: Tensor) -> Callable[[Tensor], Tensor]:
+        """``theta (B, M) -> y (B, M, D)`` on the last step of every row (meaningful on accepted rows)."""
         if self.dense:
             y_n, h_n, R = self.solver.dense_terms(self.rhs)  # type: ignore[attr-defined]  # dense_order checked
 
             def on_extension(theta: Tensor) -> Tensor:
-                return evaluate(y_n, h_n, R, theta.unsqueeze(1))[:, 0]
+                return evaluate(y_n, h_n, R, theta)
 
             return on_extension
         y_a = self.y_prev
         f_a = self.rhs(ta, y_a) if self.f_prev is None else self.f_prev
         f_b = self.rhs(self._t(t_new), y_new)
         self._f_new = f_b
+        hv = h.view(-1, 1, 1)
+        ends = (y_a.unsqueeze(1), hv * f_a.unsqueeze(1), y_new.unsqueeze(1), hv * f_b.unsqueeze(1))
 
-        def on_hermite(theta: Tensor) -> Tensor:
-            return hermite(theta, h, y_a, f_a, y_new, f_b)
+        def on_hermite(theta: Tensor) -> Tensor:  # the cubic Hermite basis, as in :func:`hermite`
+            s = theta.unsqueeze(-1)
+            s2 = s * s
+            s3 = s2 * s
+            return (
+                (2 * s3 - 3 * s2 + 1) * ends[0]
+                + (s3 - 2 * s2 + s) * ends[1]
+                + (3 * s2 - 2 * s3) * ends[2]
+                + (s3 - s2) * ends[3]
+            )
 
         return on_hermite
+
+    def _fractions(self, like: Tensor) -> Tensor:
+        """``(samples + 2,)``: ``0``, the interior sample points, ``1``, on ``like``'s device and dtype (cached)."""
+        cached = self._theta_dev
+        if cached is None or cached.device != like.device or cached.dtype != like.dtype:
+            full = np.concatenate([[0.0], self.theta, [1.0]])
+            cached = torch.from_numpy(full).to(device=like.device, dtype=like.dtype)
+            self._theta_dev = cached
+        return cached
 
     def __call__(self, t_new: np.ndarray, accept: np.ndarray, state: State) -> np.ndarray:
         y_new = state[0].detach()
         g_new = self._g(t_new, y_new)
         self.nfe_g += 1
         dev = y_new.device
+        B = y_new.shape[0]
         acc = torch.from_numpy(accept).to(dev)
         h_host = t_new - self.t_prev
         ta, h = self._t(self.t_prev), self._t(h_host)
-        interp = self._interpolant(t_new, y_new) if len(self.theta) else None  # else only on a sign change
-        thetas = [torch.zeros_like(g_new), *(torch.full_like(g_new, float(x)) for x in self.theta)]
-        values = [self.g_prev]
-        for theta in thetas[1:]:
-            assert interp is not None
-            values.append(self._g(ta + theta * h, interp(theta)))
-            self.nfe_g += 1
-        thetas.append(torch.ones_like(g_new))
-        values.append(g_new)
+        fractions = self._fractions(g_new)  # (M + 2,): 0, interior points, 1
+        M = len(self.theta)
+        interp = None
+        if M:  # g on the interpolant at the interior points (one evaluation of the interpolant, M of g)
+            interp = self._interpolant(ta, h, t_new, y_new)
+            inner = fractions[1:-1].expand(B, M)
+            ys = interp(inner)
+            ts = ta.unsqueeze(1) + inner * h.unsqueeze(1)
+            sampled = [self._g(ts[:, k].contiguous(), ys[:, k]) for k in range(M)]
+            self.nfe_g += M
+            values = torch.stack([self.g_prev, *sampled, g_new], dim=1)  # (B, M + 2)
+        else:
+            values = torch.stack([self.g_prev, g_new], dim=1)
         # Sign changes between consecutive points; a zero is kept as the sign before it (a touching zero is one
-        # event, not two), and the bracket's left value is that kept sign.
-        room = torch.tensor([len(ts) < self.max_events for ts in self.times], device=dev)
-        left = self.g_prev
-        crosses, lefts = [], []
-        for right in values[1:]:
-            cross = (left * right < 0) | ((right == 0) & (left != 0))
-            if self.direction > 0:
-                cross &= left < 0
-            elif self.direction < 0:
-                cross &= left > 0
-            crosses.append(cross & acc & room)
-            lefts.append(left)
-            left = torch.where(right == 0, left, right)
-        hit_k = torch.stack(crosses, dim=1).cpu().numpy()  # (B, samples + 1): one host read per step
+        # event, not two): ``kept[:, k]`` is the last nonzero value among points 0..k, the bracket's left value.
+        idx = torch.arange(values.shape[1], device=dev).expand_as(values)
+        kept = values.gather(1, torch.where(values != 0, idx, 0).cummax(dim=1).values)
+        left, right = kept[:, :-1], values[:, 1:]
+        cross = (left * right < 0) | ((right == 0) & (left != 0))
+        if self.direction > 0:
+            cross &= left < 0
+        elif self.direction < 0:
+            cross &= left > 0
+        room = torch.from_numpy(np.array([len(ts) < self.max_events for ts in self.times])).to(dev)
+        cross &= (acc & room).unsqueeze(1)
+        hit_k = cross.cpu().numpy()  # (B, M + 1): one host read per step
         hit = hit_k.any(axis=1)
         if hit.any():
             if interp is None:
-                interp = self._interpolant(t_new, y_new)
+                interp = self._interpolant(ta, h, t_new, y_new)
             for k in np.flatnonzero(hit_k.any(axis=0)):
-                frac = self._locate(interp, ta, h, h_host, t_new, thetas[k], thetas[k + 1], lefts[k], values[k + 1])
+                a, b = fractions[k].expand(B), fractions[k + 1].expand(B)
+                frac = self._locate(interp, ta, h, h_host, t_new, a, b, left[:, k], right[:, k])
                 t_event = self.t_prev + frac * h_host
-                for b in np.flatnonzero(hit_k[:, k]):
-                    if len(self.times[b]) < self.max_events:
-                        self.times[b].append(float(t_event[b]))
-        g_keep = torch.where(g_new == 0, left, g_new)
-        self.g_prev = torch.where(acc, g_keep, self.g_prev)
+                for row in np.flatnonzero(hit_k[:, k]):
+                    if len(self.times[row]) < self.max_events:
+                        self.times[row].append(float(t_event[row]))
+        self.g_prev = torch.where(acc, kept[:, -1], self.g_prev)
         self.y_prev = torch.where(acc.unsqueeze(-1), y_new, self.y_prev)
         if self.f_prev is not None and self._f_new is not None:
             self.f_prev = torch.where(acc.unsqueeze(-1), self._f_new, self.f_prev)
@@ -306,7 +327,7 @@ class _Locator:
 
         def g_at(theta: Tensor) -> Tensor:
             self.nfe_g += 1
-            return self._g(ta + theta * h, interp(theta))
+            return self._g(ta + theta * h, interp(theta.unsqueeze(1))[:, 0])
 
         eps = float(np.finfo(np.float64).eps if self.sdtype == torch.float64 else np.finfo(np.float32).eps)
         with np.errstate(divide="ignore", over="ignore"):  # rows that did not move (h = 0) get xtol = 1
