@@ -58,6 +58,12 @@ class ExplicitRK(Solver):
         low = tab.order if tab.embedded_order is None else min(tab.order, tab.embedded_order)
         self.error_order = low + 1
         self._pair = tab.stiffness_pair if self.adaptive else None
+        # FSAL tableaux whose last stage is evaluated at the new solution (last row of a = b, b_s = 0: dopri5,
+        # tsit5, bosh3): that stage input is y_new, computed by the same operations, so it is reused.
+        last = tab.stages - 1
+        self._last_is_new = (
+            tab.fsal and tab.b[last] == 0.0 and tuple(tab.a[last][:last]) == tuple(tab.b[:last]) and tab.c[last] == 1.0
+        )
         self.stability_boundary = tab.real_stability_boundary if self._pair is not None else None
         #: ``(k_i, k_j, Y_i, Y_j)`` of the last step for :meth:`stiffness_terms` (references, no copies).
         self._probe: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
@@ -96,10 +102,13 @@ class ExplicitRK(Solver):
         y = state[0]
         pair = self._pair
         keep: dict[int, Tensor | None] | None = None if pair is None else dict.fromkeys(pair[:2])
+        if self._last_is_new:
+            keep = {**(keep or {}), tab.stages - 1: None}
         # FSAL: the cached derivative, re-evaluated on a step that starts on a breakpoint (its right limit).
         ks = self.stages(func, t, h, y, fresh_derivative(func, t, y, state[1]) if tab.fsal else None, keep)
         hh = h.unsqueeze(-1)
-        y_new = torch.addcmul(y, hh, weighted_sum(tab.b, ks))
+        y_last = None if keep is None else keep.get(tab.stages - 1)
+        y_new = y_last if self._last_is_new and y_last is not None else torch.addcmul(y, hh, weighted_sum(tab.b, ks))
         err = None
         if self.adaptive and tab.b_err is not None:  # adaptive implies an embedded pair (checked in __init__)
             err = hh * weighted_sum(tab.b_err, ks)
