@@ -99,6 +99,8 @@ from .base import RHS, Solver, State
 __all__ = ["ESDIRK", "NEWTON_KAPPA", "ImplicitTableau", "jacobian"]
 
 _TOL = 1e-12
+#: Largest batch whose Newton convergence test runs in Python floats on CPU (larger ones: NumPy arrays).
+ROW_BATCH = 8
 #: Newton tolerances relative to the solve's (Hairer & Wanner's ``κ``, IV.8, suggested in [0.01, 0.1]): the
 #: Newton error stays well below the local error the step-size controller accepts.
 NEWTON_KAPPA = 0.01
@@ -414,8 +416,79 @@ class ESDIRK(Solver):
         eta: Array,
     ) -> tuple[Tensor, Array, Array, Array]:
         """Simplified Newton for ``z = psi + hγ f(ti, z)`` (no graph); ``weight`` ``(B, D)`` turns a correction
-        into its scaled RMS norm. Returns ``(z, failed, eta, theta_max)``, the last three ``(B,)`` host arrays on
-        CPU (see :meth:`_host`), tensors elsewhere."""
+        into its scaled RMS norm. Returns ``(z, failed, eta, theta_max)``, the last three ``(B,)``: NumPy arrays
+        when ``eta`` is one (CPU), tensors otherwise.
+
+        On CPU a batch of at most :data:`ROW_BATCH` trajectories keeps its convergence test in Python floats
+        (:meth:`_newton_rows`, a NumPy operation on one number costs more than the arithmetic of a whole
+        row); larger batches and other devices run the same test vectorised (:meth:`_newton_arrays`).
+        """
+        if isinstance(eta, np.ndarray) and eta.shape[0] <= ROW_BATCH:
+            return self._newton_rows(func, ti, hgv, psi, z, N_inv, weight, eta)
+        return self._newton_arrays(func, ti, hgv, psi, z, N_inv, weight, eta)
+
+    def _newton_rows(
+        self,
+        func: RHS,
+        ti: Tensor,
+        hgv: Tensor,
+        psi: Tensor,
+        z: Tensor,
+        N_inv: Tensor,
+        weight: Tensor,
+        eta_in: np.ndarray,
+    ) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_newton` with the per-trajectory test in Python floats (CPU, small batches)."""
+        kmax = self.newton_max_iter
+        eps = float(torch.finfo(z.dtype).eps)
+        eta = [max(e, eps) ** 0.8 for e in eta_in.tolist()]
+        B = len(eta)
+        moving, done, theta_max = [True] * B, [False] * B, [0.0] * B
+        prev = [0.0] * B
+        for m in range(kmax):
+            g = torch.addcmul(z - psi, hgv, func(ti, z), value=-1)
+            delta = torch.bmm(N_inv, g.unsqueeze(-1)).squeeze(-1)  # -Δ
+            nd = torch.linalg.vector_norm(delta * weight, dim=-1).tolist()
+            self.counters["newton_iterations"] += 1
+            if all(moving):
+                z = z - delta
+            else:
+                z = torch.where(torch.tensor(moving).unsqueeze(-1), z - delta, z)
+            for b in range(B):
+                if not moving[b]:
+                    continue
+                n = nd[b]
+                hopeless = not math.isfinite(n)
+                if m and not hopeless:
+                    theta = n / prev[b]  # > 0: a row still moving had a nonzero, finite correction
+                    theta_max[b] = max(theta_max[b], theta)
+                    eta[b] = theta / (1 - theta) if theta != 1 else math.inf
+                    # θ >= 1 diverges; θ^(kmax-m) ‖Δ‖ / (1 - θ) > 1 cannot converge in the iterations left.
+                    hopeless = theta >= 1 or theta ** (kmax - m) * n > 1 - theta
+                elif m:
+                    theta_max[b] = math.nan
+                if not hopeless and (eta[b] * n <= 1 or n == 0):
+                    done[b], moving[b] = True, False
+                elif hopeless:
+                    moving[b] = False
+                prev[b] = n
+            if not any(moving):
+                break
+        dtype = eta_in.dtype
+        return z, ~np.array(done), np.array(eta, dtype=dtype), np.array(theta_max, dtype=dtype)
+
+    def _newton_arrays(
+        self,
+        func: RHS,
+        ti: Tensor,
+        hgv: Tensor,
+        psi: Tensor,
+        z: Tensor,
+        N_inv: Tensor,
+        weight: Tensor,
+        eta: Array,
+    ) -> tuple[Tensor, Array, Array, Array]:
+        """:meth:`_newton` with the per-trajectory test on ``(B,)`` NumPy arrays (CPU) or tensors (elsewhere)."""
         kmax = self.newton_max_iter
         host = isinstance(eta, np.ndarray)
         xp: Any = np if host else torch
@@ -441,16 +514,17 @@ class ESDIRK(Solver):
                     # θ >= 1 diverges; θ^(kmax-m) ‖Δ‖ / (1 - θ) > 1 cannot converge in the iterations left.
                     hopeless |= (theta >= 1) | (theta ** (kmax - m) * nd > 1 - theta)
                 self.counters["newton_iterations"] += 1
-                if host and moving.all():
+                if host and np.count_nonzero(moving) == moving.size:
                     z = z - delta
                 else:
                     mask = torch.from_numpy(moving) if host else moving
                     z = torch.where(mask.unsqueeze(-1), z - delta, z)
-                converged = moving & ((eta * nd <= 1) | (nd == 0))
+                # A diverging row (θ >= 1, η < 0) has failed, whatever η ‖Δ‖ says.
+                converged = moving & ~hopeless & ((eta * nd <= 1) | (nd == 0))
                 done |= converged
                 moving &= ~(converged | hopeless)
                 prev = nd
-                if host and not moving.any():
+                if host and not np.count_nonzero(moving):
                     break
         return z, ~done, eta, theta_max
 
