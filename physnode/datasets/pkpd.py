@@ -91,7 +91,13 @@ SPEC = Spec(
         "2011); indirect-response model I with an Emax inhibition of production (Dayneka, Garg and Jusko, J. "
         "Pharmacokinet. Biopharm. 21:457-478, 1993). Parameter magnitudes are typical of such models, chosen for the "
         "benchmark, not fitted to one drug. Made for the latent hybridisation model of Qian et al., NeurIPS 2021 "
-        "(`physnode bench lhm`)."
+        "(`physnode bench lhm`).\n\nThe hidden process is driven by the disease activity (`kappa (R - 1)`), so under "
+        "treatment it does not die out with its free oscillation: on the benchmark's 100 held-out patients it moves "
+        "the noise-free biomarkers by 0.21 RMS over days 6-12 (0.20 over days 0-6) at the default damping 0.25, "
+        "against 0.10 for the patients' own CL, V1 and EC50; `hidden_damping=0.05` keeps the free oscillation "
+        "alive as well. From days 0-6 at noise 0.05 the patients' CL and V1 are hardly identifiable (Laplace "
+        "posterior std of log CL 0.28 against the population's 0.30), EC50 partly (0.18 against 0.40): "
+        "`physnode bench lhm --oracle`."
     ),
 )
 
