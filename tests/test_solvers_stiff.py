@@ -223,6 +223,74 @@ def test_newton_failure_of_one_trajectory_leaves_the_others_alone() -> None:
         assert int(both.stats.n_rejected[b]) == int(alone.stats.n_rejected[0])
 
 
+def test_factorisation_is_reused_while_h_gamma_changes_less_than_lu_rate() -> None:
+    """lu_rate = 0.2 reuses (I - hγJ)^-1 across steps whose hγ moved less than 20 %: fewer factorisations than
+    steps, and the result stays within the tolerance-driven bound of scipy Radau's reference."""
+    pytest.importorskip("scipy")
+    prob = PROBLEMS["robertson"]
+    t_end = prob.quick_t_end
+    t = torch.tensor([0.0, t_end], dtype=F64)
+    stats = {}
+    for rate in (0.0, 0.2):
+        solver = _solver("kvaerno5", lu_rate=rate)
+        solver.set_tolerances(1e-6, prob.atol)
+        sol = physnode.solve(prob.func, prob.y0_tensor(), t, method=solver, rtol=1e-6, atol=prob.atol)
+        steps = int(sol.stats.n_accepted + sol.stats.n_rejected)
+        stats[rate] = (int(sol.stats.nlu), steps)
+        # Tolerance-proportional bound (as for the other scipy comparisons): a reused matrix changes only the
+        # Newton contraction, not the equations the stages satisfy.
+        err = scaled_error(sol.ys[-1].numpy(), prob.reference(t_end), 1e-6, prob.atol)
+        assert err <= MULTIPLE * 1e-6, f"lu_rate={rate}: scaled error {err:.2e}"
+    nlu, steps = stats[0.2]
+    assert nlu < 0.9 * steps, stats
+    assert nlu < stats[0.0][0], stats
+
+
+def test_fixed_steps_factorise_only_with_a_fresh_jacobian() -> None:
+    """With a constant h the matrix changes only with J: one factorisation per Jacobian, not one per step."""
+    solver = _solver("kvaerno3", adaptive=False)
+    t = torch.linspace(0.0, 1.0, 41, dtype=F64)
+    sol = physnode.solve(
+        CubicRelaxation(torch.tensor([50.0], dtype=F64)), torch.ones(1, 1, dtype=F64), t, method=solver, step_size=0.025
+    )
+    assert int(sol.stats.n_accepted) == 40
+    assert solver.counters["factorizations"] == solver.counters["jacobians"] < 40
+
+
+def test_newton_test_in_python_floats_equals_the_vectorised_one() -> None:
+    """CPU batches of up to ROW_BATCH rows run the convergence test in Python floats, larger ones on NumPy
+    arrays: a batch of ROW_BATCH + 1 trajectories equals each trajectory solved alone (same steps)."""
+    from physnode.solvers.esdirk import ROW_BATCH
+
+    rates = torch.logspace(-1, 5, ROW_BATCH + 1, dtype=F64)
+    y0 = torch.linspace(0.5, 2.0, ROW_BATCH + 1, dtype=F64).unsqueeze(-1)
+    t = torch.tensor([0.0, 0.5, 2.0], dtype=F64)
+    kw = dict(method="kvaerno4", rtol=1e-7, atol=1e-9)
+    batch = physnode.solve(CubicRelaxation(rates), y0, t, **kw)
+    for b in (0, ROW_BATCH // 2, ROW_BATCH):
+        alone = physnode.solve(CubicRelaxation(rates[b : b + 1]), y0[b : b + 1], t, **kw)
+        torch.testing.assert_close(batch.ys[b], alone.ys[0], rtol=1e-12, atol=1e-14)  # batched round-off only
+        assert int(batch.stats.n_accepted[b]) == int(alone.stats.n_accepted[0])
+        assert int(batch.stats.n_rejected[b]) == int(alone.stats.n_rejected[0])
+
+
+@pytest.mark.parametrize("batch", [1, 9], ids=["rows", "arrays"])
+def test_diverging_newton_iteration_fails(batch: int) -> None:
+    """A correction that grows (θ >= 1, so η = θ / (1 - θ) < 0) is a failure, not a convergence, in both forms
+    of the convergence test: z_(m+1) - z* = -3 (z_m - z*) for the linear stage equation z = hγ(-z)."""
+    solver = _solver("kvaerno3", newton_max_iter=4)
+    B = batch
+    hg = torch.full((B, 1), 0.5, dtype=F64)
+    psi = torch.zeros(B, 1, dtype=F64)
+    N_inv = torch.full((B, 1, 1), 4.0 / 1.5, dtype=F64)  # exact would be 1 / 1.5: 1 - 1.5 * N_inv = -3
+    weight = torch.ones(B, 1, dtype=F64)
+    _z, failed, _, theta = solver._newton(
+        lambda t, y: -y, torch.zeros(B, dtype=F64), hg, psi, torch.ones(B, 1, dtype=F64), N_inv, weight, np.ones(B)
+    )
+    assert failed.all(), (failed, theta)
+    np.testing.assert_allclose(theta, 3.0, rtol=1e-12)  # |z_2 - z_1| / |z_1 - z_0|: round-off only
+
+
 def test_newton_failure_rejects_the_step_instead_of_failing() -> None:
     """A first step far too long for Newton to converge is rejected and shrunk; the solve then succeeds."""
     prob = PROBLEMS["robertson"]
@@ -274,8 +342,9 @@ def test_odeint_hands_its_tolerances_to_the_newton_iterations() -> None:
         ("newton_rtol", -1.0, "newton_rtol"),
         ("newton_max_iter", 0, "newton_max_iter"),
         ("jacobian_rate", 1.0, "jacobian_rate"),
+        ("lu_rate", -0.1, "lu_rate must be in"),
     ],
-    ids=["rtol", "max-iter", "rate"],
+    ids=["rtol", "max-iter", "rate", "lu-rate"],
 )
 def test_bad_options_are_explained(option: str, value: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -137,7 +137,13 @@ def test_implicit_solver_counts_in_stats() -> None:
     t = torch.tensor([0.0, 1.0], dtype=F64)
     first = physnode.solve(oscillator, Y0, t, method=solver, rtol=1e-5, atol=1e-7)
     assert first.stats.njev == solver.counters["jacobians"] >= 1
-    assert first.stats.nlu == solver.counters["factorizations"] >= int(first.stats.n_accepted.max())  # one per step
+    # At most one per step (an unchanged hγ, e.g. equal steps to an observation, reuses the factorisation).
+    assert (
+        int((first.stats.n_accepted + first.stats.n_rejected).max())
+        >= first.stats.nlu
+        == solver.counters["factorizations"]
+        >= 1
+    )
     second = physnode.solve(oscillator, Y0, t, method=solver, rtol=1e-5, atol=1e-7)
     assert second.stats.njev == solver.counters["jacobians"] - first.stats.njev  # per solve, not cumulative
     explicit = physnode.solve(oscillator, Y0, T)

@@ -590,11 +590,12 @@ class ESDIRK(Solver):
     # -------------------------------------------------------------------------------------------- step
     def _newton_matrix(
         self, func: RHS, t: Tensor, h: Tensor, y: Tensor, state: State, retry: Array | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Array, Array]:
+    ) -> tuple[Tensor, Tensor, Tensor, Array, Array, Array]:
         """The Jacobian and ``(I - hγ J)^{-1}`` for a step from ``(t, y)``, reused from ``state`` where
         the reuse rules allow (see the module docstring); ``retry`` (``(B,)``) forces fresh ones on those rows.
 
-        Returns ``(J, N_inv, hγ_N, fresh_J, fresh_N)``, the last two ``(B,)`` (host arrays on CPU)."""
+        Returns ``(J, N_inv, hγ_N, fresh_J, fresh_N, exact_N)``, the last three ``(B,)`` (host arrays on CPU);
+        ``exact_N``: the matrix is fresh or was formed with this step's ``hγ`` up to round-off."""
         _, _, J, stale, _, N_inv, hg_lu = state
         host = y.device.type == "cpu"
         with torch.no_grad():
@@ -610,14 +611,18 @@ class ESDIRK(Solver):
             # Refactorise where J is new, where nothing was factorised yet (hγ_LU = 0), and where hγ left the band
             # |hγ / hγ_LU - 1| <= lu_rate; a row with h = 0 (finished) needs no matrix.
             xp = _xp(hg_x)
-            moved = xp.abs(hg_x - hg_lu_x) > self.lu_rate * xp.abs(hg_lu_x)
+            # Up to round-off (64 ε: a landing step's h differs from the proposal by a few ulps) hγ is unchanged.
+            tiny = 64 * float(torch.finfo(y.dtype).eps)
+            change = xp.abs(hg_x - hg_lu_x)
+            moved = change > max(self.lu_rate, tiny) * xp.abs(hg_lu_x)
+            same = change <= tiny * xp.abs(hg_lu_x)
             fresh_lu = (hg_x != 0) & (fresh_j | (hg_lu_x == 0) | moved) if retry is None else retry
             if bool(fresh_j.any()):  # host check (free on CPU): one per step
                 J = _merge(fresh_j, self._jacobian(func, t, y), J)
             if bool(fresh_lu.any()):
                 N_inv = _merge(fresh_lu, self._factor(J, hg), N_inv)
                 hg_lu = _merge(fresh_lu, hg, hg_lu)
-        return J, N_inv, hg_lu, fresh_j, fresh_lu
+        return J, N_inv, hg_lu, fresh_j, fresh_lu, fresh_lu | same
 
     def step(self, func: RHS, t: Tensor, h: Tensor, state: State) -> tuple[State, Tensor | None]:
         tab = self.tableau
@@ -626,13 +631,13 @@ class ESDIRK(Solver):
         host = y.device.type == "cpu"
         eta0: Array = eta.detach().numpy() if host else eta.detach()
         h_x: Array = h.detach().numpy() if host else h.detach()
-        J, lu, hg_lu, fresh_j, fresh_lu = self._newton_matrix(func, t, h, y, state)
+        J, lu, hg_lu, fresh_j, fresh_lu, exact = self._newton_matrix(func, t, h, y, state)
         zs, ks, failed, eta_new, theta_max = self._stages(func, t, h, y, k0, eta0, lu)
         if self.jacobian_rate > 0 or self.lu_rate > 0:
             # Newton failed with a reused Jacobian or factorisation: redo the step with fresh ones (Hairer's codes).
             retry = failed & ~(fresh_j & fresh_lu) & (h_x != 0)
             if bool(retry.any()):
-                J, lu2, hg_lu2, _, _ = self._newton_matrix(func, t, h, y, (y, k0, J, *state[3:5], lu, hg_lu), retry)
+                J, lu2, hg_lu2, _, _, _ = self._newton_matrix(func, t, h, y, (y, k0, J, *state[3:5], lu, hg_lu), retry)
                 zs2, ks2, failed2, eta2, theta2 = self._stages(func, t, h, y, k0, eta0, lu2)
                 zs = [_merge(retry, a, b) for a, b in zip(zs2, zs, strict=True)]
                 ks = [_merge(retry, a, b) for a, b in zip(ks2, ks, strict=True)]
@@ -640,7 +645,7 @@ class ESDIRK(Solver):
                 failed = xp.where(retry, failed2, failed)
                 eta_new = xp.where(retry, eta2, eta_new)
                 theta_max = xp.where(retry, theta2, theta_max)
-                fresh_j, fresh_lu = fresh_j | retry, fresh_lu | retry
+                fresh_j, fresh_lu, exact = fresh_j | retry, fresh_lu | retry, exact | retry
                 lu, hg_lu = lu2, hg_lu2
         failed = failed & (h_x != 0)
         if host:
@@ -650,12 +655,12 @@ class ESDIRK(Solver):
         k_last = ks[-1]
         hh = h.unsqueeze(-1)
         xp = _xp(failed)
-        # A slow contraction after a fresh factorisation calls for a new Jacobian; after a reused one (whose hγ
-        # differs from the step's) only for a new factorisation (hγ_LU = 0 forces one at the next step).
+        # A slow contraction with the step's own matrix (fresh, or reused with the same hγ) calls for a new
+        # Jacobian; with a reused one whose hγ differs, only for a new factorisation (hγ_N = 0 forces one).
         slow = theta_max > self.jacobian_rate
-        stale_new = failed | (slow & fresh_lu)
+        stale_new = failed | (slow & exact)
         eta_new = xp.where(failed, xp.ones_like(eta_new), eta_new)
-        refactor = slow & ~fresh_lu
+        refactor = slow & ~exact
         failed_t = _tensor(failed)
         stale_t, eta_t, refactor_t = _tensor(stale_new), _tensor(eta_new), _tensor(refactor)
         hg_lu = torch.where(refactor_t, torch.zeros_like(hg_lu), hg_lu)
