@@ -274,8 +274,10 @@ def test_newton_test_in_python_floats_equals_the_vectorised_one() -> None:
         assert int(batch.stats.n_rejected[b]) == int(alone.stats.n_rejected[0])
 
 
-@pytest.mark.parametrize("batch", [1, 9], ids=["rows", "arrays"])
-def test_diverging_newton_iteration_fails(batch: int) -> None:
+@pytest.mark.parametrize(
+    ("batch", "form"), [(1, "rows"), (9, "arrays"), (3, "tensors")], ids=["rows", "arrays", "tensors"]
+)
+def test_diverging_newton_iteration_fails(batch: int, form: str) -> None:
     """A correction that grows (θ >= 1, so η = θ / (1 - θ) < 0) is a failure, not a convergence, in both forms
     of the convergence test: z_(m+1) - z* = -3 (z_m - z*) for the linear stage equation z = hγ(-z)."""
     solver = _solver("kvaerno3", newton_max_iter=4)
@@ -284,9 +286,12 @@ def test_diverging_newton_iteration_fails(batch: int) -> None:
     psi = torch.zeros(B, 1, dtype=F64)
     N_inv = torch.full((B, 1, 1), 4.0 / 1.5, dtype=F64)  # exact would be 1 / 1.5: 1 - 1.5 * N_inv = -3
     weight = torch.ones(B, 1, dtype=F64)
-    _z, failed, _, theta = solver._newton(
-        lambda t, y: -y, torch.zeros(B, dtype=F64), hg, psi, torch.ones(B, 1, dtype=F64), N_inv, weight, np.ones(B)
-    )
+    args = (lambda t, y: -y, torch.zeros(B, dtype=F64), hg, psi, torch.ones(B, 1, dtype=F64), N_inv, weight)
+    if form == "tensors":  # the form used off CPU: (B,) tensors, newton_max_iter iterations, no host reads
+        _z, failed, _, theta = solver._newton_arrays(*args, torch.ones(B, dtype=F64))
+        failed, theta = failed.numpy(), theta.numpy()
+    else:
+        _z, failed, _, theta = solver._newton(*args, np.ones(B))
     assert failed.all(), (failed, theta)
     np.testing.assert_allclose(theta, 3.0, rtol=1e-12)  # |z_2 - z_1| / |z_1 - z_0|: round-off only
 
@@ -477,3 +482,37 @@ def test_gradient_converges_to_the_exact_sensitivity() -> None:
 def test_rk_only_gradient_methods_refuse_implicit_solvers_clearly(grad: str) -> None:
     with pytest.raises(ValueError, match=f"grad='{grad}'.*(explicit Runge–Kutta|aca)"):
         physnode.odeint(Kinetics(), Y0, T_OBS, grad=grad, method="kvaerno5")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_newton_on_tensors_equals_cpu() -> None:
+    """Off CPU the convergence test runs on (B,) tensors for newton_max_iter iterations (converged rows frozen):
+    the same steps as on CPU, values equal up to the devices' round-off."""
+    prob = PROBLEMS["robertson"]
+    y_cpu, c_cpu = solve_physnode(prob, "kvaerno5", prob.quick_t_end, rtol=1e-6)
+    y_gpu, c_gpu = solve_physnode(prob, "kvaerno5", prob.quick_t_end, rtol=1e-6, device="cuda")
+    assert abs(c_gpu["steps"] - c_cpu["steps"]) <= 2, (c_cpu, c_gpu)  # round-off may flip a borderline decision
+    err = scaled_error(y_gpu, y_cpu, 1e-6, prob.atol)
+    assert err <= 1e-6, err  # well within the solve's tolerance
+
+
+def test_device_form_of_the_newton_test_equals_the_host_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The form used off CPU ((B,) tensors, newton_max_iter iterations, converged rows frozen), run on CPU: the
+    same steps and Newton decisions as the host form, so the same result up to round-off."""
+    from physnode.solvers import esdirk
+
+    rates = torch.tensor([1e4, 1.0, 30.0], dtype=F64)
+    y0 = torch.tensor([[3.0], [3.0], [0.5]], dtype=F64)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    kw = dict(rtol=1e-6, atol=1e-9)
+    host_solver = _solver("kvaerno4", newton_max_iter=4)
+    host = physnode.solve(CubicRelaxation(rates), y0, t, method=host_solver, **kw)
+    monkeypatch.setattr(esdirk, "_on_host", lambda y: False)
+    dev_solver = _solver("kvaerno4", newton_max_iter=4)
+    dev = physnode.solve(CubicRelaxation(rates), y0, t, method=dev_solver, **kw)
+    torch.testing.assert_close(dev.ys, host.ys, rtol=1e-12, atol=1e-14)  # frozen rows: round-off only
+    assert torch.equal(dev.stats.n_accepted, host.stats.n_accepted)
+    assert torch.equal(dev.stats.n_rejected, host.stats.n_rejected)
+    # The device form always runs newton_max_iter iterations; the host form stops when every row is done.
+    assert dev_solver.counters["newton_iterations"] > host_solver.counters["newton_iterations"]

@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -233,6 +233,11 @@ def _rms(x: Tensor) -> Tensor:
 
 
 Array = np.ndarray | Tensor  # per-trajectory (B,) flags and rates: host arrays on CPU, tensors elsewhere
+
+
+def _on_host(y: Tensor) -> bool:
+    """Whether the per-trajectory Newton bookkeeping of a step on ``y`` runs on host arrays (CPU tensors)."""
+    return y.device.type == "cpu"
 
 
 def _xp(a: Array) -> Any:
@@ -497,7 +502,8 @@ class ESDIRK(Solver):
             moving = moving.to(eta.device)
         done = ~moving
         theta_max = eta * 0
-        eta = xp.maximum(eta, float(torch.finfo(z.dtype).eps)) ** 0.8
+        eps = float(torch.finfo(z.dtype).eps)
+        eta = (np.maximum(eta, eps) if host else cast(Tensor, eta).clamp(min=eps)) ** 0.8
         prev: Array | None = None
         with np.errstate(all="ignore"):  # host arrays: 0/0 and overflow of masked rows are harmless
             for m in range(kmax):
@@ -597,7 +603,7 @@ class ESDIRK(Solver):
         Returns ``(J, N_inv, hγ_N, fresh_J, fresh_N, exact_N)``, the last three ``(B,)`` (host arrays on CPU);
         ``exact_N``: the matrix is fresh or was formed with this step's ``hγ`` up to round-off."""
         _, _, J, stale, _, N_inv, hg_lu = state
-        host = y.device.type == "cpu"
+        host = _on_host(y)
         with torch.no_grad():
             J = J.detach()
             hg = h.detach() * self.tableau.gamma
@@ -628,7 +634,7 @@ class ESDIRK(Solver):
         tab = self.tableau
         y, k0, _, _, eta, *_ = state
         k0 = fresh_derivative(func, t, y, k0)  # re-evaluated on a step that starts on a breakpoint
-        host = y.device.type == "cpu"
+        host = _on_host(y)
         eta0: Array = eta.detach().numpy() if host else eta.detach()
         h_x: Array = h.detach().numpy() if host else h.detach()
         J, lu, hg_lu, fresh_j, fresh_lu, exact = self._newton_matrix(func, t, h, y, state)
