@@ -350,7 +350,9 @@ class LatentHybrid(nn.Module):
 
         One :func:`physnode.odeint` solve over ``t0`` and each trajectory's own observation times with
         ``inputs=`` (:func:`as_inputs`): the solver lands on every input breakpoint (infusion start or end), so no
-        step straddles a jump of ``u``; the steps are fixed or adaptive as ``settings`` says.
+        step straddles a jump of ``u``; the steps are fixed or adaptive as ``settings`` says. Boluses carried by the
+        inputs (a :class:`~physnode.data.Inputs` with ``boluses=``) jump the state ``z = (z_e, z_m)`` at their times
+        (``index``: the component, expert states first), through :func:`physnode.solve`'s ``boluses``.
 
         Parameters
         ----------
@@ -371,7 +373,7 @@ class LatentHybrid(nn.Module):
         Raises
         ------
         ValueError
-            An observation at or before ``t0``; inputs that carry boluses.
+            An observation at or before ``t0``; a bolus on a component the state does not have.
         """
         from ..odeint import odeint
 
@@ -387,10 +389,13 @@ class LatentHybrid(nn.Module):
             )
         series = as_inputs(inputs, t0)
         if series is not None and series.boluses is not None:
-            raise ValueError(
-                "the inputs carry boluses, which LatentHybrid.solve does not apply yet; give a dose as a short "
-                "infusion (e.g. one hour at dose / (1/24) mg/day) or drop the boluses."
-            )
+            bad = series.boluses.index >= self.De + self.Dm
+            if bool(bad.any()):
+                raise ValueError(
+                    f"a bolus adds to state component {int(series.boluses.index[bad][0])}, but the model's state "
+                    f"z = (z_e, z_m) has {self.De + self.Dm} components; index an expert state by its position in "
+                    "expert.state_names (e.g. 0 for the first)."
+                )
         start = torch.full((B, 1), t0, dtype=times.dtype, device=times.device)
         grid = solver_ready_times(torch.cat([start, torch.where(valid, times, torch.nan)], dim=1), lengths + 1)
         ys = odeint(

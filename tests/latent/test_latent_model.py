@@ -82,17 +82,19 @@ def test_schedule_as_inputs_has_the_same_values_and_breakpoints():
         _lhm().solve(torch.zeros(3, 3, dtype=F64), t[1:4].expand(3, -1), torch.tensor([3, 3, 3]), lambda t: t, None)
 
 
-def _pk_exact(infusions: list, times: Tensor, CL: float, V1: float, Q: float, V2: float) -> Tensor:
+def _pk_exact(infusions: list, times: Tensor, CL: float, V1: float, Q: float, V2: float, boluses: tuple = ()) -> Tensor:
     """``(A1, A2)`` of the two-compartment model at ``times`` from ``A = 0`` at ``t = 0``, exactly: the model is
-    linear with a piecewise-constant input, so each piece is one matrix exponential of the augmented system."""
+    linear with a piecewise-constant input, so each piece is one matrix exponential of the augmented system;
+    ``boluses`` ``(time, amount)`` add to ``A1`` (right-continuous)."""
     M = torch.tensor([[-(CL + Q) / V1, Q / V2, 0.0], [Q / V1, -Q / V2, 0.0], [0.0, 0.0, 0.0]], dtype=F64)
-    cuts = sorted({0.0, *(float(x) for r in infusions for x in r[:2]), *times.tolist()})
+    cuts = sorted({0.0, *(float(x) for r in infusions for x in r[:2]), *(b[0] for b in boluses), *times.tolist()})
     out, a, t_prev = {}, torch.zeros(3, dtype=F64), 0.0
     for tc in cuts[1:]:
         rate = sum(r[2] for r in infusions if r[0] <= t_prev < r[1])
         Mi = M.clone()
         Mi[0, 2] = rate
         a = torch.linalg.matrix_exp(Mi * (tc - t_prev)) @ torch.cat([a[:2], torch.ones(1, dtype=F64)])
+        a[0] += sum(amount for tb, amount in boluses if tb == tc)
         out[tc], t_prev = a[:2].clone(), tc
     return torch.stack([out[float(x)] for x in times])
 
@@ -324,10 +326,44 @@ def test_physnode_inputs_drive_the_model_like_a_schedule():
     b, _ = m2.loss(data, u, until=2.0)
     # The same piecewise-constant series evaluated two ways: equal up to round-off.
     torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
-    from physnode.data.inputs import Boluses
 
-    with_bolus = Inputs.from_infusions(
-        rows, boluses=Boluses([[1.0]] * data.n_trajectories, [[5.0]] * data.n_trajectories)
+
+def test_boluses_jump_the_expert_state_and_are_differentiable():
+    """Bolus doses into A1 (physnode.data.Inputs(boluses=)): the drug amounts match the exact solution with the
+    jumps, and the gradient w.r.t. the amounts matches finite differences of the same discrete solve."""
+    from physnode.data.inputs import Boluses, Inputs
+
+    data, _ = _data()
+    m = _lhm(latent_dim=0)
+    assert m.expert is not None
+    values = {n: float(m.expert.param(n)().detach()) for n in ("CL", "V1")}
+    rows = [[(0.5 + 0.3 * b, 1.7, 40.0), (2.0, 2.5, 30.0)] for b in range(data.n_trajectories)]
+    times, doses = [[1.0], [1.2], [3.0]], torch.tensor([[20.0], [10.0], [5.0]], dtype=F64, requires_grad=True)
+    z0 = torch.tensor([[0.0, 0.0, 1.0]] * data.n_trajectories, dtype=F64)
+    theta = m.theta_raw(torch.zeros(3, 2, dtype=F64)).detach()
+    settings = SolveSettings(method="rk4", step_size=0.1)
+
+    def amounts(d: Tensor) -> Tensor:
+        u = Inputs.from_infusions(rows, boluses=Boluses(times, d, 0))
+        return m.solve(z0, data.times, data.lengths, u, theta, settings=settings)[..., :2]
+
+    zs = amounts(doses)
+    for b in range(data.n_trajectories):
+        n = int(data.lengths[b])
+        bol = ((times[b][0], float(doses[b, 0].detach())),)
+        ref = _pk_exact(rows[b], data.times[b, :n], values["CL"], values["V1"], 6.0, 20.0, bol)
+        # rk4, h = 0.1 day: ~1e-4 relative (as above); a missed jump would be off by the dose (5-20 mg).
+        torch.testing.assert_close(zs[b, :n], ref, rtol=0, atol=1e-3 * float(ref.abs().max()))
+    (g,) = torch.autograd.grad(zs[..., 0].sum(), doses)
+    eps = 1e-3
+    fd = torch.stack(
+        [
+            (amounts(doses.detach() + eps * e.unsqueeze(-1))[..., 0].sum() - zs[..., 0].sum().detach()) / eps
+            for e in torch.eye(3)
+        ]
     )
-    with pytest.raises(ValueError, match="boluses"):
-        m.loss(data, with_bolus, until=2.0)
+    # The drug amounts are linear in the doses: forward differences are exact up to round-off.
+    torch.testing.assert_close(g.squeeze(-1), fd, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="state component 7"):
+        amounts_bad = Inputs.from_infusions(rows, boluses=Boluses(times, doses.detach(), 7))
+        m.solve(z0, data.times, data.lengths, amounts_bad, theta, settings=settings)
