@@ -204,10 +204,11 @@ class CubicRelaxation(nn.Module):
         return -self.rates.unsqueeze(-1) * (d + d**3)
 
 
-def test_newton_failure_of_one_trajectory_leaves_the_others_alone() -> None:
+@pytest.mark.parametrize("copies", [1, 5], ids=["rows", "arrays"])  # B = 2 and B = 10 > ROW_BATCH
+def test_newton_failure_of_one_trajectory_leaves_the_others_alone(copies: int) -> None:
     """A trajectory whose Newton iterations fail rejects its own step only: each row equals its solo solve."""
-    rates = torch.tensor([1e4, 1.0], dtype=F64)
-    y0 = torch.tensor([[3.0], [3.0]], dtype=F64)
+    rates = torch.tensor([1e4, 1.0] * copies, dtype=F64)
+    y0 = torch.full((2 * copies, 1), 3.0, dtype=F64)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
 
     def run(r: Tensor, y: Tensor) -> tuple[physnode.Solution, ESDIRK]:
