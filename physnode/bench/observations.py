@@ -9,7 +9,9 @@ masses against physnode dopri5 at ``rtol = atol = 1e-12``.
 Rows: physnode ``outputs="land"`` (a step ends on every observation) and ``outputs="interpolate"`` (steps follow
 the tolerance; observations from the continuous extension), both ``grad="direct"``, and ``outputs="interpolate"``
 with ``options={"step_grad": True}`` (the step sizes and the interpolation fractions differentiated), also with
-``"integral_controller": True`` (torchode's controller factor); torchode
+``"integral_controller": True`` (torchode's controller factor), and "torchode's configuration": the latter with
+``"error_estimate": "torchdiffeq"`` (dopri5's embedded solution of torchdiffeq and torchode, so the steps are
+torchode's); torchode
 (``Dopri5``, ``IntegralController``, ``AutoDiffAdjoint``: interpolates its outputs) and torchdiffeq (``dopri5``,
 backprop: interpolates too). The ratio columns are the row's time over torchode's at the same ``T`` (< 1: faster).
 """
@@ -71,8 +73,14 @@ class Setup:
 Runner = Callable[[Counted, Tensor, Setup], Tensor]
 
 
-def _physnode(outputs: str, tol: float | None = None, step_grad: bool = False, integral: bool = False) -> Runner:
-    options = {"step_grad": step_grad, "integral_controller": integral}
+def _physnode(
+    outputs: str,
+    tol: float | None = None,
+    step_grad: bool = False,
+    integral: bool = False,
+    estimate: str = "dormand_prince",
+) -> Runner:
+    options = {"step_grad": step_grad, "integral_controller": integral, "error_estimate": estimate}
 
     def runner(f: Counted, y0: Tensor, s: Setup) -> Tensor:
         rtol = s.tol if tol is None else tol
@@ -109,6 +117,11 @@ ROWS: tuple[tuple[str, str, Runner], ...] = (
     ("physnode", "interpolate", _physnode("interpolate")),
     ("physnode", "interpolate+step_grad", _physnode("interpolate", step_grad=True)),
     ("physnode", "interpolate+step_grad+integral", _physnode("interpolate", step_grad=True, integral=True)),
+    (
+        "physnode",
+        "torchode's configuration",
+        _physnode("interpolate", step_grad=True, integral=True, estimate="torchdiffeq"),
+    ),
     ("torchdiffeq", "interpolate (dopri5)", _torchdiffeq),
 )
 
@@ -140,7 +153,7 @@ def run(argv: list[str] | None = None) -> int:
         "--skip",
         default="",
         help="comma-separated rows to skip: land, interpolate, interpolate+step_grad, interpolate+step_grad+integral, "
-        "torchode, torchdiffeq",
+        "torchode's configuration, torchode, torchdiffeq",
     )
     args = p.parse_args(argv)
     device = setup(args)
