@@ -414,6 +414,10 @@ class ESDIRK(Solver):
         """``N_inv @ rhs`` for ``N_inv`` ``(B, D, D)`` and ``rhs`` ``(B, D)``."""
         return torch.bmm(N_inv, rhs.unsqueeze(-1)).squeeze(-1)
 
+    def _correction(self, func: RHS, ti: Tensor, hgv: Tensor, psi: Tensor, z: Tensor, N_inv: Tensor) -> Tensor:
+        """``-Δ = N^{-1} (z - psi - hγ f(ti, z))`` ``(B, D)``: one simplified Newton correction, sign flipped."""
+        return self._solve(N_inv, torch.addcmul(z - psi, hgv, func(ti, z), value=-1))
+
     def _jacobian(self, func: RHS, t: Tensor, y: Tensor) -> Tensor:
         self.counters["jacobians"] += 1
         return jacobian(func, t, y)
@@ -460,8 +464,7 @@ class ESDIRK(Solver):
         moving, done, theta_max = [True] * B, [False] * B, [0.0] * B
         prev = [0.0] * B
         for m in range(kmax):
-            g = torch.addcmul(z - psi, hgv, func(ti, z), value=-1)
-            delta = torch.bmm(N_inv, g.unsqueeze(-1)).squeeze(-1)  # -Δ
+            delta = self._correction(func, ti, hgv, psi, z, N_inv)  # -Δ
             nd = torch.linalg.vector_norm(delta * weight, dim=-1).tolist()
             self.counters["newton_iterations"] += 1
             if all(moving):
@@ -516,8 +519,7 @@ class ESDIRK(Solver):
         prev: Array | None = None
         with np.errstate(all="ignore"):  # host arrays: 0/0 and overflow of masked rows are harmless
             for m in range(kmax):
-                g = torch.addcmul(z - psi, hgv, func(ti, z), value=-1)
-                delta = torch.bmm(N_inv, g.unsqueeze(-1)).squeeze(-1)  # -Δ
+                delta = self._correction(func, ti, hgv, psi, z, N_inv)  # -Δ
                 nd_dev = torch.linalg.vector_norm(delta * weight, dim=-1)
                 nd = nd_dev.numpy() if host else nd_dev
                 hopeless = ~xp.isfinite(nd)
