@@ -25,6 +25,8 @@ Dense output (two continuous extensions, chosen by ``interpolant=``):
 The default was chosen from a measurement of interpolation error against evaluations
 (docs/concepts/dense-output.md)."""
 
+import dataclasses
+
 import numpy as np
 
 from .rk import ExplicitRK
@@ -323,16 +325,8 @@ TABLEAU = Tableau(
 )
 
 #: The same formula with the free fifth-order continuous extension of its twelve stages.
-TABLEAU_FREE5 = Tableau(
-    name="dopri8",
-    c=_C,
-    a=_A,
-    b=_B,
-    order=8,
-    b_err=_B_ERR,
-    embedded_order=5,
-    dense=dense_from_order_conditions(_C, _A, _B, 5),
-    dense_order=5,
+TABLEAU_FREE5 = dataclasses.replace(
+    TABLEAU, dense=dense_from_order_conditions(_C, _A, _B, 5), dense_order=5, dense_c=(), dense_a=()
 )
 
 INTERPOLANTS = {"dop853": TABLEAU, "free5": TABLEAU_FREE5}
