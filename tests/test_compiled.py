@@ -203,6 +203,8 @@ def test_adjoint_backward_that_fails_to_compile_falls_back_with_one_warning(monk
 def test_compiled_adjoint_equals_eager_and_the_backward_code_is_reused() -> None:
     from torch._dynamo.utils import counters
 
+    # A class of its own, not shared with the test above: the compiled forward step is specialised on the module's
+    # code, so a shared class would reuse that test's compilation and ``new1 >= 2`` below would depend on test order.
     class Osc(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()

@@ -7,6 +7,8 @@ under a perturbation of 1e-7, so the discrete solve is smooth there and its deri
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from registries import ADAPTIVE, ALL_GRADIENTS, solvers_for
@@ -36,20 +38,22 @@ def _loss_and_grad(masses: torch.Tensor, grad: str, options: dict, want: bool = 
     return loss.detach(), g, sol.stats
 
 
+def _central_difference(loss_at, x0: torch.Tensor, v: torch.Tensor, n_accepted, eps: float = 1e-7) -> float:
+    """``(L(x0 + eps v) - L(x0 - eps v)) / (2 eps)`` of ``loss_at(x) -> (loss, _, stats)``. Both sides must take the
+    solve's accepted steps (same host decisions), else the difference would cross a jump of the discrete solve."""
+    lp, _, sp = loss_at(x0 + eps * v)
+    lm, _, sm = loss_at(x0 - eps * v)
+    assert int(sp.n_accepted) == int(sm.n_accepted) == int(n_accepted)  # no jump of the discrete solve
+    return float(lp - lm) / (2 * eps)
+
+
 def test_step_grad_equals_finite_differences_of_the_discrete_solve():
     m0 = torch.tensor([1.1, 1.1, 0.9], dtype=torch.float64)
     _, g, stats = _loss_and_grad(m0, "direct", STEP_GRAD)
     _, g_const, _ = _loss_and_grad(m0, "direct", {})
-    eps = 1e-7
-    fd = []
-    for i in range(3):
-        e = torch.zeros(3, dtype=torch.float64)
-        e[i] = eps
-        lp, _, sp = _loss_and_grad(m0 + e, "direct", STEP_GRAD, want=False)
-        lm, _, sm = _loss_and_grad(m0 - e, "direct", STEP_GRAD, want=False)
-        # Same host decisions on both sides, else the finite difference would cross a jump of the discrete solve.
-        assert int(sp.n_accepted) == int(sm.n_accepted) == int(stats.n_accepted)
-        fd.append(float(lp - lm) / (2 * eps))
+    basis = torch.eye(3, dtype=torch.float64)
+    loss_at = partial(_loss_and_grad, grad="direct", options=STEP_GRAD, want=False)
+    fd = [_central_difference(loss_at, m0, basis[i], stats.n_accepted) for i in range(3)]
     fd_t = torch.tensor(fd, dtype=torch.float64)
     scale = float(fd_t.abs().max())
     # Central differences at eps = 1e-7 on an O(1) loss: truncation ~eps^2, round-off ~1e-16 / eps ~ 1e-9.
@@ -175,15 +179,9 @@ def test_interpolated_step_grad_equals_finite_differences_of_the_discrete_solve(
     m0 = torch.tensor([1.1, 1.1, 0.9], dtype=torch.float64)
     y0 = three_body_y0(torch.float64)
     _, grads, stats = _interpolated(m0, "direct", y0)
-    eps = 1e-7
-    fd = []
-    for i in range(3):
-        e = torch.zeros(3, dtype=torch.float64)
-        e[i] = eps
-        lp, _, sp = _interpolated(m0 + e, "direct", y0, want=False)
-        lm, _, sm = _interpolated(m0 - e, "direct", y0, want=False)
-        assert int(sp.n_accepted) == int(sm.n_accepted) == int(stats.n_accepted)  # no jump of the discrete solve
-        fd.append(float(lp - lm) / (2 * eps))
+    basis = torch.eye(3, dtype=torch.float64)
+    loss_at = partial(_interpolated, grad="direct", y0=y0, want=False)
+    fd = [_central_difference(loss_at, m0, basis[i], stats.n_accepted) for i in range(3)]
     fd_t = torch.tensor(fd, dtype=torch.float64)
     # Central differences at eps = 1e-7 on an O(10) loss: truncation ~eps^2, round-off ~1e-15 / eps ~ 1e-8.
     assert float((grads[0] - fd_t).abs().max()) <= 1e-6 * float(fd_t.abs().max())
@@ -229,11 +227,7 @@ def test_first_step_on_the_graph_equals_finite_differences_in_y0(grad, monkeypat
     y0 = three_body_y0(torch.float64)
     v = torch.linspace(-1.0, 1.0, y0.numel(), dtype=torch.float64).view_as(y0).cos()
     _, g, stats = _first_step_loss(y0, grad)
-    eps = 1e-7
-    lp, _, sp = _first_step_loss(y0 + eps * v, grad, want=False)
-    lm, _, sm = _first_step_loss(y0 - eps * v, grad, want=False)
-    assert int(sp.n_accepted) == int(sm.n_accepted) == int(stats.n_accepted)  # no jump of the discrete solve
-    fd = float(lp - lm) / (2 * eps)
+    fd = _central_difference(partial(_first_step_loss, grad=grad, want=False), y0, v, stats.n_accepted)
     # Central differences at eps = 1e-7 of a loss of about 5: truncation ~eps^2, round-off ~1e-15 / eps ~ 1e-8
     # absolute on a derivative of about 20 (measured 1.8e-10 relative).
     assert abs(float((g * v).sum()) - fd) <= 2e-8 * abs(fd)
