@@ -29,11 +29,14 @@ test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_FLAGS) -m slow tests
 
 # On a machine with a GPU and a CUDA build of torch: every CUDA-marked test (including each device-parametrised
-# test on cuda) and the GPU benchmark (10,000 three-body trajectories vs torchode).
-test-gpu: $(STAMP)
+# test on cuda) and the GPU benchmark (10,000 three-body trajectories vs torchode). The venv installs the CPU wheel
+# pinned in constraints.txt; on a machine whose Python already has a CUDA torch and physnode's dependencies, use
+# that Python instead: `make test-gpu GPU_DEPS= PY=python3` (run from the repository root).
+GPU_DEPS ?= $(STAMP)
+test-gpu: $(GPU_DEPS)
 	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA device: torch.cuda.is_available() is False (a CUDA build of torch and a GPU).')"
-	$(PY) -m pytest -p no:xdist -m cuda tests
-	$(VENV)/bin/physnode bench gpu --device cuda --repeats 1
+	$(PY) -m pytest -p no:xdist -m cuda --ignore=tests/docs tests
+	$(PY) -m physnode.bench gpu --device cuda --repeats 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

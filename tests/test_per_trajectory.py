@@ -28,9 +28,13 @@ def test_batch_with_own_times_equals_individual_solves(method: str, device: torc
     tight = solver.order >= 4 and not solver.implicit
     rtol, atol, exact_atol = (1e-9, 1e-11, 1e-6) if tight else (1e-5, 1e-7, 1e-2)
     omega = torch.tensor([1.0, 3.0, 0.5, 7.0], dtype=torch.float64, device=device)
-    y0 = torch.randn(B, 2, dtype=torch.float64, device=device)
-    t = torch.sort(torch.rand(B, T, dtype=torch.float64, device=device) * 5, dim=1).values
-    t[:, 0] = torch.tensor([0.0, 0.3, -1.0, 2.0], dtype=torch.float64)
+    # Own start times and strictly increasing own grids (gaps >= 0.1), drawn on the CPU so every device gets the
+    # same problem.
+    gen = torch.Generator().manual_seed(0)
+    y0 = torch.randn(B, 2, generator=gen, dtype=torch.float64).to(device)
+    starts = torch.tensor([[0.0], [0.3], [-1.0], [2.0]], dtype=torch.float64)
+    gaps = 0.1 + 0.9 * torch.rand(B, T - 1, generator=gen, dtype=torch.float64)
+    t = torch.cat([starts, starts + gaps.cumsum(dim=1)], dim=1).to(device)
     batched = physnode.solve(_oscillators(omega), y0, t, method=method, rtol=rtol, atol=atol)
     for b in range(B):
         alone = physnode.solve(_oscillators(omega[b]), y0[b], t[b], method=method, rtol=rtol, atol=atol)

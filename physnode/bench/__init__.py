@@ -88,6 +88,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "causal graph recovery (AUROC, AUPRC, SHD) and forecasts under unseen interventions vs baselines",
         ),
         Benchmark(
+            "structured",
+            "physnode.bench.structured",
+            "StructuredODE: d per-variable networks as one batched computation vs a Python loop, d = 10 ... 1000",
+        ),
+        Benchmark(
             "augmentation",
             "physnode.bench.augmentation",
             "annuli / nested spheres: accuracy, NFE and time of plain, Galerkin, augmented and data-controlled ODEs",

@@ -15,6 +15,7 @@ the default when no GPU is present), which is what the tests run with ``--quick`
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -233,6 +234,7 @@ def run(argv: list[str] | None = None) -> int:
             if g is not None:
                 grads[key] = g
         table.add_row(row)
+        print(f"done: {library} {label}: {row['time']}", file=sys.stderr, flush=True)  # progress of a long run
     if "direct" in grads:
         ref_m, ref_y0 = grads["direct"]
         for key in ("aca",):
