@@ -101,7 +101,8 @@ class GaussianDecoder(nn.Module):
         mean_std, values_std
             ``(B, T, D_x)`` predicted means and observations, both standardised.
         mask
-            ``(B, T, D_x)`` bool.
+            ``(B, T, D_x)`` bool. Unobserved entries of ``values_std`` may hold anything, NaN included: they are
+            replaced before the arithmetic, so neither the value nor its gradient sees them.
 
         Returns
         -------
@@ -109,6 +110,8 @@ class GaussianDecoder(nn.Module):
             ``(B,)`` per trajectory.
         """
         log_sigma = self.log_sigma.clamp(-7.0, 3.0)
+        # A NaN that only torch.where removed afterwards would still reach the gradient (0 · NaN = NaN).
+        values_std = torch.where(mask, values_std, mean_std.detach())
         r = (values_std - mean_std) * torch.exp(-log_sigma)
         per = 0.5 * r * r + log_sigma + 0.5 * math.log(2 * math.pi)
         return torch.where(mask, per, torch.zeros((), dtype=per.dtype, device=per.device)).sum(dim=(1, 2))

@@ -315,3 +315,25 @@ def test_student_t_is_robust_to_outliers_where_the_gaussian_is_not():
     # Measured: Student-t 0.499, Gaussian 0.79 (dragged by the outliers). Bars: well inside both.
     assert abs(estimates["student_t"] - 0.5) < 0.02
     assert abs(estimates["gaussian"] - 0.5) > 0.1
+
+
+def test_gaussian_decoder_nll_ignores_nan_at_unobserved_entries():
+    """NaN at masked entries changes neither the value nor the gradient (a ``where`` after the arithmetic would
+    still let ``0 · NaN`` into the gradient)."""
+    from physnode.latent.decoder import GaussianDecoder
+
+    gen = torch.Generator().manual_seed(0)
+    dec = GaussianDecoder(3, 2, hidden=0).double()
+    z = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    values = torch.randn(2, 4, 2, generator=gen, dtype=torch.float64)
+    mask = torch.rand(2, 4, 2, generator=gen) > 0.4
+    out = []
+    for fill in (0.0, float("nan")):
+        nll = dec.nll(dec(z), torch.where(mask, values, torch.full_like(values, fill)), mask)
+        out.append((nll, torch.autograd.grad(nll.sum(), list(dec.parameters()))))
+    (clean, g_clean), (dirty, g_dirty) = out
+    # the same arithmetic on the observed entries: equal to round-off
+    torch.testing.assert_close(dirty, clean, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_dirty, g_clean, strict=True):
+        assert bool(torch.isfinite(a).all())
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
