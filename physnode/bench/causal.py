@@ -18,9 +18,12 @@ linear skip path, and for GLV the multiplicative skip path ``x_i · (M y)_i``, a
   ``λ`` within :data:`TOLERANCE` of the best is selected and its weighted adjacency gives AUROC/AUPRC, its support
   SHD. (2) The selected relaxed refit is continued (collocation) with each residual-lasso weight ``λ_r`` in
   :data:`LAMBDA_RES` (a group lasso on each variable's MLP output row, so that an MLP the skip paths make
-  unnecessary is switched off exactly); the largest ``λ_r`` within :data:`TOLERANCE` of the best validation error
-  is kept. (3) :func:`physnode.fit` on the trajectories (:data:`FIT`).
-- ``unregularised``: the same StructuredODE, all edges, the same collocation and trajectory stages, no penalty.
+  unnecessary is switched off exactly), and (3) each of these is fitted to the trajectories by
+  :func:`physnode.fit` (:data:`FIT`: full-batch L-BFGS) without penalty, the MLPs the residual lasso switched off
+  held off (``StructuredODE(mlp=...)``: the relaxed lasso again, on the MLP terms); the largest ``λ_r`` whose
+  fitted model is within :data:`TOLERANCE` of the best validation error is kept.
+- ``unregularised``: the same StructuredODE, all edges and all MLPs, the same collocation stage and the same
+  trajectory stage (:data:`FIT`), no penalty.
 - ``lasso (SINDy-like)``: :func:`~physnode.causal.fit_sparse_regression`, lasso of smoothed derivatives on a
   polynomial library (degree 1 for the linear and spring systems, 2 for GLV), penalty by held-out trajectories.
 
@@ -57,8 +60,9 @@ TOLERANCE = 0.1
 CUT = 0.1  # support: groups above CUT x the largest off-diagonal group
 SOLVE = {"method": "rk4", "step_size": 0.2}  # training solves (the data come from dopri8 at rtol 1e-10)
 TEST_SOLVE = {"method": "rk4", "step_size": 0.05}
-#: Trajectory stage (both neural models): Adam on mini-batches of trajectories.
-FIT = {"epochs": 30, "batch_size": 8, "lr": 3e-3}
+#: Trajectory stage (both neural models): full-batch L-BFGS (strong-Wolfe line search, up to 20 iterations per
+#: epoch) on all training trajectories.
+FIT = {"optimizer": "lbfgs", "epochs": 20}
 #: Collocation: fresh fits take ``epochs`` Adam steps, each path stage and each λ_r refit half, each relaxed refit a
 #: quarter (they start from the previous stage's weights).
 COLLOCATION = {"lr": 1e-2, "epochs": 1000}
@@ -130,12 +134,15 @@ def _validation_error(model: torch.nn.Module, val: Any) -> float:
 
 
 def _copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
-    """Warm start: ``target`` (a StructuredODE of the same shape, masked to a support) takes ``source``'s weights."""
+    """Warm start: ``target`` (a StructuredODE of the same shape, masked to a support and possibly with some MLPs
+    off) takes ``source``'s weights."""
     with torch.no_grad():
         for p, q in zip(source.parameters(), target.parameters(), strict=True):
             q.copy_(p)
         if target.input_mask is not None:
             target.W_in.mul_(target.input_mask)
+        if target.output_mask is not None:
+            target.W_out.mul_(target.output_mask)
 
 
 def _select(errors: list[float]) -> int:
@@ -158,12 +165,11 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
         threshold,
     )
     from ..causal.collocation import fit_collocation
-    from ..causal.prox import GroupLassoProx
 
     n_traj, n_times = (12, 30) if quick else (48, 50)
     steps = 150 if quick else COLLOCATION["epochs"]
     lambdas = LAMBDAS[1::2] if quick else LAMBDAS
-    fit_cfg = {"epochs": 2, "batch_size": 6, "lr": FIT["lr"]} if quick else dict(FIT)
+    fit_cfg = {**FIT, "epochs": 2} if quick else dict(FIT)
     opts = dict(case.options)
     if quick and case.dataset == "linear_sparse":
         opts["d"] = min(opts["d"], 6)
@@ -188,10 +194,9 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
     names = train.attrs["state_names"]
     rows: list[dict[str, Any]] = []
     lr_c = COLLOCATION["lr"]
-    lr_f = fit_cfg.pop("lr")
     fit_kw = dict(grad="direct", progress=False, uncertainty=False, **fit_cfg, **SOLVE)
 
-    def new_model(edges: torch.Tensor | None = None) -> StructuredODE:
+    def new_model(edges: torch.Tensor | None = None, mlp: torch.Tensor | None = None) -> StructuredODE:
         return StructuredODE(
             d,
             order=case.order,
@@ -201,6 +206,7 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
             generator=torch.Generator().manual_seed(seed),
             linear=True,
             multiplicative=case.multiplicative,
+            mlp=mlp,
         )
 
     # structured + proximal group lasso. (1) the path over λ, each support refitted (relaxed) and validated
@@ -219,23 +225,31 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
         val_errors.append(_validation_error(relaxed, val))
     k = _select(val_errors)
     A = adjacencies[k]
-    # (2) the selected relaxed refit continued with each residual-lasso weight, validated
-    refits, res_errors = [], []
+    # (2) the selected relaxed refit continued with each residual-lasso weight, then (3) fitted to the trajectories
+    # without penalty, the MLPs that the residual lasso switched off held off; each candidate validated
+    support = threshold(A, CUT, relative=True) | eye
+    fits, res_errors = [], []
     lambda_res = (LAMBDA_RES[0], LAMBDA_RES[-1]) if quick else LAMBDA_RES
     for lam_r in lambda_res:
-        refit = new_model(edges=threshold(A, CUT, relative=True) | eye)
+        refit = new_model(edges=support)
         _copy_weights(relaxed_fits[k], refit)
         fit_collocation(refit, train, lam=0.0, lr=lr_c, epochs=steps // 2, lam_residual=lam_r)
-        refits.append(refit)
-        res_errors.append(_validation_error(refit, val))
+        fitted = new_model(edges=support, mlp=(refit.W_out != 0).any(1))
+        _copy_weights(refit, fitted)
+        physnode.fit(fitted, train, **fit_kw)
+        fits.append(fitted)
+        res_errors.append(_validation_error(fitted, val))
     r = _select(res_errors)
-    refit, lam_r = refits[r], lambda_res[r]
-    # (3) the trajectories
-    prox = GroupLassoProx(0.0, lr_f, lam_residual=lam_r)
-    physnode.fit(refit, train, lr=lr_f, optimizer=prox.adam, after_step=prox, **fit_kw)
+    refit, lam_r = fits[r], lambda_res[r]
     secs = now() - t0
     m = graph_metrics(A, truth, cut=CUT, relative=True)
-    chosen = {"lam": lambdas[k], "lam_r": lam_r, "path": list(zip(lambdas, val_errors, strict=True))}
+    chosen = {
+        "lam": lambdas[k],
+        "lam_r": lam_r,
+        "mlp": int(refit.output_mask.sum()) if refit.output_mask is not None else d,
+        "path": list(zip(lambdas, val_errors, strict=True)),
+        "res": list(zip(lambda_res, res_errors, strict=True)),
+    }
     rows.append(
         {
             **m,
@@ -251,7 +265,7 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
     t0 = now()
     dense = new_model()
     fit_collocation(dense, train, lam=0.0, lr=lr_c, epochs=steps)
-    physnode.fit(dense, train, lr=lr_f, **fit_kw)
+    physnode.fit(dense, train, **fit_kw)
     secs = now() - t0
     m = graph_metrics(dense.adjacency(), truth, cut=CUT, relative=True)
     rows.append(
@@ -285,6 +299,7 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
         row["do"] = ", ".join(f"{k}={v:.3g}" for do in dos for k, v in do.items())
         row["n_true"] = int(truth.sum() - truth.diagonal().sum())
         row["seed"] = seed
+        row["d"] = d
     return rows
 
 
@@ -362,9 +377,12 @@ def run(argv: list[str] | None = None) -> int:
             sel, unreg = rs[0], rs[1]
             notes.append(
                 f"{sel['system']}, seed {sel['seed']}: do() tests {sel['do']}; true edges {sel['n_true']}; "
-                f"selected λ = {sel['chosen']['lam']:g}, λ_r = {sel['chosen']['lam_r']:g}; vs unreg. "
-                f"{sel['ratio']:.2f}× (int. err {sel['int']:.2e} vs {unreg['int']:.2e}); validation error of the "
-                "relaxed refits along the path: " + ", ".join(f"{lam:g}: {e:.2e}" for lam, e in sel["chosen"]["path"])
+                f"selected λ = {sel['chosen']['lam']:g}, λ_r = {sel['chosen']['lam_r']:g} (MLPs on: "
+                f"{sel['chosen']['mlp']} of {sel['d']}); vs unreg. {sel['ratio']:.2f}× (int. err {sel['int']:.2e} "
+                f"vs {unreg['int']:.2e}); validation error of the relaxed refits along the path: "
+                + ", ".join(f"{lam:g}: {e:.2e}" for lam, e in sel["chosen"]["path"])
+                + "; of the trajectory fits per λ_r: "
+                + ", ".join(f"{lam:g}: {e:.2e}" for lam, e in sel["chosen"]["res"])
             )
     table.notes += [
         "AUROC/AUPRC: off-diagonal entries of the weighted adjacency vs the true graph; SHD/edges: graph thresholded "

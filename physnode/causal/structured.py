@@ -85,6 +85,11 @@ class StructuredODE(nn.Module):
         Add the linear skip path ``Σ_c L[i, c] y_c`` (weights ``L (d, n_in)``, initially zero) to ``f_i``.
     multiplicative
         Add the multiplicative path ``x_i · Σ_c M[i, c] y_c`` (weights ``M (d, n_in)``, initially zero) to ``f_i``.
+    mlp
+        Optional ``(d,)`` boolean: the variables whose ``f_i`` has an MLP term (default all). For a ``False`` entry
+        the MLP's output row ``W_out[i]`` is zero and stays zero (no gradient reaches it), so ``f_i`` is its skip
+        paths plus the constant ``b_out[i]``; e.g. to refit, without the residual lasso, a model whose MLPs that
+        lasso switched off (``mlp=(W_out != 0).any(1)``).
 
     Attributes
     ----------
@@ -113,6 +118,7 @@ class StructuredODE(nn.Module):
         out_scale: float = 1.0,
         linear: bool = False,
         multiplicative: bool = False,
+        mlp: Tensor | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(d, int) or isinstance(d, bool) or d < 1:
@@ -160,6 +166,18 @@ class StructuredODE(nn.Module):
                 self.W_in.mul_(self.input_mask)
         else:
             self.input_mask = None
+        if mlp is None:
+            self.output_mask = None
+        else:
+            keep = torch.as_tensor(mlp)
+            if keep.shape != (d,) or not bool(((keep == 0) | (keep == 1)).all()):
+                raise ValueError(
+                    f"mlp must be a (d,) = ({d},) boolean vector, True where variable i keeps its MLP term, got "
+                    f"shape {tuple(keep.shape)} and values {torch.unique(keep).tolist()[:5]}."
+                )
+            self.register_buffer("output_mask", keep.to(**kw).unsqueeze(1))  # (d, 1)
+            with torch.no_grad():
+                self.W_out.mul_(self.output_mask)
         self._act = ACTIVATIONS[activation]
 
     @staticmethod
@@ -206,7 +224,8 @@ class StructuredODE(nn.Module):
         for Wk, bk in zip(self.W_hidden, self.b_hidden, strict=True):
             # one batched product over the d networks: (d, B, H_k) @ (d, H_k, H_k+1)
             h = self._act(torch.bmm(h.transpose(0, 1), Wk.transpose(1, 2)).transpose(0, 1) + bk)
-        out = (h * self.W_out).sum(-1) + self.b_out  # (B, d)
+        W_out = self.W_out if self.output_mask is None else self.W_out * self.output_mask
+        out = (h * W_out).sum(-1) + self.b_out  # (B, d)
         if self.W_lin is not None:
             out = out + z @ self._masked(self.W_lin).T
         if self.W_mul is not None:

@@ -85,3 +85,23 @@ def test_residual_lasso_zeroes_mlp_output_rows() -> None:
     torch.testing.assert_close(m.adjacency(), A0, rtol=0, atol=0)  # lam = 0: the input groups are untouched
     with pytest.raises(ValueError, match="lam_residual"):
         GroupLassoProx(0.1, lr=0.1, lam_residual=-1.0)
+
+
+def test_mlp_mask_holds_switched_off_mlps_at_zero() -> None:
+    keep = torch.tensor([True, False, True])
+    m = StructuredODE(
+        3, hidden=(4,), linear=True, multiplicative=True, mlp=keep, generator=torch.Generator().manual_seed(3)
+    )
+    full = StructuredODE(3, hidden=(4,), linear=True, multiplicative=True, generator=torch.Generator().manual_seed(3))
+    assert torch.count_nonzero(m.W_out[1]) == 0 and torch.count_nonzero(m.W_out[0]) > 0
+    y = torch.randn(5, 3, dtype=F64)
+    with torch.no_grad():
+        ref = full.field(y)
+        ref[:, 1] = full.b_out[1]  # variable 2: no MLP term, only its constant (skip weights are zero)
+    # same weights, the same sums except a row of zeros: equal up to rounding
+    torch.testing.assert_close(m.field(y), ref, rtol=1e-13, atol=1e-15)
+    m.field(y).square().sum().backward()
+    assert m.W_out.grad is not None and torch.count_nonzero(m.W_out.grad[1]) == 0  # an optimiser cannot revive it
+    assert torch.count_nonzero(m.W_out.grad[0]) > 0
+    with pytest.raises(ValueError, match=r"mlp must be a \(d,\) = \(3,\) boolean vector"):
+        StructuredODE(3, mlp=torch.tensor([1, 2, 0]))
