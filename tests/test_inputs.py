@@ -4,6 +4,7 @@ inputs by every solver, sides at breakpoints, the ``breakpoints=`` (``jump_t``) 
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -320,3 +321,39 @@ def test_boluses_refuse_dense_output() -> None:
     bol = Boluses(torch.tensor([0.5]), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="dense=True is not supported with boluses"):
         physnode.solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), boluses=bol, dense=True)
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ((1.0, 2.0), r"must be \(start, end, rate\[, channel\]\)"),
+        ((2.0, 1.0, 5.0), "start"),
+        ((1.0, 2.0, float("nan")), "non-finite"),
+        ((1.0, float("inf"), 5.0), "non-finite"),
+        ((1.0, 2.0, 5.0, 3), r"channel 3 not in \[0, 1\)"),
+    ],
+)
+def test_both_infusion_readers_share_one_parser(item: tuple, match: str) -> None:
+    """Inputs.from_infusions and TreatmentSchedule.from_infusions reject the same bad rows with the same causes."""
+    from physnode.latent import TreatmentSchedule
+
+    with pytest.raises(ValueError, match="trajectory 0") as info:
+        Inputs.from_infusions([[item]], names=["u"])
+    assert re.search(match, str(info.value)), info.value
+    with pytest.raises(ValueError, match="patient 0") as info:
+        TreatmentSchedule.from_infusions([[item]])
+    assert re.search(match, str(info.value)), info.value
+
+
+def test_both_infusion_readers_give_the_same_series() -> None:
+    from physnode.latent import TreatmentSchedule
+
+    rows = [[(0.5, 2.0, 3.0), (1.0, 1.5, 2.0)], []]
+    a = Inputs.from_infusions(rows)
+    b = TreatmentSchedule.from_infusions(rows).to_inputs(0.0)
+    t = torch.tensor([0.0, 0.7, 1.2, 1.7, 2.5], dtype=torch.float64)
+    for traj in range(2):
+        # piecewise constant levels copied from the same rows: exact sums of the given rates
+        ua = torch.stack([a.values[traj, int((a.times[traj] <= x).nonzero().max())] for x in t])
+        ub = torch.stack([b.values[traj, int((b.times[traj] <= x).nonzero().max())] for x in t])
+        assert torch.equal(ua, ub), (traj, ua, ub)

@@ -29,13 +29,14 @@ Shapes: ``B`` trajectories, ``K`` knots (rows with fewer are padded at the end w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["KINDS", "Boluses", "Inputs", "PreparedInputs"]
+__all__ = ["KINDS", "Boluses", "Inputs", "PreparedInputs", "parse_infusions"]
 
 #: The interpolation kinds of a channel.
 KINDS = ("constant", "linear", "cubic")
@@ -209,24 +210,9 @@ class Inputs:
             does not exist.
         """
         B = len(infusions)
-        if B == 0:
-            raise ValueError("infusions must hold one list (possibly empty) per trajectory, got none.")
         used = [int(item[3]) for items in infusions for item in items if len(item) == 4]
         C = len(names) if names is not None else (len(units) if units is not None else max([0, *used]) + 1)
-        parsed: list[list[tuple[float, float, float, int]]] = []
-        for b, items in enumerate(infusions):
-            rows = []
-            for item in items:
-                if len(item) not in (3, 4):
-                    raise ValueError(f"infusion {item!r} of trajectory {b} must be (start, end, rate[, channel]).")
-                start, end, rate = float(item[0]), float(item[1]), float(item[2])
-                c = int(item[3]) if len(item) == 4 else 0
-                if not t0 <= start < end:
-                    raise ValueError(f"infusion {item!r} of trajectory {b} needs t0 = {t0} <= start < end.")
-                if not 0 <= c < C:
-                    raise ValueError(f"infusion {item!r} of trajectory {b}: channel {c} not in [0, {C}).")
-                rows.append((start, end, rate, c))
-            parsed.append(rows)
+        parsed = parse_infusions(infusions, C, t0=t0)
         knots = [sorted({float(t0), *(x for s, e, _, _ in rows for x in (s, e))}) for rows in parsed]
         K = max(len(k) for k in knots)
         times = torch.full((B, K), float("nan"), dtype=dtype)
@@ -727,3 +713,59 @@ class Boluses:
         if self.batch != 1:
             raise ValueError(f"boluses hold {self.batch} trajectories but the solve has {batch}.")
         return self._replace(self.times.expand(batch, -1), self.amounts.expand(batch, -1), self.index.expand(batch, -1))
+
+
+def parse_infusions(
+    infusions: Sequence[Sequence[Sequence[float]]],
+    n_channels: int,
+    *,
+    t0: float | None = None,
+    unit: str = "trajectory",
+) -> list[list[tuple[float, float, float, int]]]:
+    """Check and normalise per-trajectory infusion lists (shared by :meth:`Inputs.from_infusions` and
+    :meth:`physnode.latent.TreatmentSchedule.from_infusions`).
+
+    Parameters
+    ----------
+    infusions
+        One list per trajectory (possibly empty) of ``(start, end, rate)`` (channel 0) or ``(start, end, rate,
+        channel)``.
+    n_channels
+        Number of channels ``C``: a channel must lie in ``[0, C)``.
+    t0
+        When given, every infusion must start at or after it.
+    unit
+        What one list describes, for the error messages (``"trajectory"``, ``"patient"``).
+
+    Returns
+    -------
+    list of list of (start, end, rate, channel)
+        Floats and an int channel, in the order given.
+
+    Raises
+    ------
+    ValueError
+        No list at all, an entry that is not ``(start, end, rate[, channel])``, ``start >= end`` (or ``start < t0``),
+        a non-finite value, or a channel outside ``[0, C)``.
+    """
+    if len(infusions) == 0:
+        raise ValueError(f"infusions must hold one list (possibly empty) per {unit}, got none.")
+    parsed: list[list[tuple[float, float, float, int]]] = []
+    for b, items in enumerate(infusions):
+        rows = []
+        for item in items:
+            if len(item) not in (3, 4):
+                raise ValueError(f"infusion {item!r} of {unit} {b} must be (start, end, rate[, channel]).")
+            start, end, rate = float(item[0]), float(item[1]), float(item[2])
+            c = int(item[3]) if len(item) == 4 else 0
+            if not all(math.isfinite(x) for x in (start, end, rate)):
+                raise ValueError(f"infusion {item!r} of {unit} {b} has a non-finite start, end or rate.")
+            if t0 is not None and not t0 <= start < end:
+                raise ValueError(f"infusion {item!r} of {unit} {b} needs t0 = {t0} <= start < end.")
+            if not start < end:
+                raise ValueError(f"infusion {item!r} of {unit} {b} has start >= end; give start < end.")
+            if not 0 <= c < n_channels:
+                raise ValueError(f"infusion {item!r} of {unit} {b}: channel {c} not in [0, {n_channels}).")
+            rows.append((start, end, rate, c))
+        parsed.append(rows)
+    return parsed

@@ -78,33 +78,20 @@ class TreatmentSchedule:
         n_channels
             Number of input channels ``C``.
         """
-        B = len(infusions)
-        if B == 0:
-            raise ValueError("infusions must hold one list (possibly empty) per patient, got none.")
-        rows: list[list[float]] = []
-        for b, items in enumerate(infusions):
-            times: set[float] = set()
-            for item in items:
-                if len(item) not in (3, 4):
-                    raise ValueError(f"infusion {item!r} of patient {b} must be (start, end, rate[, channel]).")
-                start, end = float(item[0]), float(item[1])
-                if not start < end:
-                    raise ValueError(f"infusion {item!r} of patient {b} has start >= end; give start < end.")
-                c = int(item[3]) if len(item) == 4 else 0
-                if not 0 <= c < n_channels:
-                    raise ValueError(f"infusion {item!r} of patient {b}: channel {c} not in [0, {n_channels}).")
-                times.update((start, end))
-            rows.append(sorted(times))
+        from ..data.inputs import parse_infusions
+
+        parsed = parse_infusions(infusions, n_channels, unit="patient")
+        B = len(parsed)
+        rows = [sorted({x for start, end, _, _ in items for x in (start, end)}) for items in parsed]
         K = max(1, max(len(r) for r in rows))
         breaks = torch.full((B, K), float("inf"), dtype=dtype)
         levels = torch.zeros((B, K, n_channels), dtype=dtype)
-        for b, (r, items) in enumerate(zip(rows, infusions, strict=True)):
+        for b, (r, items) in enumerate(zip(rows, parsed, strict=True)):
             for k, tk in enumerate(r):
                 breaks[b, k] = tk
-                for item in items:
-                    c = int(item[3]) if len(item) == 4 else 0
-                    if float(item[0]) <= tk < float(item[1]):
-                        levels[b, k, c] += float(item[2])
+                for start, end, rate, c in items:
+                    if start <= tk < end:
+                        levels[b, k, c] += rate
         return cls(breaks, levels, channels)
 
     @classmethod
