@@ -116,13 +116,17 @@ class GaussianDecoder(nn.Module):
         per = 0.5 * r * r + log_sigma + 0.5 * math.log(2 * math.pi)
         return torch.where(mask, per, torch.zeros((), dtype=per.dtype, device=per.device)).sum(dim=(1, 2))
 
-    def observe(self, z: Tensor, scales: ObservationScales) -> Tensor:
-        """Means ``(..., D_x)`` in the channels' units from states ``(..., D_e + D_m)`` in theirs."""
+    def observe(self, z: Tensor, scales: ObservationScales, expert: Tensor | None = None) -> Tensor:
+        """Means ``(..., D_x)`` in the channels' units from states ``(..., D_e + D_m)`` in theirs (``expert`` is
+        not read: a neural decoder has no known map)."""
         return self(_scaled(z, scales)) * scales.scale + scales.loc
 
-    def neg_log_likelihood(self, z: Tensor, values: Tensor, mask: Tensor, scales: ObservationScales) -> Tensor:
+    def neg_log_likelihood(
+        self, z: Tensor, values: Tensor, mask: Tensor, scales: ObservationScales, expert: Tensor | None = None
+    ) -> Tensor:
         """``(B,)`` masked negative log-likelihood of standardised observations from states ``(B, T, D_e + D_m)``
-        and observations ``(B, T, D_x)`` in their units (anything, NaN included, at unobserved entries)."""
+        and observations ``(B, T, D_x)`` in their units (anything, NaN included, at unobserved entries); ``expert``
+        is not read."""
         mean = self(_scaled(z, scales))
         values = torch.where(mask, values.to(mean.dtype), scales.loc.to(mean.dtype))
         return self.nll(mean, (values - scales.loc) / scales.scale, mask)
@@ -143,7 +147,9 @@ class DecoderSpec:
     known
         ``{channel: map}``: the channels with a known observation map of the expert states, as SymPy expressions,
         text (``"a*R"``, parsed safely) or torch callables ``fn(z, p)`` (see :class:`KnownMap`); in the channels'
-        units. The other channels are neural.
+        units. The maps may also read the expert's parameters by name (``"A1/V1"`` with ``V1`` a parameter of the
+        expert), with each trajectory's own value where the parameter varies per trajectory. The other channels are
+        neural.
     residual
         Known channels that also get a neural residual ``r_c(z_e, z_m)`` (started at zero): additive in standardised
         units (``g_known + scale · r``), or multiplicative (``g_known · exp(r)``) for a positive likelihood.
@@ -164,8 +170,11 @@ class DecoderSpec:
     likelihood: str | Mapping[str, Any] = "gaussian"
     hidden: int | None = None
 
-    def build(self, expert_states: Sequence[str], latent_dim: int, hidden: int = 32) -> Decoder:
-        """The decoder of a model with expert states ``expert_states`` and ``latent_dim`` latent states."""
+    def build(
+        self, expert_states: Sequence[str], latent_dim: int, hidden: int = 32, expert_params: Sequence[str] = ()
+    ) -> Decoder:
+        """The decoder of a model with expert states ``expert_states``, ``latent_dim`` latent states and expert
+        parameters ``expert_params`` (names the known maps may read)."""
         return Decoder(
             self.channels,
             expert_states=expert_states,
@@ -175,6 +184,7 @@ class DecoderSpec:
             params=self.params,
             likelihood=self.likelihood,
             hidden=hidden if self.hidden is None else self.hidden,
+            expert_params=expert_params,
         )
 
     @classmethod
@@ -235,6 +245,9 @@ class Decoder(nn.Module):
         As in :class:`DecoderSpec`; ``known`` may also be a built :class:`KnownMap` (its parameters then are its own).
     hidden
         Width of the network (``0``: linear).
+    expert_params
+        Names of the expert's parameters that the known maps may read (their values come per trajectory with
+        ``expert=`` in :meth:`observe`); a :class:`~physnode.latent.LatentHybrid` passes its expert's.
 
     Raises
     ------
@@ -254,6 +267,7 @@ class Decoder(nn.Module):
         params: Mapping[str, Param | float] | None = None,
         likelihood: str | Mapping[str, Any] = "gaussian",
         hidden: int = 32,
+        expert_params: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if isinstance(channels, str) or not isinstance(channels, Sequence) or not channels:
@@ -292,7 +306,7 @@ class Decoder(nn.Module):
                 raise ValueError(
                     f"known maps of channels {list(known)} read expert states, but the model has none (expert=None)."
                 )
-            self.known = KnownMap(known, self.expert_states, params)
+            self.known = KnownMap(known, self.expert_states, params, expert_params=expert_params)
         else:
             if params:
                 raise ValueError(f"params {sorted(params)} given without any known map (known=).")
@@ -389,9 +403,10 @@ class Decoder(nn.Module):
                 return lik  # type: ignore[return-value]
         raise KeyError(channel)  # unreachable: every channel has a likelihood
 
-    def observe(self, z: Tensor, scales: ObservationScales) -> Tensor:
+    def observe(self, z: Tensor, scales: ObservationScales, expert: Tensor | None = None) -> Tensor:
         """Locations ``g`` ``(..., D_x)`` in the channels' units (the median of a log-normal channel, the mean of
-        the others) from states ``z`` ``(..., D_e + D_m)`` in their units."""
+        the others) from states ``z`` ``(..., D_e + D_m)`` in their units; ``expert`` ``(B, E)``: the values of the
+        expert parameters the known maps read (see :class:`KnownMap`), one row per trajectory."""
         De = len(self.expert_states)
         if z.shape[-1] != De + self.latent_dim:
             raise ValueError(
@@ -407,7 +422,7 @@ class Decoder(nn.Module):
                 o = out[..., j]
                 cols[c] = loc[c] * torch.exp(o) if self.positive[c] else loc[c] + scale[c] * o
         if self.known is not None:
-            gk = self.known(z[..., :De])
+            gk = self.known(z[..., :De], expert)
             for k, c in enumerate(self.known_index):
                 cols[c] = gk[..., k]
             for j, c in enumerate(self.residual_index):
@@ -418,7 +433,9 @@ class Decoder(nn.Module):
                 cols[c] = g * torch.exp(r) if self.positive[c] else g + scale[c] * r
         return torch.stack([c for c in cols if c is not None], dim=-1)
 
-    def neg_log_likelihood(self, z: Tensor, values: Tensor, mask: Tensor, scales: ObservationScales) -> Tensor:
+    def neg_log_likelihood(
+        self, z: Tensor, values: Tensor, mask: Tensor, scales: ObservationScales, expert: Tensor | None = None
+    ) -> Tensor:
         """``(B,)``: the masked negative log-likelihood of the standardised observations, summed per trajectory.
 
         Parameters
@@ -431,8 +448,10 @@ class Decoder(nn.Module):
             ``(B, T, D_x)`` bool.
         scales
             The model's scales.
+        expert
+            ``(B, E)`` values of the expert parameters the known maps read (see :meth:`observe`).
         """
-        g = self.observe(z, scales)
+        g = self.observe(z, scales, expert)
         total = g.new_zeros(g.shape[0])
         for lik, ix in zip(self.likelihoods, self.likelihood_index, strict=True):
             assert isinstance(lik, Likelihood)
@@ -468,6 +487,7 @@ def build_decoder(
     latent_dim: int,
     data_dim: int,
     hidden: int,
+    expert_params: Sequence[str] = (),
 ) -> GaussianDecoder | Decoder:
     """The decoder of a :class:`~physnode.latent.LatentHybrid`: ``None`` gives the default :class:`GaussianDecoder`
     (width ``hidden``), a :class:`DecoderSpec` or its config dict (as saved) is built for the model's states, a
@@ -485,7 +505,7 @@ def build_decoder(
     if isinstance(decoder, Mapping):
         decoder = DecoderSpec.from_config(decoder)
     if isinstance(decoder, DecoderSpec):
-        decoder = decoder.build(expert_states, latent_dim, hidden)
+        decoder = decoder.build(expert_states, latent_dim, hidden, expert_params)
     if not isinstance(decoder, Decoder):
         raise TypeError(
             f"decoder must be a physnode.latent.DecoderSpec, a Decoder or None (the Gaussian neural decoder), got "

@@ -119,6 +119,26 @@ class Expert(nn.Module):
         """The :class:`Param` named ``name``."""
         return dict(self._params())[name][1]
 
+    @property
+    def param_names(self) -> list[str]:
+        """Names of the physics model's named scalar parameters (what a known observation map may read)."""
+        return [name for name, (_, p) in self._params() if p.shape == torch.Size([])]
+
+    def parameter_values(self, theta_raw: Tensor | None, batch: int, like: Tensor) -> Tensor:
+        """``(B, E)`` values (their units) of :attr:`param_names`, one row per trajectory.
+
+        Per-trajectory parameters take their values from ``theta_raw`` ``(B, P)`` (unconstrained), the others their
+        population value; ``like`` gives the dtype and device.
+        """
+        params = dict(self._params())
+        own = (
+            dict(zip(self.theta_names, self.constrained(theta_raw).unbind(-1), strict=True))
+            if (theta_raw is not None and self.theta_names)
+            else {}
+        )
+        cols = [own[name] if name in own else params[name][1]().to(like).expand(batch) for name in self.param_names]
+        return torch.stack(cols, dim=-1) if cols else like.new_zeros((batch, 0))
+
     def population_raw(self) -> Tensor:
         """``(P,)`` unconstrained population values of the per-trajectory parameters (learnable)."""
         if not self.theta_names:

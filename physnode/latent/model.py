@@ -244,7 +244,12 @@ class LatentHybrid(nn.Module):
         self.encoder = BackwardGRUEncoder(data_dim, input_dim, self.n_init + self.P, encoder_hidden)
         self.f_m = mlp(latent_dim + De + input_dim, hidden, latent_dim) if latent_dim else None
         self.decoder = build_decoder(
-            decoder, expert_states=names, latent_dim=latent_dim, data_dim=data_dim, hidden=hidden
+            decoder,
+            expert_states=names,
+            latent_dim=latent_dim,
+            data_dim=data_dim,
+            hidden=hidden,
+            expert_params=expert.param_names if expert is not None else (),
         )
         if isinstance(self.decoder, Decoder):  # saved with the model (the default Gaussian one is implied)
             self.config["decoder"] = self.decoder.to_config()
@@ -327,6 +332,14 @@ class LatentHybrid(nn.Module):
         if self.Dm:
             parts.append(w_init[:, len(self.free_expert) :])
         return torch.cat(parts, dim=-1)
+
+    def expert_parameters(self, theta_raw: Tensor | None, like: Tensor) -> Tensor | None:
+        """``(B, E)`` values of the expert's parameters per trajectory (what known observation maps read), or
+        ``None`` without an expert; ``like`` ``(B, ...)`` gives the batch, dtype and device."""
+        known = getattr(self.decoder, "known", None)
+        if self.expert is None or known is None or not known.expert_param_names:
+            return None
+        return self.expert.parameter_values(theta_raw, like.shape[0], like)
 
     def theta_raw(self, offset: Tensor) -> Tensor | None:
         """Per-trajectory unconstrained parameters ``population + offset`` ``(B, P)`` (``None`` when ``P = 0``)."""
@@ -472,7 +485,9 @@ class LatentHybrid(nn.Module):
         theta = self.theta_raw(w[:, self.n_init :])
         zs = self.solve(z0, data.times.to(z0.dtype), data.lengths, inputs, theta, t0=t0, settings=settings)
         mask = data.mask & data.time_mask.unsqueeze(-1)
-        nll = self.decoder.neg_log_likelihood(zs, data.values, mask, self.observation_scales())
+        nll = self.decoder.neg_log_likelihood(
+            zs, data.values, mask, self.observation_scales(), self.expert_parameters(theta, zs)
+        )
         kl = self.kl(post)
         n = mask.sum().clamp(min=1)
         total = (nll.sum() + kl_weight * kl.sum()) / n
@@ -533,7 +548,7 @@ class LatentHybrid(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), tt.shape[1], dtype=torch.long, device=tt.device)
         zs = self.solve(z0, tt, lengths, plan if plan is not None else inputs, theta, t0=t0, settings=settings)
-        mean = self.decoder.observe(zs, self.observation_scales())
+        mean = self.decoder.observe(zs, self.observation_scales(), self.expert_parameters(theta, zs))
         out = {"mean": mean, "states": zs, "z0": z0}
         if theta is not None and self.expert is not None:
             out["theta"] = self.expert.constrained(theta)

@@ -53,11 +53,17 @@ class KnownMap(PhysicsModel):
     params
         Named quantities ``φ``: ``{"a": Param(0.5), "R0": 1.0}`` (numbers are known constants; a learnable
         :class:`~physnode.physics.Param` is trained with the model). Scalars only.
+    expert_params
+        Names of the expert's parameters that the maps may read too (e.g. a volume ``V1`` in ``"A1/V1"``). Their
+        values are not the map's own: :meth:`forward` receives them per trajectory (``expert=``), so a parameter
+        that varies between patients enters each patient's observations with its own value. A
+        :class:`~physnode.latent.LatentHybrid` passes the names and values of its expert's parameters itself.
 
     Raises
     ------
     ValueError
-        An expression that uses undeclared names, the time, text outside the parser's whitelist, no channel.
+        An expression that uses undeclared names, the time, text outside the parser's whitelist, no channel; a name
+        that is both one of ``params`` and one of ``expert_params``.
     TypeError
         A channel given as something other than an expression, text or callable.
 
@@ -66,6 +72,10 @@ class KnownMap(PhysicsModel):
     A biomarker proportional to the disease activity ``R`` with an unknown factor:
 
     >>> g = KnownMap({"marker": "a*R"}, ["A1", "A2", "R"], {"a": Param(0.5)})
+
+    A concentration: the central amount over a volume that varies per patient (read from the expert):
+
+    >>> c = KnownMap({"C": "A1/V1"}, ["A1", "A2"], expert_params=["V1"])
     """
 
     def __init__(
@@ -73,16 +83,29 @@ class KnownMap(PhysicsModel):
         maps: Mapping[str, sp.Expr | str | KnownCallable],
         state: Sequence[SymbolSpec],
         params: Mapping[str, Param | float] | None = None,
+        *,
+        expert_params: Sequence[str] = (),
     ) -> None:
         super().__init__(params)
         names = symbol_names(state, "expert state", "KnownMap")
+        extra = symbol_names(list(expert_params), "expert parameter", "KnownMap") if expert_params else []
+        both = sorted(set(extra) & set(self.params))
+        if both:
+            raise ValueError(
+                f"{both} are named both as parameters of the known map (params=) and as expert parameters; the map "
+                "reads the expert's value of an expert parameter, so drop it from params= (or rename it)."
+            )
         if not isinstance(maps, Mapping) or not maps:
             raise ValueError(
                 f"a known observation map needs a non-empty dict {{channel name: expression}}, got {maps!r}; e.g. "
                 "{'marker': 'a*R'}."
             )
         self.channels = [symbol_name(c, "channel") for c in maps]
-        table = self._declare_symbols(names, "t")
+        # The expert parameters are read like extra state columns (appended to z_e in forward), so the compiled
+        # maps take them per row; state_names stays the expert states.
+        table = self._declare_symbols(names + extra, "t")
+        self.state_names = names
+        self.expert_param_names = extra
         self.param_names = self._scalar_param_names()
         self.exprs: dict[int, sp.Expr] = {}
         self.callables: dict[int, KnownCallable] = {}
@@ -112,23 +135,36 @@ class KnownMap(PhysicsModel):
         """Number of known channels."""
         return len(self.channels)
 
-    def forward(self, z_e: Tensor) -> Tensor:
-        """``g_known(z_e; φ)``: ``(..., n_known)`` in the channels' units from states ``(..., D_e)`` in theirs."""
+    def forward(self, z_e: Tensor, expert: Tensor | None = None) -> Tensor:
+        """``g_known(z_e; φ)``: ``(..., n_known)`` in the channels' units from states ``(..., D_e)`` in theirs.
+
+        Parameters
+        ----------
+        z_e
+            ``(..., D_e)`` expert states, e.g. ``(B, T, D_e)``.
+        expert
+            Values of :attr:`expert_param_names` (their units), ``(B, E)`` (one row per trajectory, broadcast over
+            the time axis) or of the shape ``(..., E)`` of ``z_e``; required when the map declares expert parameters.
+        """
         if z_e.shape[-1] != self.state_dim:
             raise ValueError(
                 f"the known observation map reads the {self.state_dim} expert states {self.state_names}; got a state "
                 f"of shape {tuple(z_e.shape)}."
             )
+        rows = self._expert_rows(z_e, expert)
         values = self.param_values()
         cols: list[Tensor | None] = [None] * self.out_dim
         if self.compiled is not None:
             t = z_e.new_zeros(())
-            out = self.compiled(t, z_e, [v.to(z_e.dtype) for v in values])
+            y = z_e if rows is None else torch.cat([z_e, rows], dim=-1)
+            out = self.compiled(t, y, [v.to(z_e.dtype) for v in values])
             for j, i in enumerate(self._expr_index):
                 cols[i] = out[..., j]
         if self.callables:
             z = dict(zip(self.state_names, z_e.unbind(-1), strict=True))
             p = {n: v.to(z_e.dtype) for n, v in zip(self.params, values, strict=True)}
+            if rows is not None:
+                p.update(zip(self.expert_param_names, rows.unbind(-1), strict=True))
             for i, fn in self.callables.items():
                 o = fn(z, p)
                 if not isinstance(o, Tensor) or o.shape != z_e.shape[:-1]:
@@ -139,6 +175,34 @@ class KnownMap(PhysicsModel):
                     )
                 cols[i] = o
         return torch.stack([c for c in cols if c is not None], dim=-1)
+
+    def _text(self, expr: sp.Expr, where: str) -> str:
+        """``expr`` as text the parser reads back, over the states and the expert parameters (as declared)."""
+        from ..physics.parse import expression_text
+
+        table = self._symbol_table(self.state_names + self.expert_param_names, self.time_symbol.name)
+        return expression_text(expr, table, f"{type(self).__name__}: {where}")
+
+    def _expert_rows(self, z_e: Tensor, expert: Tensor | None) -> Tensor | None:
+        """The expert parameter values as columns of ``z_e``'s shape ``(..., E)`` (``None`` without any)."""
+        E = len(self.expert_param_names)
+        if not E:
+            return None
+        if expert is None or expert.ndim == 0 or expert.shape[-1] != E or expert.ndim > z_e.ndim:
+            got = None if expert is None else tuple(expert.shape)
+            raise ValueError(
+                f"the known observation map reads the expert parameters {self.expert_param_names}: pass their values "
+                f"as expert= of shape (B, {E}) or {(*z_e.shape[:-1], E)}, got {got}."
+            )
+        lead = expert.shape[:-1]
+        view = expert.reshape(*lead, *([1] * (z_e.ndim - expert.ndim)), E).to(z_e.dtype)
+        try:
+            return view.expand(*z_e.shape[:-1], E)
+        except RuntimeError:
+            raise ValueError(
+                f"expert= of shape {tuple(expert.shape)} does not match the states {tuple(z_e.shape)}: give one row "
+                f"per trajectory, (B, {E}) with B = {z_e.shape[0]}."
+            ) from None
 
     def equations(self) -> list[sp.Eq]:
         """``[Eq(channel, g_channel)]`` of the symbolic channels, current parameter values substituted."""
@@ -163,7 +227,10 @@ class KnownMap(PhysicsModel):
             self.channels[i]: self._text(e, f"the known map of channel {self.channels[i]!r}")
             for i, e in self.exprs.items()
         }
-        return {"maps": maps, "state": list(self.state_names), "params": self._params_config()}
+        out: dict[str, Any] = {"maps": maps, "state": list(self.state_names), "params": self._params_config()}
+        if self.expert_param_names:
+            out["expert_params"] = list(self.expert_param_names)
+        return out
 
     def description(self) -> dict[str, Any]:
         """What a saved model records of this map: the text of the symbolic channels, the names of callables."""
@@ -191,10 +258,11 @@ class KnownMap(PhysicsModel):
                 "rebuild them."
             )
         params = {n: _param_from_config(n, s) for n, s in dict(config.get("params") or {}).items()}
-        return cls(dict(maps), list(config["state"]), params)
+        return cls(dict(maps), list(config["state"]), params, expert_params=list(config.get("expert_params") or []))
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, state={self.state_names}"
+        extra = f", expert_params={self.expert_param_names}" if self.expert_param_names else ""
+        return f"channels={self.channels}, state={self.state_names}{extra}"
 
 
 # ----------------------------------------------------------------------------------------------------- likelihoods

@@ -58,7 +58,9 @@ def history_objective(
         # Only the history is needed: solve up to each trajectory's last time in the window.
         lengths = inside.sum(1).clamp(min=1)
     zs = model.solve(z0, data.times, lengths, inputs, theta, t0=t0, settings=settings)
-    nll = model.decoder.neg_log_likelihood(zs, data.values, mask, model.observation_scales())
+    nll = model.decoder.neg_log_likelihood(
+        zs, data.values, mask, model.observation_scales(), model.expert_parameters(theta, zs)
+    )
     loc, logstd = model._prior()
     prior = 0.5 * ((w - loc) * torch.exp(-logstd)).pow(2).sum(-1)
     return nll + prior

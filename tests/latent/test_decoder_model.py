@@ -182,3 +182,91 @@ def test_model_refuses_a_decoder_that_does_not_fit():
         LatentHybrid(**kw, decoder="gaussian")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="the model has none"):
         LatentHybrid(data_dim=2, latent_dim=2, decoder=DecoderSpec(channels=["a", "b"], known={"a": "1"}))
+
+
+def _volume_model() -> LatentHybrid:
+    """Concentrations: marker = A1 / V1 with V1 per patient, score = A2 / V2 with the population V2."""
+    expert = Expert(expert_physics(), inputs=["u"], per_trajectory=["V1", "EC50"])
+    decoder = DecoderSpec(channels=["score", "marker"], known={"score": "A2/V2", "marker": "A1/V1"})
+    m = LatentHybrid(
+        data_dim=2,
+        input_dim=1,
+        expert=expert,
+        latent_dim=2,
+        hidden=8,
+        encoder_hidden=8,
+        expert_scale=[50.0, 50.0, 1.0],
+        decoder=decoder,
+    ).double()
+    data, plan = _data()
+    m.set_scales(data, plan)
+    return m
+
+
+def test_known_maps_read_the_experts_parameters_per_trajectory():
+    m = _volume_model()
+    data, plan = _data()
+    times = torch.linspace(0.5, 4.0, 6, dtype=F64)
+    out = m.predict(data, plan, times, until=2.0, settings=SETTINGS)
+    V1 = out["theta"][:, m.expert.theta_names.index("V1")]
+    assert float(V1.max() - V1.min()) > 0  # the patients' volumes differ (encoder offsets), so this is a real check
+    A1, A2 = out["states"][..., 0], out["states"][..., 1]
+    V2 = m.expert.param("V2")()
+    # the same quotients computed twice: equal up to round-off
+    torch.testing.assert_close(out["mean"][..., 1], A1 / V1[:, None], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out["mean"][..., 0], A2 / V2, rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_of_a_population_volume_through_the_known_map_matches_finite_differences():
+    m = _volume_model()
+    m.inference = "point"
+    data, plan = _data()
+    # V1's population value (learnable; each patient's V1 is it plus an encoder offset) enters both the expert
+    # equations and the known map of "marker"
+    raw = m.expert.param("V1").raw
+
+    def loss() -> torch.Tensor:
+        return m.loss(data, plan, until=2.0, settings=SETTINGS)[0]
+
+    loss().backward()
+    grad = float(raw.grad)
+    h = 1e-6
+    with torch.no_grad():
+        base = raw.clone()
+        raw.copy_(base + h)
+        up = float(loss())
+        raw.copy_(base - h)
+        down = float(loss())
+        raw.copy_(base)
+    fd = (up - down) / (2 * h)
+    # central differences in float64, h = 1e-6: truncation O(h²) and round-off O(eps/h) far below 1e-6 relative
+    assert abs(grad - fd) <= 1e-6 * max(1.0, abs(fd)), (grad, fd)
+
+
+def test_save_load_of_a_map_reading_expert_parameters(tmp_path):
+    m = _volume_model()
+    data, plan = _data()
+    times = torch.linspace(0.5, 4.0, 5, dtype=F64)
+    before = m.predict(data, plan, times, until=2.0, settings=SETTINGS)
+    save_latent_hybrid(tmp_path / "lhm.pt", m)
+    expert = Expert(expert_physics(), inputs=["u"], per_trajectory=["V1", "EC50"])
+    after = load_latent_hybrid(tmp_path / "lhm.pt", expert=expert).predict(
+        data, plan, times, until=2.0, settings=SETTINGS
+    )
+    torch.testing.assert_close(after["mean"], before["mean"], rtol=1e-12, atol=1e-12)  # same weights: round-off
+
+
+def test_known_map_expert_parameters_fail_clearly():
+    from physnode.latent.observation import KnownMap
+
+    g = KnownMap({"C": "A1/V1"}, ["A1", "A2"], expert_params=["V1"])
+    z = torch.ones(3, 4, 2, dtype=F64)
+    with pytest.raises(ValueError, match=r"reads the expert parameters \['V1'\]: pass their values as expert="):
+        g(z)
+    with pytest.raises(ValueError, match="one row per trajectory"):
+        g(z, torch.ones(5, 1, dtype=F64))
+    torch.testing.assert_close(g(z, torch.full((3, 1), 2.0, dtype=F64)), torch.full((3, 4, 1), 0.5, dtype=F64))
+    with pytest.raises(ValueError, match="named both as parameters of the known map"):
+        KnownMap({"C": "A1/V1"}, ["A1", "A2"], {"V1": 2.0}, expert_params=["V1"])
+    with pytest.raises(ValueError, match="V1"):  # without expert_params, V1 is an undeclared name
+        KnownMap({"C": "A1/V1"}, ["A1", "A2"])
