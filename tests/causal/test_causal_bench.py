@@ -51,8 +51,9 @@ def test_unknown_system_is_explained() -> None:
 
 @functools.cache
 def glv_rows() -> dict[str, dict[str, str]]:
-    """The full benchmark on the 10-species GLV, seed 0 (about 4 CPU minutes: a path of five λ with relaxed refits,
-    three λ_r, two trajectory fits), run once for the slow tests."""
+    """The full benchmark on the 10-species GLV, seed 0 (about 5.5 CPU minutes: a collocation path of five λ with
+    relaxed refits, three λ_r candidates each fitted to the trajectories by L-BFGS, the unregularised network's
+    collocation and L-BFGS fit), run once for the slow tests."""
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert bench.main(["causal", "--markdown", "--systems", "glv-10", "--seeds", "0"]) == 0
@@ -62,7 +63,7 @@ def glv_rows() -> dict[str, dict[str, str]]:
 @pytest.mark.slow
 def test_glv_structure_beats_the_unregularised_network() -> None:
     rows = glv_rows()
-    # measured AUROC 0.969 vs 0.664, SHD 5 vs 68 in the documented run (docs/benchmarks.md)
+    # measured AUROC 0.969 vs 0.717, SHD 5 vs 68 in the documented run (docs/benchmarks.md)
     assert float(rows["structured+prox"]["AUROC"]) >= float(rows["unregularised"]["AUROC"]) + 0.1, rows
     assert int(rows["structured+prox"]["SHD"]) < int(rows["unregularised"]["SHD"]), rows
 
@@ -75,19 +76,11 @@ def test_glv_auroc_bar() -> None:
 
 
 @pytest.mark.slow
-def test_glv_sparse_model_forecasts_the_interventions_better() -> None:
-    """Seed 0: interventional error 2.04e-3 against 5.10e-3 for the unregularised network (2.50x; on seeds 1
-    and 2 the sparse model was worse, 0.59x and 0.71x — see docs/benchmarks.md)."""
-    assert float(glv_rows()["structured+prox"]["vs unreg."].rstrip("×")) >= 2.0
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the issue's 5x interventional bar is not met on GLV (2.50x, 0.59x, 0.71x on seeds 0, 1, 2): the "
-    "unregularised network, with the same skip paths, already forecasts these interventions to about 5e-3 "
-    "relative error, and even the lasso on a library holding the exact GLV form reaches only 0.73x-1.75x "
-    "(docs/benchmarks.md)",
-)
 def test_glv_interventional_bar() -> None:
-    assert float(glv_rows()["structured+prox"]["vs unreg."].rstrip("×")) >= 5.0
+    """The issue's bar: forecast error under the unseen interventions at least 5x lower than the unregularised
+    network's (same size, same data, same collocation and L-BFGS trajectory stages). Seed 0 measured 1.43e-5 against
+    5.22e-4, 36.6x (docs/benchmarks.md, with the other seeds)."""
+    rows = glv_rows()
+    assert float(rows["structured+prox"]["vs unreg."].rstrip("×")) >= 5.0, rows
+    # and the selected model forecasts the observational validation trajectories at least as well (9.25e-5 vs 1.57e-4)
+    assert float(rows["structured+prox"]["val. err"]) <= float(rows["unregularised"]["val. err"]), rows
