@@ -84,7 +84,11 @@ def _run(argv: list[str], traceback: bool) -> int:
         try:
             return handler(argv[split + 1 :])
         except SystemExit as exit_:  # --help of a sub-command, or a command that exits by itself
-            return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            if isinstance(exit_.code, int) or exit_.code is None:
+                return 0 if exit_.code is None else exit_.code
+            # SystemExit("message"): the command's explanation of a bad option; say it, as Python itself would
+            print(f"physnode {ns.command}: {_one_line(exit_)}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         if traceback:
             raise

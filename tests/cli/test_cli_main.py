@@ -39,3 +39,18 @@ def test_error_is_one_line_on_stderr_in_a_real_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "absent.toml does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "structured", "--quick", "--dims", "0"], "--dims and --batch must be positive, got [0]"),
+        (["bench", "gpu", "--quick", "--batch", "0"], "--batch must be >= 1"),
+        (["bench", "causal", "--quick", "--seeds", "a"], "--seeds: expected comma-separated integers"),
+    ],
+)
+def test_a_commands_own_exit_message_is_printed(capsys, argv, message):
+    """A sub-command that stops with SystemExit("why") exits 1 and says why on stderr (it used to exit silently)."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"physnode bench: {message}" in err, err
