@@ -50,7 +50,18 @@ from .esdirk import ESDIRK, ImplicitTableau  # noqa: E402
 from .kvaerno3 import Kvaerno3  # noqa: E402
 from .kvaerno4 import Kvaerno4  # noqa: E402
 from .kvaerno5 import Kvaerno5  # noqa: E402
+from .rodas4 import Rodas4  # noqa: E402
+from .rosenbrock import Rosenbrock, RosenbrockTableau  # noqa: E402
 
-for _cls in (Kvaerno3, Kvaerno4, Kvaerno5):
+for _cls in (Kvaerno3, Kvaerno4, Kvaerno5, Rodas4):
     SOLVERS.register(_cls)
-__all__ += ["ESDIRK", "ImplicitTableau", "Kvaerno3", "Kvaerno4", "Kvaerno5"]
+__all__ += [
+    "ESDIRK",
+    "ImplicitTableau",
+    "Kvaerno3",
+    "Kvaerno4",
+    "Kvaerno5",
+    "Rodas4",
+    "Rosenbrock",
+    "RosenbrockTableau",
+]
