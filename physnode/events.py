@@ -69,6 +69,10 @@ __all__ = ["EventSolution", "hermite", "illinois", "odeint_event", "sample_point
 
 EventFn = Callable[[Tensor, Tensor], Tensor]
 
+#: Most interior sample points per step (``samples=``): each costs one ``event_fn`` evaluation per step and a
+#: ``(B, samples)`` buffer; closer events are separated by bounding the step (``max_step``) instead.
+MAX_SAMPLES = 1000
+
 
 @dataclass
 class EventSolution:
@@ -218,6 +222,12 @@ class _Locator:
                 f"event_fn(t, y) must return one value per trajectory, shape ({y.shape[0]},) for y of shape "
                 f"{tuple(y.shape)} (a 0-d tensor for an unbatched y0); got {got}."
             )
+        if not out.is_floating_point():
+            raise TypeError(
+                f"event_fn(t, y) must return real floating-point values whose sign changes at an event, got "
+                f"{out.dtype}. Return a distance to the event surface, e.g. y[:, 0] - h, not a comparison such "
+                "as y[:, 0] > h."
+            )
         return out.detach()
 
     def _interpolant(self, ta: Tensor, h: Tensor, t_new: np.ndarray, y_new: Tensor) -> Callable[[Tensor], Tensor]:
@@ -292,7 +302,17 @@ class _Locator:
             cross &= left > 0
         room = torch.from_numpy(np.array([len(ts) < self.max_events for ts in self.times])).to(dev)
         cross &= (acc & room).unsqueeze(1)
-        hit_k = cross.cpu().numpy()  # (B, M + 1): one host read per step
+        # A row whose g is NaN or Inf on an accepted step has no sign to read: its events would be missed.
+        nonfinite = (acc & ~torch.isfinite(values).all(dim=1)).unsqueeze(1)
+        read = torch.cat([cross, nonfinite], dim=1).cpu().numpy()  # (B, M + 2): one host read per step
+        hit_k = read[:, :-1]
+        if read[:, -1].any():
+            bad = int(np.flatnonzero(read[:, -1])[0])
+            raise ValueError(
+                f"event_fn(t, y) returned NaN or Inf for trajectory {bad} on the step [{self.t_prev[bad]:.6g}, "
+                f"{t_new[bad]:.6g}]; events are sign changes of a finite g, so none could be located there. Make "
+                "event_fn finite along the solution (guard divisions, logarithms and square roots)."
+            )
         hit = hit_k.any(axis=1)
         if hit.any():
             if interp is None:
@@ -345,9 +365,13 @@ def _times(name: str, value: object, B: int, like: Tensor) -> Tensor:
             raise ValueError(f"{name} must be a number or a tensor of shape () or ({B},); got {tuple(value.shape)}.")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}.")
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise ValueError(f"{name} must be a finite time, got {value.detach().tolist()}.")
         out = value.to(device=like.device, dtype=like.dtype)
         return out.reshape(-1).expand(B) if out.numel() == 1 else out
     v = check_real(name, value, "a real number or a tensor of shape () or (B,)")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite time, got {v}.")
     return torch.full((B,), v, dtype=like.dtype, device=like.device)
 
 
@@ -406,7 +430,8 @@ def odeint_event(
     samples
         Interior points of every step at which ``g`` is evaluated on the step's interpolant, so that up to
         ``samples + 1`` sign changes within one step are found (default 4; ``0`` compares the step's ends only, as
-        scipy and torchdiffeq do). Pairs of roots closer than about ``h / (samples + 1)`` can still cancel.
+        scipy and torchdiffeq do; at most ``MAX_SAMPLES`` = 1000). Pairs of roots closer than about
+        ``h / (samples + 1)`` can still cancel.
     interpolant
         ``"auto"`` (default): locate on the solver's continuous extension when it has one (:mod:`physnode.dense`),
         else on the cubic Hermite interpolant of the step; ``"hermite"``: always the Hermite interpolant.
@@ -435,8 +460,12 @@ def odeint_event(
     if limit < 1 or max_iter < 1:
         raise ValueError(f"max_events and max_iter must be positive; got {limit} and {max_iter}.")
     samples = check_int("samples", samples, "a non-negative integer (interior sample points per step)")
-    if samples < 0:
-        raise ValueError(f"samples must be a non-negative integer (interior sample points per step), got {samples}.")
+    if not 0 <= samples <= MAX_SAMPLES:
+        raise ValueError(
+            f"samples must be a non-negative integer no larger than {MAX_SAMPLES} (interior sample points per "
+            f"step, each evaluating event_fn once per step), got {samples}. To separate close events, bound the "
+            "step with max_step instead."
+        )
     if interpolant not in ("auto", "hermite"):
         raise ValueError(
             f"interpolant must be 'auto' (the solver's continuous extension, else Hermite) or 'hermite', got "
@@ -553,7 +582,8 @@ def _implicit(
 
 def _batched_event(event_fn: EventFn) -> EventFn:
     def g(t: Tensor, y: Tensor) -> Tensor:
-        return event_fn(t[0], y[0]).reshape(1)
+        out = event_fn(t[0], y[0])
+        return out.reshape(1) if isinstance(out, Tensor) and out.numel() == 1 else out  # else: _g says what is wrong
 
     return g
 

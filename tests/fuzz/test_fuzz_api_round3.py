@@ -1,0 +1,98 @@
+"""Fuzz catalogue, third round: inputs that used to give a silent wrong answer, a hang or an error that did not
+name its cause (a raw torch / pathlib message, the wrong argument named), each now a clear error.
+
+Each row: an id, a callable, the exception type and a regex of its message. Every case runs under a time
+limit (``limit`` fixture of ``conftest.py``), so a hang fails the case instead of blocking the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from physnode import odeint_event
+
+F64 = torch.float64
+
+
+# ---------------------------------------------------------------------------------------------- events
+def fall(t: Tensor, y: Tensor) -> Tensor:
+    """A ball in free fall: y = (height, velocity)."""
+    return torch.stack([y[:, 1], torch.full_like(y[:, 0], -9.81)], dim=-1)
+
+
+def height(t: Tensor, y: Tensor) -> Tensor:
+    return y[:, 0]
+
+
+def event(**kw: Any) -> Any:
+    args: dict[str, Any] = dict(func=fall, y0=torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=F64), t0=0.0)
+    args.update(event_fn=height, t_end=2.0)
+    args.update(kw)
+    return odeint_event(args.pop("func"), args.pop("y0"), args.pop("t0"), args.pop("event_fn"), **args)
+
+
+CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    # Before: a billion-point sample grid was allocated (a hang); now bounded.
+    ("event-samples-huge", lambda: event(samples=10**9), ValueError, r"samples must be .* no larger than 1000"),
+    # Before: "t contains NaN or Inf (first at index (0, 0))", naming a t the caller never passed.
+    ("event-t0-nan", lambda: event(t0=math.nan), ValueError, r"t0 must be a finite time, got nan"),
+    ("event-t_end-inf", lambda: event(t_end=math.inf), ValueError, r"t_end must be a finite time, got inf"),
+    (
+        "event-t0-tensor-nan",
+        lambda: event(t0=torch.tensor([0.0, math.nan], dtype=F64)),
+        ValueError,
+        r"t0 must be a finite time, got \[0.0, nan\]",
+    ),
+    # Before: raw torch errors ("element 0 of tensors does not require grad", "Subtraction ... bool tensors").
+    (
+        "event-returns-bool",
+        lambda: event(event_fn=lambda t, y: y[:, 0] > 0.5),
+        TypeError,
+        r"event_fn\(t, y\) must return real floating-point values.*torch.bool.*not a comparison",
+    ),
+    (
+        "event-returns-int",
+        lambda: event(event_fn=lambda t, y: (y[:, 0] > 0.5).long()),
+        TypeError,
+        r"floating-point values.*got torch.int64",
+    ),
+    # Before: a NaN event function silently found no event (n_events = 0, t_final = t_end).
+    (
+        "event-returns-nan",
+        lambda: event(event_fn=lambda t, y: y[:, 0] * math.nan),
+        ValueError,
+        r"event_fn\(t, y\) returned NaN or Inf for trajectory 0 .*guard divisions",
+    ),
+    (
+        "event-nan-later",
+        lambda: event(event_fn=lambda t, y: torch.sqrt(y[:, 0] - 0.5)),
+        ValueError,
+        r"returned NaN or Inf for trajectory 0 on the step",
+    ),
+    # Before: AttributeError "'list' object has no attribute 'reshape'" for an unbatched y0.
+    (
+        "event-unbatched-returns-list",
+        lambda: odeint_event(lambda t, y: -y, torch.ones(2, dtype=F64), 0.0, lambda t, y: [0.0], t_end=1.0),
+        ValueError,
+        r"event_fn\(t, y\) must return one value per trajectory.*got list",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_raises_a_clear_error(
+    call: Callable[[], Any], exc: type[Exception], match: str, limit: Callable[[float], Any]
+) -> None:
+    with limit(30), pytest.raises(exc, match=match):
+        call()
+
+
+def test_catalogue_ids_are_unique() -> None:
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))
