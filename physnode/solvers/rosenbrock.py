@@ -148,36 +148,44 @@ def derivatives(func: RHS, t: Tensor, y: Tensor, graph: bool) -> tuple[Tensor, T
 
     Trajectories are independent, so the batch-summed ``Σ_b f(t_b, y_b)`` ``(D,)`` differentiated with respect to
     ``y`` ``(B, D)`` and ``t`` ``(B,)`` holds every trajectory's Jacobian and time derivative: one backward pass
-    batched over the ``D`` outputs (``is_grads_batched``; ``D`` ordinary passes when ``f`` cannot be batched), as
-    :func:`physnode.solvers.esdirk.jacobian` with the time added. With ``graph`` the three results stay on the
-    graph of ``y`` and of ``f``'s parameters (``create_graph=True``); otherwise they are detached.
+    batched over the ``D`` outputs, as :func:`physnode.solvers.esdirk.jacobian` with the time added.
+
+    Without ``graph`` the results are detached (``torch.autograd.grad(..., is_grads_batched=True)`` on a detached
+    copy of ``y``; ``D`` ordinary passes when ``f`` cannot be batched). With ``graph`` they stay on the graph of
+    ``t``, ``y`` and ``f``'s parameters: ``torch.func.jacrev``, whose inner backward pass stops at its own copy of
+    ``y`` (``torch.autograd.grad`` with ``create_graph`` would walk the whole solve's graph behind ``y`` at every
+    step, quadratic in the number of steps).
     """
-    x = y if graph and y.requires_grad else y.detach().requires_grad_()
-    tx = t.detach().requires_grad_()
-    with torch.enable_grad():
-        f = func(tx, x)
     B, D = y.shape
-    out = f.sum(0)
+    if graph:
+
+        def summed(x: Tensor, tt: Tensor) -> tuple[Tensor, Tensor]:
+            f = func(tt, x)
+            return f.sum(0), f
+
+        (gy, gt), f = torch.func.jacrev(summed, argnums=(0, 1), has_aux=True)(y, t)
+        return f, gy.permute(1, 0, 2), gt.transpose(0, 1)
+    x = y.detach().requires_grad_()
+    tx = t.detach().requires_grad_()
+    with torch.enable_grad():  # also inside a no-grad forward solve (grad="aca"): J needs one backward pass
+        f = func(tx, x)
+        out = f.sum(0)
     if not out.requires_grad:  # f depends on neither y nor t
         zero = torch.zeros_like(y)
-        return f, zero.new_zeros(B, D, D), zero
+        return f.detach(), zero.new_zeros(B, D, D), zero
     eye = torch.eye(D, dtype=out.dtype, device=out.device)
     try:
-        gy, gt = torch.autograd.grad(
-            out, (x, tx), eye, retain_graph=graph, create_graph=graph, is_grads_batched=True, allow_unused=True
-        )
+        gy, gt = torch.autograd.grad(out, (x, tx), eye, is_grads_batched=True, allow_unused=True)
     except (RuntimeError, NotImplementedError):
         rows_y, rows_t = [], []
         for i in range(D):
-            ry, rt = torch.autograd.grad(out[i], (x, tx), retain_graph=True, create_graph=graph, allow_unused=True)
+            ry, rt = torch.autograd.grad(out[i], (x, tx), retain_graph=i + 1 < D, allow_unused=True)
             rows_y.append(torch.zeros_like(x) if ry is None else ry)
             rows_t.append(torch.zeros_like(tx) if rt is None else rt)
         gy, gt = torch.stack(rows_y), torch.stack(rows_t)
-    J = y.new_zeros(B, D, D) if gy is None else gy.permute(1, 0, 2)  # (D, B, D) -> [b, i, k] = ∂f_i/∂y_k
-    ft = y.new_zeros(B, D) if gt is None else gt.transpose(0, 1)  # (D, B) -> (B, D)
-    if not graph:
-        return f.detach(), J.detach(), ft.detach()
-    return f, J, ft
+    J = y.new_zeros(B, D, D) if gy is None else gy.detach().permute(1, 0, 2)  # (D, B, D) -> [b, i, k] = ∂f_i/∂y_k
+    ft = y.new_zeros(B, D) if gt is None else gt.detach().transpose(0, 1)  # (D, B) -> (B, D)
+    return f.detach(), J, ft
 
 
 class Rosenbrock(Solver):
