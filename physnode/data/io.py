@@ -538,6 +538,13 @@ def _limits(max_bytes: int, max_elements: int) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- files
+def _as_path(path: object) -> Path:
+    """``Path(path)`` for a ``str`` or ``os.PathLike``; anything else is refused with what was received."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike of a .nc or .h5 file, got {type(path).__name__}.")
+    return Path(path)
+
+
 def _suffix(path: Path) -> str:
     s = path.suffix.lower()
     if s not in _NC_SUFFIXES + _H5_SUFFIXES:
@@ -660,7 +667,7 @@ def save(traj: Trajectories, path: str | os.PathLike) -> None:
     """Write ``traj`` atomically: ``.nc`` through xarray's h5netcdf engine, ``.h5`` / ``.hdf5`` through h5py."""
     if not isinstance(traj, Trajectories):
         raise TypeError(f"save expects a Trajectories object, got {type(traj).__name__}.")
-    path = Path(path)
+    path = _as_path(path)
     if _suffix(path) in _NC_SUFFIXES:
         ds = to_xarray(traj)
         _atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
@@ -693,7 +700,7 @@ def load(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, max_elements: i
         the schema (the message says which variable or check failed).
     """
     limits = _limits(max_bytes, max_elements)
-    path = Path(path)
+    path = _as_path(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trajectory file at {path}.")

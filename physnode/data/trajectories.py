@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,11 @@ def solver_ready_times(times: Tensor, lengths: Tensor) -> Tensor:
         Deterministic: the result depends only on the valid entries.
     """
     T = times.shape[1]
+    if lengths.shape != times.shape[:1] or bool(((lengths < 1) | (lengths > T)).any()):
+        raise ValueError(
+            f"lengths must hold one count per trajectory, shape ({times.shape[0]},), each between 1 and T = {T} "
+            f"(the number of valid times of that row); got {lengths.tolist()}."
+        )
     t64 = times.detach().to(torch.float64)
     idx = torch.arange(T, device=times.device)
     valid = idx.unsqueeze(0) < lengths.unsqueeze(1)
@@ -300,6 +305,10 @@ class Trajectories:
                 )
         values = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=device))
 
+        if isinstance(channels, str):
+            raise TypeError(
+                f"channels must be a list of D = {D} names, got the string {channels!r}; write [{channels!r}]."
+            )
         channels = [f"y{j}" for j in range(D)] if channels is None else list(channels)
         if len(channels) != D:
             raise ValueError(f"got {len(channels)} channel names for D = {D} channels.")
@@ -311,6 +320,8 @@ class Trajectories:
                 )
         if len(set(channels)) != D:
             raise ValueError(f"channel names must be unique, got {channels}.")
+        if isinstance(units, str):
+            raise TypeError(f"units must be a list of D = {D} strings, got the string {units!r}; write [{units!r}].")
         units = ["1"] * D if units is None else list(units)
         if len(units) != D or not all(isinstance(u, str) for u in units):
             raise ValueError(f"units must be {D} strings (one per channel), got {units!r}.")
@@ -319,6 +330,8 @@ class Trajectories:
         for j, u in enumerate(units):
             _check_text(u, f"units[{j}] (channel {channels[j]!r})")
         _check_text(time_units, "time_units")
+        if isinstance(ids, str):
+            raise TypeError(f"ids must be a list of N = {N} strings, got the string {ids!r}; write [{ids!r}].")
         ids = [str(i) for i in range(N)] if ids is None else list(ids)
         if len(ids) != N or not all(isinstance(s, str) for s in ids):
             raise ValueError(f"ids must be {N} strings (one per trajectory), got {len(ids)} entries.")
@@ -434,6 +447,15 @@ class Trajectories:
         """Copy to ``device`` and/or floating ``dtype`` (times and values; the mask stays bool)."""
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"dtype must be floating point, got {dtype}.")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(
+                    f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'."
+                ) from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use 'cpu'.")
         out = object.__new__(Trajectories)
         out.__dict__.update(self.__dict__)
         # Re-derive padding in the new dtype so the times stay strictly increasing.
@@ -450,8 +472,21 @@ class Trajectories:
     # ------------------------------------------------------------------ combining and splitting
     @staticmethod
     def concat(items: Sequence[Trajectories]) -> Trajectories:
-        """Stack trajectories with the same channels, units and time units (padding to the longest)."""
+        """Stack trajectories with the same channels, units and time units (padding to the longest).
+
+        A static method: ``Trajectories.concat([a, b])`` (``a.concat(b)`` would stack ``b`` alone, and is refused).
+        """
+        if isinstance(items, Trajectories):
+            raise TypeError(
+                "concat takes a list of Trajectories and is a static method: write Trajectories.concat([a, b]), "
+                "not a.concat(b) (which would return b's trajectories alone)."
+            )
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise TypeError(f"concat takes a list of Trajectories, got {type(items).__name__}.")
         items = list(items)
+        for k, it in enumerate(items):
+            if not isinstance(it, Trajectories):
+                raise TypeError(f"concat takes a list of Trajectories; items[{k}] is a {type(it).__name__}.")
         if not items:
             raise ValueError("concat needs at least one Trajectories object.")
         first = items[0]
@@ -501,7 +536,15 @@ class Trajectories:
         seed
             Seed of the shuffle (a ``torch.Generator``); ``None`` keeps the original order.
         """
-        fr = [float(f) for f in fractions]
+        if isinstance(fractions, (str, bytes)) or not isinstance(fractions, Iterable):
+            raise TypeError(
+                f"fractions must be a sequence of fractions summing to 1, e.g. (0.8, 0.2), got {fractions!r} "
+                f"({type(fractions).__name__})."
+            )
+        try:
+            fr = [float(f) for f in fractions]
+        except (TypeError, ValueError):
+            raise TypeError(f"fractions must be numbers summing to 1, e.g. (0.8, 0.2), got {fractions!r}.") from None
         if len(fr) < 1 or any(not (f > 0) for f in fr) or abs(sum(fr) - 1) > 1e-9:
             raise ValueError(f"fractions must be positive and sum to 1, got {fractions!r}.")
         n = self.n_trajectories
@@ -578,6 +621,15 @@ class Trajectories:
 
     def select_channels(self, channels: Sequence[str]) -> Trajectories:
         """Keep only the named channels, in the given order."""
+        if isinstance(channels, str):
+            raise TypeError(
+                f"channels must be a list of channel names, got the string {channels!r}; write [{channels!r}]."
+            )
+        channels = list(channels)
+        if not channels:
+            raise ValueError(f"select at least one channel; available: {self.channels}.")
+        if len(set(channels)) != len(channels):
+            raise ValueError(f"channels must be distinct, got {channels}.")
         missing = [c for c in channels if c not in self.channels]
         if missing:
             raise ValueError(f"unknown channel(s) {missing}; available: {self.channels}.")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from physnode import odeint_event
+from physnode.data import Trajectories, load, save, solver_ready_times
 
 F64 = torch.float64
 
@@ -35,6 +36,13 @@ def event(**kw: Any) -> Any:
     args.update(event_fn=height, t_end=2.0)
     args.update(kw)
     return odeint_event(args.pop("func"), args.pop("y0"), args.pop("t0"), args.pop("event_fn"), **args)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def traj(D: int = 3, **kw: Any) -> Trajectories:
+    """Two trajectories, five times on [0, 1], ``D`` channels."""
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    return Trajectories(t, torch.arange(2 * 5 * D, dtype=F64).reshape(2, 5, D), **kw)
 
 
 CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
@@ -82,6 +90,37 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         ValueError,
         r"event_fn\(t, y\) must return one value per trajectory.*got list",
     ),
+    # Before: a.concat(b), a static method called on an instance, silently returned b's trajectories alone.
+    (
+        "traj-instance-concat",
+        lambda: traj().concat(traj()),
+        TypeError,
+        r"static method.*Trajectories.concat\(\[a, b\]\)",
+    ),
+    ("traj-concat-int", lambda: Trajectories.concat(3), TypeError, r"concat takes a list of Trajectories, got int"),
+    ("traj-concat-item", lambda: Trajectories.concat([traj(), 3]), TypeError, r"items\[1\] is a int"),
+    # Before: a string was split into characters: channels="xyz" gave channels x, y, z; ids="ab" ids a, b.
+    ("traj-channels-string", lambda: traj(channels="xyz"), TypeError, r"channels must be a list.*\['xyz'\]"),
+    ("traj-units-string", lambda: traj(D=2, units="ms"), TypeError, r"units must be a list of D = 2 strings"),
+    ("traj-ids-string", lambda: traj(ids="ab"), TypeError, r"ids must be a list of N = 2 strings"),
+    # Before: raw errors "'float' object is not iterable" / "tensors used as indices must be long ...".
+    ("traj-split-float", lambda: traj().split_by_trajectory(0.5), TypeError, r"fractions must be a sequence .*0.8"),
+    ("traj-split-strings", lambda: traj().split_by_trajectory(["a"]), TypeError, r"fractions must be numbers"),
+    ("traj-select-none", lambda: traj().select_channels([]), ValueError, r"select at least one channel"),
+    ("traj-select-string", lambda: traj().select_channels("y0"), TypeError, r"write \['y0'\]"),
+    ("traj-select-twice", lambda: traj().select_channels(["y0", "y0"]), ValueError, r"channels must be distinct"),
+    # Before: raw torch errors ("Expected one of cpu, cuda, ... device type", "Torch not compiled with CUDA").
+    ("traj-to-nonsense-device", lambda: traj().to("gpu"), ValueError, r"'gpu' is not a torch device"),
+    # Before: "index 5 is out of bounds for dimension 1 with size 5" from deep inside.
+    (
+        "ready-times-lengths-too-long",
+        lambda: solver_ready_times(torch.zeros(2, 5, dtype=F64), torch.tensor([6, 5])),
+        ValueError,
+        r"lengths must hold .* between 1 and T = 5.*\[6, 5\]",
+    ),
+    # Before: pathlib's "expected str, bytes or os.PathLike object, not int".
+    ("data-load-int-path", lambda: load(3), TypeError, r"path must be a str or os.PathLike .* got int"),
+    ("data-save-none-path", lambda: save(traj(), None), TypeError, r"path must be a str .* got NoneType"),
 ]
 
 
