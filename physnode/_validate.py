@@ -48,6 +48,8 @@ def check_y0(y0: object) -> Tensor:
         raise ValueError(
             "y0 is a meta tensor (shape only, no values) and cannot be integrated; create it on 'cpu' or 'cuda'."
         )
+    if y0.layout != torch.strided:
+        raise TypeError(f"y0 must be a dense tensor, got layout {y0.layout}; convert it with y0.to_dense().")
     if y0.is_complex():
         raise TypeError(
             f"y0 must be real (float32 or float64), got {y0.dtype}: physnode integrates real states. Stack the real "
@@ -79,6 +81,8 @@ def check_times(t: object, y0: Tensor, *, min_times: int = 1, forward_only: str 
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a torch.Tensor of observation times, got {type(t).__name__}.")
+    if t.layout != torch.strided:
+        raise TypeError(f"t must be a dense tensor, got layout {t.layout}; convert it with t.to_dense().")
     if not t.is_floating_point():
         raise TypeError(f"t must have a floating-point dtype, got {t.dtype}. Convert it, e.g. t.to(y0.dtype).")
     if t.device != y0.device:

@@ -94,10 +94,16 @@ class DenseOutput:
         Raises
         ------
         ValueError
-            A time outside the solved interval ``[t_0, t_end]`` of its trajectory.
+            A time outside the solved interval ``[t_0, t_end]`` of its trajectory, or not finite.
         """
         B, M = t.shape
         tq = t.detach().cpu().numpy().astype(np.float64)
+        if not np.isfinite(tq).all():
+            b, m = (int(x[0]) for x in np.nonzero(~np.isfinite(tq)))
+            raise ValueError(
+                f"t[{b}, {m}] = {float(tq[b, m])!r} is not a finite time; the dense output is evaluated at finite "
+                "times within each trajectory's solved interval. Remove NaN/Inf entries (e.g. padding) first."
+            )
         d = self.direction[:, None]
         outside = (d * (tq - self.t0[:, None]) < 0) | (d * (tq - self.t_end[:, None]) > 0)
         if outside.any():

@@ -131,6 +131,11 @@ def _build_problem(
         )
     if f_try.dtype != y0.dtype:
         raise TypeError(f"func returned {f_try.dtype} for y of dtype {y0.dtype}; keep them equal.")
+    if f_try.device != y0.device:
+        raise ValueError(
+            f"func returned dy/dt on {f_try.device} for y on {y0.device}; create the tensors func uses on y's device "
+            "(e.g. torch.zeros_like(y), or move the model with model.to(y0.device))."
+        )
     if opts.compile:  # options={"compile": True}: this solve's steps as one compiled function (physnode.compiled)
         from .compiled import compile_step
 

@@ -149,8 +149,8 @@ class Solution:
         Raises
         ------
         ValueError
-            The solve was not dense (pass ``dense=True``), ``t`` has the wrong shape, or a time lies outside
-            the solved interval.
+            The solve was not dense (pass ``dense=True``), ``t`` has the wrong shape, or a time is not finite or
+            lies outside the solved interval.
         """
         if self.dense is None:
             raise ValueError(

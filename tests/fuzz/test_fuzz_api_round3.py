@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from physnode import odeint_event
+from physnode import odeint, odeint_event, solve
 from physnode.data import Trajectories, load, save, solver_ready_times
 
 F64 = torch.float64
@@ -38,6 +38,15 @@ def event(**kw: Any) -> Any:
     return odeint_event(args.pop("func"), args.pop("y0"), args.pop("t0"), args.pop("event_fn"), **args)
 
 
+# ---------------------------------------------------------------------------------------------- solve
+Y0 = torch.ones(2, 3, dtype=F64)
+T = torch.linspace(0.0, 1.0, 5, dtype=F64)
+
+
+def decay(t: Tensor, y: Tensor) -> Tensor:
+    return -y
+
+
 # ---------------------------------------------------------------------------------------------- data
 def traj(D: int = 3, **kw: Any) -> Trajectories:
     """Two trajectories, five times on [0, 1], ``D`` channels."""
@@ -46,6 +55,23 @@ def traj(D: int = 3, **kw: Any) -> Trajectories:
 
 
 CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
+    # Before: NotImplementedError "Could not run 'aten::ne.Scalar' with arguments from the 'SparseCPU' backend".
+    ("solve-y0-sparse", lambda: odeint(decay, Y0.to_sparse(), T), TypeError, r"y0 must be a dense tensor.*to_dense"),
+    ("solve-t-sparse", lambda: odeint(decay, Y0, T.to_sparse()), TypeError, r"t must be a dense tensor.*to_dense"),
+    # Before: torch's "Tensor on device meta is not on the expected device cpu!" from inside the first step.
+    (
+        "solve-func-other-device",
+        lambda: odeint(lambda t, y: (-y).to("meta"), Y0, T),
+        ValueError,
+        r"func returned dy/dt on meta for y on cpu; create the tensors func uses on y's device",
+    ),
+    # Before: NaN times gave NaN states silently (NaN passed the interval check).
+    (
+        "dense-interpolate-nan",
+        lambda: solve(decay, Y0, T, dense=True).interpolate(torch.tensor([0.5, math.nan], dtype=F64)),
+        ValueError,
+        r"t\[0, 1\] = nan is not a finite time",
+    ),
     # Before: a billion-point sample grid was allocated (a hang); now bounded.
     ("event-samples-huge", lambda: event(samples=10**9), ValueError, r"samples must be .* no larger than 1000"),
     # Before: "t contains NaN or Inf (first at index (0, 0))", naming a t the caller never passed.
