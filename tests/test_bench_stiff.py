@@ -27,7 +27,7 @@ def test_quick_stiff_bench_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["stiff", "--quick", "--markdown", "--problems", "robertson"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert {(r["library"], r["method"]) for r in rows} == {
-        ("physnode", "kvaerno3"), ("physnode", "kvaerno4"), ("physnode", "kvaerno5"),
+        ("physnode", "kvaerno3"), ("physnode", "kvaerno4"), ("physnode", "kvaerno5"), ("physnode", "rodas4"),
         ("scipy", "Radau"), ("scipy", "BDF"), ("scipy", "LSODA"),
     }  # fmt: skip
     for r in rows:

@@ -225,6 +225,7 @@ class Rosenbrock(Solver):
         self.counters = {"jacobians": 0, "factorizations": 0}
         #: ``(y, h, y_new, w_1, w_2)`` of the last step, for :meth:`dense_terms` (references, no copies).
         self._last: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
+        self._tensors: dict[tuple[torch.dtype, torch.device], tuple[list[Tensor], Tensor]] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -261,41 +262,52 @@ class Rosenbrock(Solver):
         W_inv, info = torch.linalg.inv_ex(W)
         self.counters["factorizations"] += 1
         h2g_ft = hh * hg * ft  # h^2 γ f_t
+        stage_coef, final_coef = self._coefficients(y)
+        # Stage i: one matrix product of its (2, i + 1) coefficients with the earlier increments and h^2 γ f_t gives
+        # the argument increment Σ a_ij U_j and the right-hand-side terms γ Σ c_ij U_j + γ d_i h^2 f_t together.
         Us: list[Tensor] = []
         for i in range(tab.stages):
-            if i == 0:
-                fi = f0
-            else:
-                arg = y
-                for aij, Uj in zip(tab.a[i], Us, strict=True):
-                    if aij != 0.0:
-                        arg = arg + aij * Uj
-                fi = func(t + tab.alpha[i] * h, arg)
-            rhs = hg * fi
-            for cij, Uj in zip(tab.c[i], Us, strict=True):
-                if cij != 0.0:
-                    rhs = rhs + (tab.gamma * cij) * Uj
-            if tab.d[i] != 0.0:
-                rhs = rhs + tab.d[i] * h2g_ft
+            terms = torch.matmul(stage_coef[i], torch.stack([*Us, h2g_ft], dim=1))  # (B, 2, D)
+            fi = f0 if i == 0 else func(t + tab.alpha[i] * h, y + terms[:, 0])
+            rhs = torch.addcmul(terms[:, 1], hg, fi)
             Us.append(torch.bmm(W_inv, rhs.unsqueeze(-1)).squeeze(-1))
-        y_new = _combine(y, tab.m, Us)
-        err = _combine(None, tab.m_err, Us) if self.adaptive else None
-        singular = (info != 0).unsqueeze(-1)  # (B, 1): W singular (only for growing modes with 1/(hγ) in J's spectrum)
+        # y_new - y, the error estimate and the dense-output combinations, in one product.
+        final = torch.matmul(final_coef, torch.stack(Us, dim=1))  # (B, 4 or 2, D)
+        y_new = y + final[:, 0]
+        err = final[:, 1] if self.adaptive else None
         if tab.dense is not None:
-            w1 = _combine(None, tab.dense[0], Us)
-            w2 = _combine(None, tab.dense[1], Us)
-            self._last = (y, h, y_new, w1, w2)
-        if not self.adaptive:
-            y_new = torch.where(singular, torch.full_like(y_new, math.nan), y_new)
-            return (y_new, probe), None
-        assert err is not None
+            self._last = (y, h, y_new, final[:, 2], final[:, 3])
+        if y.device.type == "cpu" and not bool(info.any()):  # host check, free on CPU: skip the merges below
+            return (y_new, probe), err
+        singular = (info != 0).unsqueeze(-1)  # (B, 1): W singular (only for growing modes with 1/(hγ) in J's spectrum)
+        if err is None:
+            return (torch.where(singular, torch.full_like(y_new, math.nan), y_new), probe), None
         with torch.no_grad():
             # Far beyond any tolerance yet finite (finfo.max^(1/4)), so the loop rejects the step with its smallest
             # factor instead of reporting a non-finite solution.
             big = (y.detach().abs() + 1).mul_(torch.finfo(y.dtype).max ** 0.25)
-        y_new = torch.where(singular, y, y_new)
-        err = torch.where(singular, big, err)
-        return (y_new, probe), err
+        return (torch.where(singular, y, y_new), probe), torch.where(singular, big, err)
+
+    def _coefficients(self, like: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The tableau as tensors on ``like``'s dtype and device (cached): per stage ``i`` a ``(2, i + 1)`` matrix
+        (rows ``a_i·`` and ``γ c_i·``, last column ``0`` and ``d_i`` for ``h^2 γ f_t``), and the ``(K, s)`` rows
+        ``m``, ``m - m_hat`` and, with a continuous extension, its two rows."""
+        key = (like.dtype, like.device)
+        cached = self._tensors.get(key)
+        if cached is None:
+            tab = self.tableau
+            stage = [
+                torch.tensor(
+                    [[*tab.a[i], 0.0], [*(tab.gamma * c for c in tab.c[i]), tab.d[i]]],
+                    dtype=like.dtype,
+                    device=like.device,
+                )
+                for i in range(tab.stages)
+            ]
+            rows = [tab.m, tab.m_err, *(tab.dense or ())]
+            cached = (stage, torch.tensor(rows, dtype=like.dtype, device=like.device))
+            self._tensors[key] = cached
+        return cached
 
     def dense_terms(self, func: RHS | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(y_n (B, D), h (B,), R (B, 3, D))`` of the last step: ``y(t_n + θh) = y_n + h Σ_k θ^k R_k`` with
@@ -308,13 +320,3 @@ class Rosenbrock(Solver):
         inv_h = torch.where(h == 0, torch.ones_like(h), h).reciprocal().unsqueeze(-1)
         R = torch.stack(((y_new - y + w1) * inv_h, (w2 - w1) * inv_h, -w2 * inv_h), dim=1)
         return y, h, R
-
-
-def _combine(base: Tensor | None, weights: tuple[float, ...], Us: list[Tensor]) -> Tensor:
-    """``base + Σ_i weights_i U_i`` (zero weights skipped; ``base`` ``None``: no base)."""
-    out = base
-    for w, U in zip(weights, Us, strict=True):
-        if w != 0.0:
-            out = U * w if out is None else out + w * U
-    assert out is not None
-    return out
