@@ -67,6 +67,11 @@ class Checkpoint:
         if not isinstance(self.path, (str, os.PathLike)):
             raise TypeError(f"checkpoint path must be a str or Path, got {type(self.path).__name__}.")
         object.__setattr__(self, "path", Path(self.path))
+        if self.path.is_dir():
+            raise ValueError(
+                f"checkpoint path {str(self.path)!r} is a folder; give the path of a file in it, e.g. "
+                f"{str(self.path / 'checkpoint.pt')!r}."
+            )
         if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
             raise ValueError(f"checkpoint every must be a positive integer (epochs), got {self.every!r}.")
 

@@ -19,7 +19,13 @@ def initial_times(data: Trajectories) -> Tensor:
     """``(N,)`` time of each trajectory's initial state, on the data's device: metadata ``"initial_time"`` where
     every trajectory has one, else the first observation time ``times[:, 0]``."""
     if _has(data, "initial_time"):
-        return data.metadata_tensor("initial_time", dtype=data.times.dtype).reshape(-1).to(data.device)
+        t0 = data.metadata_tensor("initial_time", dtype=data.times.dtype).reshape(-1)
+        if t0.shape != (data.n_trajectories,) or not bool(torch.isfinite(t0).all()):
+            raise ValueError(
+                f"metadata 'initial_time' must be one finite number per trajectory, got {t0.tolist()[:5]}"
+                f"{' ...' if t0.numel() > 5 else ''}."
+            )
+        return t0.to(data.device)
     return data.times[:, 0].clone()
 
 
@@ -41,6 +47,13 @@ def initial_states(data: Trajectories, state_dim: int, obs: Observation, *, lear
             raise ValueError(
                 f"metadata 'initial_state' has shape {tuple(y0.shape)}, but the model state has {state_dim} "
                 f"components; expected ({data.n_trajectories}, {state_dim})."
+            )
+        bad = ~torch.isfinite(y0).all(dim=1)
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0])
+            raise ValueError(
+                f"metadata 'initial_state' of trajectory {i} ({data.ids[i]!r}) is {y0[i].tolist()}, not finite; give "
+                "finite initial states, or fit them with learn_initial_state=True."
             )
         return y0
     if not learnable:

@@ -192,6 +192,8 @@ def save_result(result: FitResult, path: str | os.PathLike) -> Path:
 
     if not isinstance(result, FitResult):
         raise TypeError(f"save_result saves a physnode.FitResult, got {type(result).__name__}.")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike (a .pt file or a folder), got {type(path).__name__}.")
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_FILE
@@ -324,6 +326,20 @@ def load_result(
     from ..options import SolveOptions
     from .api import FitResult
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"path must be a str or os.PathLike (a result file or a results folder), got {type(path).__name__}."
+        )
+    if map_location is not None:
+        try:
+            map_location = torch.device(map_location)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(
+                f"map_location {map_location!r} is not a torch device; use e.g. 'cpu', 'cuda' or None (the devices "
+                "saved in the file)."
+            ) from None
+        if map_location.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"map_location {str(map_location)!r}: CUDA is not available on this machine; use 'cpu'.")
     path = Path(path)
     if path.is_dir():
         if not (path / RESULT_FILE).is_file():

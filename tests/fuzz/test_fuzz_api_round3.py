@@ -8,14 +8,16 @@ limit (``limit`` fixture of ``conftest.py``), so a hang fails the case instead o
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from physnode import odeint, odeint_event, solve
+from physnode import fit, load_result, odeint, odeint_event, solve
 from physnode.data import Trajectories, load, save, solver_ready_times
 
 F64 = torch.float64
@@ -52,6 +54,28 @@ def traj(D: int = 3, **kw: Any) -> Trajectories:
     """Two trajectories, five times on [0, 1], ``D`` channels."""
     t = torch.linspace(0.0, 1.0, 5, dtype=F64)
     return Trajectories(t, torch.arange(2 * 5 * D, dtype=F64).reshape(2, 5, D), **kw)
+
+
+# ---------------------------------------------------------------------------------------------- fit
+class Decay(nn.Module):
+    """dy/dt = -k y with one learnable rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(0.5, dtype=F64))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return -self.k * y
+
+
+def decay_data(**meta: Any) -> Trajectories:
+    """Two trajectories x = exp(-1.3 t) with their initial states (replaced or extended by ``meta``)."""
+    y = torch.exp(-1.3 * T)[None, :, None].expand(2, -1, -1).clone()
+    return Trajectories(T, y, channels=["x"], metadata=[{"initial_state": [1.0], **meta}] * 2)
+
+
+def quick_fit(data: Trajectories | None = None, **kw: Any) -> Any:
+    return fit(Decay(), decay_data() if data is None else data, epochs=1, progress=False, uncertainty=False, **kw)
 
 
 CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
@@ -147,6 +171,28 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     # Before: pathlib's "expected str, bytes or os.PathLike object, not int".
     ("data-load-int-path", lambda: load(3), TypeError, r"path must be a str or os.PathLike .* got int"),
     ("data-save-none-path", lambda: save(traj(), None), TypeError, r"path must be a str .* got NoneType"),
+    # Before: ValueError "y0 contains NaN or Inf (first at index (0, 0))", naming a y0 the caller never passed.
+    (
+        "fit-initial-state-nan",
+        lambda: quick_fit(decay_data(initial_state=[math.nan])),
+        ValueError,
+        r"metadata 'initial_state' of trajectory 0 .* not finite",
+    ),
+    (
+        "fit-initial-time-nan",
+        lambda: quick_fit(decay_data(initial_time=math.nan)),
+        ValueError,
+        r"metadata 'initial_time' must be one finite number per trajectory",
+    ),
+    # Before: IsADirectoryError "[Errno 21] Is a directory: '/tmp/.tmpXXXX.tmp' -> '/tmp'" after the first epoch.
+    (
+        "fit-checkpoint-folder",
+        lambda: quick_fit(checkpoint=Path(tempfile.gettempdir())),
+        ValueError,
+        r"is a folder; give the path of",
+    ),
+    # Before: pathlib's "expected str, bytes or os.PathLike object, not int".
+    ("result-load-int-path", lambda: load_result(3), TypeError, r"path must be a str or os.PathLike .* got int"),
 ]
 
 
@@ -161,3 +207,15 @@ def test_bad_input_raises_a_clear_error(
 def test_catalogue_ids_are_unique() -> None:
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
+
+
+def test_load_result_names_a_bad_map_location(tmp_path: Path, limit: Callable[[float], Any]) -> None:
+    """Before: a nonsense map_location was reported as a corrupt result file ("save the result again")."""
+    with limit(30):
+        path = tmp_path / "result.pt"
+        quick_fit().save(path)
+        with pytest.raises(ValueError, match=r"map_location 'gpu' is not a torch device"):
+            load_result(path, model=Decay(), map_location="gpu")
+        with pytest.raises(TypeError, match=r"path must be a str or os.PathLike .* got list"):
+            quick_fit().save([path])
+        assert load_result(path, model=Decay(), map_location="cpu").params.keys() == {"k"}
