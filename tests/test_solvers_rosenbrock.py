@@ -22,7 +22,7 @@ ROSENBROCK = [n for n in SOLVERS.names() if issubclass(SOLVERS.cls(n), Rosenbroc
 
 def _conditions(tab: RosenbrockTableau, weights: np.ndarray) -> list[float]:
     """Residuals of the order conditions up to order 4 of a Rosenbrock method (Hairer & Wanner, Solving ODEs II,
-    Table IV.7.1), in the original form: ``β_ij = α_ij + γ_ij`` (strictly lower), ``β'_i = Σ_j β_ij``,
+    section IV.7), in the original form: ``β_ij = α_ij + γ_ij`` (strictly lower), ``β'_i = Σ_j β_ij``,
     ``α_i = Σ_j α_ij``."""
     alpha, Gamma, _, _ = tab.classical()
     g = tab.gamma
@@ -311,3 +311,47 @@ def test_bad_options_fail_clearly() -> None:
             method="rodas4",
             options={"newton_rtol": 1e-9},
         )
+
+
+class _Cube(torch.autograd.Function):
+    """x³ as an autograd Function without ``setup_context``: it cannot run under ``torch.func`` transforms."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * g
+
+
+class CubicDecay(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(30.0, dtype=F64))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return -self.k * _Cube.apply(y) + torch.sin(t).unsqueeze(-1)
+
+
+def test_direct_gradient_when_f_cannot_run_under_torch_func() -> None:
+    """The graph-mode Jacobian falls back to create_graph backward passes: same finite-difference check (fixed
+    steps, central differences with step 1e-6, bound 1e-6 relative)."""
+    y0 = torch.tensor([[0.8, -0.5]], dtype=F64)
+    t = torch.tensor([0.0, 0.5], dtype=F64)
+    kw: dict = dict(method="rodas4", step_size=0.05, options={"adaptive": False})
+
+    def loss(func: CubicDecay) -> Tensor:
+        return physnode.solve(func, y0, t, **kw).ys[:, -1].square().sum()
+
+    func = CubicDecay()
+    (g,) = torch.autograd.grad(loss(func), [func.k])
+    with torch.no_grad():
+        func.k += 1e-6
+        up = loss(func)
+        func.k -= 2e-6
+        down = loss(func)
+    fd = (up - down) / 2e-6
+    assert abs(float(fd - g)) <= 1e-6 * max(1.0, abs(float(fd))), (float(fd), float(g))

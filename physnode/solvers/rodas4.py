@@ -2,10 +2,10 @@
 stiffly accurate, L-stable, with a continuous extension of order 3.
 
 Coefficients: E. Hairer and G. Wanner, *Solving Ordinary Differential Equations II* (2nd ed., Springer 1996),
-section IV.7 (Table 7.5 and the RODAS code's default set, ``METH = 1``), in the transformed form ``a_ij``,
-``c_ij``, ``α_i``, ``γ_i`` of (7.25). The last two stages are evaluated at ``t + h``: the embedded solution is
+section IV.7 and their code RODAS (its default coefficient set, ``METH = 1``), in the transformed form
+``a_ij``, ``c_ij``, ``α_i``, ``γ_i``. The last two stages are evaluated at ``t + h``: the embedded solution is
 the argument of stage 6 and the solution adds ``U_6`` to it, so the error estimate is ``U_6``.
-:func:`tests.test_solvers_rosenbrock` checks the order conditions (Hairer & Wanner, Table 7.1) on these values.
+``tests/test_solvers_rosenbrock.py`` checks the order conditions (Hairer & Wanner IV.7) on these values.
 """
 
 from .rosenbrock import Rosenbrock, RosenbrockTableau

@@ -2,7 +2,8 @@ r"""Rosenbrock (linearly implicit Runge–Kutta) methods for stiff problems.
 
 A step of size ``h`` from ``(t, y)`` with ``J = ∂f/∂y(t, y)``, ``f_t = ∂f/∂t(t, y)`` and ``W = I - hγ J``
 computes ``s`` stage increments ``U_i`` from linear systems that all share ``W`` (Hairer & Wanner, *Solving
-ODEs II*, section IV.7, the form (7.25) without the inverse ``Γ``; multiplied through by ``hγ``):
+ODEs II*, section IV.7, the transformed form free of matrix-vector products with ``J``; multiplied through by
+``hγ``):
 
 .. math::
 
@@ -52,7 +53,7 @@ _TOL = 1e-12
 
 @dataclass(frozen=True)
 class RosenbrockTableau:
-    """A Rosenbrock method as data, in Hairer & Wanner's transformed form (*Solving ODEs II*, IV.7, (7.25)).
+    """A Rosenbrock method as data, in Hairer & Wanner's transformed form (*Solving ODEs II*, IV.7).
 
     Parameters
     ----------
@@ -132,8 +133,8 @@ class RosenbrockTableau:
 
     def classical(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The method in its original form ``(α_ij, Γ = (γ_ij), b, b_hat)`` (``(s, s)``, ``(s, s)``, ``(s,)``,
-        ``(s,)``), from ``Γ^{-1} = I/γ - C``, ``α = A Γ``, ``bᵀ = mᵀ Γ`` (Hairer & Wanner IV.7, (7.24)); the order
-        conditions of Hairer & Wanner's Table 7.1 are written in it."""
+        ``(s,)``), from ``Γ^{-1} = I/γ - C``, ``α = A Γ``, ``bᵀ = mᵀ Γ`` (Hairer & Wanner IV.7); the order
+        conditions of Hairer & Wanner IV.7 are written in it."""
         s = self.stages
         A, C = np.zeros((s, s)), np.zeros((s, s))
         for i in range(s):
@@ -163,29 +164,45 @@ def derivatives(func: RHS, t: Tensor, y: Tensor, graph: bool) -> tuple[Tensor, T
             f = func(tt, x)
             return f.sum(0), f
 
-        (gy, gt), f = torch.func.jacrev(summed, argnums=(0, 1), has_aux=True)(y, t)
-        return f, gy.permute(1, 0, 2), gt.transpose(0, 1)
-    x = y.detach().requires_grad_()
-    tx = t.detach().requires_grad_()
+        try:
+            (gy, gt), f = torch.func.jacrev(summed, argnums=(0, 1), has_aux=True)(y, t)
+            return f, gy.permute(1, 0, 2), gt.transpose(0, 1)
+        except (RuntimeError, NotImplementedError):  # f cannot run under torch.func (e.g. an old-style Function)
+            pass
+    x = y if graph and y.requires_grad else y.detach().requires_grad_()
+    tx = t if graph and t.requires_grad else t.detach().requires_grad_()
     with torch.enable_grad():  # also inside a no-grad forward solve (grad="aca"): J needs one backward pass
         f = func(tx, x)
         out = f.sum(0)
     if not out.requires_grad:  # f depends on neither y nor t
         zero = torch.zeros_like(y)
-        return f.detach(), zero.new_zeros(B, D, D), zero
-    eye = torch.eye(D, dtype=out.dtype, device=out.device)
-    try:
-        gy, gt = torch.autograd.grad(out, (x, tx), eye, is_grads_batched=True, allow_unused=True)
-    except (RuntimeError, NotImplementedError):
-        rows_y, rows_t = [], []
-        for i in range(D):
-            ry, rt = torch.autograd.grad(out[i], (x, tx), retain_graph=i + 1 < D, allow_unused=True)
-            rows_y.append(torch.zeros_like(x) if ry is None else ry)
-            rows_t.append(torch.zeros_like(tx) if rt is None else rt)
-        gy, gt = torch.stack(rows_y), torch.stack(rows_t)
-    J = y.new_zeros(B, D, D) if gy is None else gy.detach().permute(1, 0, 2)  # (D, B, D) -> [b, i, k] = ∂f_i/∂y_k
-    ft = y.new_zeros(B, D) if gt is None else gt.detach().transpose(0, 1)  # (D, B) -> (B, D)
-    return f.detach(), J, ft
+        return f if graph else f.detach(), zero.new_zeros(B, D, D), zero
+    if graph:  # D backward passes with create_graph: correct, but each walks the graph behind y
+        gy, gt = _row_by_row(out, x, tx, graph)
+    else:
+        try:
+            eye = torch.eye(D, dtype=out.dtype, device=out.device)
+            gy, gt = torch.autograd.grad(out, (x, tx), eye, is_grads_batched=True, allow_unused=True)
+        except (RuntimeError, NotImplementedError):  # f's backward cannot be batched
+            gy, gt = _row_by_row(out, x, tx, graph)
+    J = y.new_zeros(B, D, D) if gy is None else gy.permute(1, 0, 2)  # (D, B, D) -> [b, i, k] = ∂f_i/∂y_k
+    ft = y.new_zeros(B, D) if gt is None else gt.transpose(0, 1)  # (D, B) -> (B, D)
+    if graph:
+        return f, J, ft
+    return f.detach(), J.detach(), ft.detach()
+
+
+def _row_by_row(out: Tensor, x: Tensor, tx: Tensor, graph: bool) -> tuple[Tensor, Tensor]:
+    """``∂out/∂x`` ``(D, B, D)`` and ``∂out/∂tx`` ``(D, B)`` by ``D`` ordinary backward passes."""
+    rows_y, rows_t = [], []
+    D = out.shape[0]
+    for i in range(D):
+        ry, rt = torch.autograd.grad(
+            out[i], (x, tx), retain_graph=graph or i + 1 < D, create_graph=graph, allow_unused=True
+        )
+        rows_y.append(torch.zeros_like(x) if ry is None else ry)
+        rows_t.append(torch.zeros_like(tx) if rt is None else rt)
+    return torch.stack(rows_y), torch.stack(rows_t)
 
 
 class Rosenbrock(Solver):
