@@ -109,6 +109,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: [fit] {key} must be {want}, got {type(value).__name__} {value!r}.")
     if "file" not in cfg["data"] or not isinstance(cfg["data"]["file"], str):
         raise ValueError(f"{path}: [data] needs file = 'PATH.nc' (or .h5), relative to the config file.")
+    out_dir = cfg.get("output", {}).get("dir")
+    if out_dir is not None and (not isinstance(out_dir, str) or not out_dir.strip()):
+        raise ValueError(
+            f"{path}: [output] dir must be the path of the results folder as a string, e.g. dir = 'results/run1'; "
+            f"got {out_dir!r}."
+        )
     solve_options_from_table(cfg.get("solver", {}), str(path))
     return cfg
 
@@ -217,7 +223,12 @@ def set_params(model: nn.Module, params: Mapping[str, Any], source: str = "param
     done = []
     for name, value in params.items():
         p = named[name]
-        v = torch.as_tensor(value, dtype=torch.float64)
+        try:
+            v = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"{source}: parameter {name!r} must be a number or a list of numbers, got {value!r}."
+            ) from None
         if v.shape != p.shape:
             raise ValueError(f"{source}: parameter {name!r} has shape {tuple(v.shape)}, the model's {tuple(p.shape)}.")
         if not bool(torch.isfinite(v).all()):

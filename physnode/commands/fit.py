@@ -696,6 +696,8 @@ def _load_config_data(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple
     data_path = Path(cfg["data"]["file"]).expanduser()
     if not data_path.is_absolute():
         data_path = args.config.parent / data_path
+    if data_path.is_dir():
+        raise OSError(f"{source}: [data] file {data_path} is a folder; give the path of a .nc or .h5 file in it.")
     if not data_path.is_file():
         raise OSError(f"{source}: [data] file {data_path} does not exist.")
     data = Trajectories.load(data_path)

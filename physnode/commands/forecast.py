@@ -309,7 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         set_params(model, params, source=str(args.params or args.model))
     data_file = args.data or data_file
-    if data_file is None or not Path(data_file).is_file():
+    if data_file is None:
+        raise ValueError(
+            f"{args.model} names no data file with the initial states of the forecast; pass --data FILE (.nc or .h5)."
+        )
+    if not Path(data_file).is_file():
         raise OSError(
             f"no data file with the initial states: {data_file} does not exist; pass --data FILE (.nc or .h5)."
         )

@@ -8,6 +8,7 @@ limit (``limit`` fixture of ``conftest.py``), so a hang fails the case instead o
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -219,3 +220,58 @@ def test_load_result_names_a_bad_map_location(tmp_path: Path, limit: Callable[[f
         with pytest.raises(TypeError, match=r"path must be a str or os.PathLike .* got list"):
             quick_fit().save([path])
         assert load_result(path, model=Decay(), map_location="cpu").params.keys() == {"k"}
+
+
+# ---------------------------------------------------------------------------------------------- command line
+CONFIG = """[model]
+kind = "ode"
+state = ["x"]
+rhs = { x = "-k*x" }
+[model.params]
+k = { value = 0.5, positive = true }
+[data]
+file = "d.nc"
+[fit]
+epochs = 1
+"""
+
+CLI_CASES = [
+    # Before: "expected str, bytes or os.PathLike object, not int" (pathlib's words, no file or key named).
+    (
+        "cli-config-output-dir-int",
+        ["fit", "{tmp}/c.toml"],
+        CONFIG + "[output]\ndir = 5\n",
+        r"c.toml: \[output\] dir must be the path of the results folder as a string.*got 5",
+    ),
+    # Before: "[data] file ... does not exist" for a folder that does exist.
+    ("cli-config-data-is-a-folder", ["fit", "{tmp}/c.toml"], CONFIG.replace('"d.nc"', '"."'), r"is a folder; give"),
+    # Before: torch's "new(): invalid data type 'str'".
+    (
+        "cli-forecast-params-text",
+        ["forecast", "three-body", "--params", "{tmp}/p.json", "--t-end", "2", "--out", "{tmp}/f.nc"],
+        '{"params": {"masses": "heavy"}}',
+        r"p.json: parameter 'masses' must be a number or a list of numbers, got 'heavy'",
+    ),
+    # Before: "no data file with the initial states: None does not exist".
+    (
+        "cli-forecast-without-data",
+        ["forecast", "three-body", "--params", "{tmp}/p.json", "--t-end", "2", "--out", "{tmp}/f.nc"],
+        '{"params": {"masses": [1.1, 1.1, 0.9]}}',
+        r"three-body names no data file with the initial states of the forecast; pass --data FILE",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "text", "stderr"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_command_line_names_the_cause(
+    argv: list[str], text: str, stderr: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: Any
+) -> None:
+    from physnode.cli import main
+
+    (tmp_path / ("p.json" if "forecast" in argv else "c.toml")).write_text(text)
+    decay_data().save(tmp_path / "d.nc")  # valid data, so that a fit case fails on its own fault only
+    with limit(60):
+        code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert re.search(stderr, err), err
