@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from physnode import fit, load_result, odeint, odeint_event, solve
+from physnode import NonFiniteError, fit, load_result, odeint, odeint_event, solve
 from physnode.data import Trajectories, load, save, solver_ready_times
 
 F64 = torch.float64
@@ -89,6 +89,13 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         lambda: odeint(lambda t, y: (-y).to("meta"), Y0, T),
         ValueError,
         r"func returned dy/dt on meta for y on cpu; create the tensors func uses on y's device",
+    ),
+    # Before: a NaN from the user's norm= was blamed on atol ("the scaled error norm overflowed ... atol is too small").
+    (
+        "solve-norm-returns-nan",
+        lambda: odeint(decay, Y0, T, norm=lambda e: e.abs().amax(-1) * math.nan),
+        NonFiniteError,
+        r"the norm= function returned a non-finite value",
     ),
     # Before: NaN times gave NaN states silently (NaN passed the interval check).
     (
