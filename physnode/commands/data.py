@@ -80,7 +80,7 @@ def _make(args: argparse.Namespace) -> int:
             opts[key] = v
     if args.irregular:
         opts["irregular"] = True
-    if args.observe:
+    if args.observe is not None:  # an empty --observe "" names no component: refused below, not read as "all"
         opts["observe"] = [s.strip() for s in args.observe.split(",") if s.strip()]
     traj = make(args.name, **opts)
     traj.save(args.out)

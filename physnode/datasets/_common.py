@@ -50,13 +50,47 @@ class Spec:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: Most observations per channel of one generated dataset (``n_trajectories * n_times``): 0.8 GB of float64 per
+#: state component; larger sets are generated in parts (different seeds) and joined with ``Trajectories.concat``.
+MAX_SAMPLES = 10**8
+
+
 def check_options(
-    n_trajectories: int, n_times: int, t_span: Sequence[float], noise: float, missing: float, seed: int
+    n_trajectories: int,
+    n_times: int,
+    t_span: Sequence[float],
+    noise: float,
+    missing: float,
+    seed: int,
+    *,
+    irregular: object = False,
+    random_initial: object = False,
+    observe: object = None,
 ) -> tuple[float, float]:
+    """Check the options every generator shares; return ``t_span`` as two floats.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An option of the wrong type or out of range; a dataset larger than :data:`MAX_SAMPLES` per channel.
+    """
     if not isinstance(n_trajectories, int) or isinstance(n_trajectories, bool) or n_trajectories < 1:
         raise ValueError(f"n_trajectories must be a positive integer, got {n_trajectories!r}.")
     if not isinstance(n_times, int) or isinstance(n_times, bool) or n_times < 2:
         raise ValueError(f"n_times must be an integer >= 2, got {n_times!r}.")
+    if n_trajectories * n_times > MAX_SAMPLES:
+        raise ValueError(
+            f"n_trajectories x n_times = {n_trajectories:,} x {n_times:,} exceeds {MAX_SAMPLES:,} observations per "
+            "channel (0.8 GB of float64 each); generate the data in parts with different seeds and join them with "
+            "Trajectories.concat."
+        )
+    for name, flag in (("irregular", irregular), ("random_initial", random_initial)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r} ({type(flag).__name__}).")
+    if isinstance(observe, str):
+        raise TypeError(f"observe must be a list of state names, got the string {observe!r}; write [{observe!r}].")
+    if isinstance(t_span, (str, bytes)) or not hasattr(t_span, "__len__"):
+        raise ValueError(f"t_span must be (t0, t1) with finite t0 < t1, got {t_span!r}.")
     if len(t_span) != 2 or not all(math.isfinite(float(x)) for x in t_span) or not float(t_span[1]) > float(t_span[0]):
         raise ValueError(f"t_span must be (t0, t1) with finite t0 < t1, got {t_span!r}.")
     if not (math.isfinite(noise) and noise >= 0):

@@ -195,7 +195,7 @@ def pkpd(
     from ..latent.schedule import TreatmentSchedule
     from ..odeint import odeint
 
-    t0, t1 = check_options(n_trajectories, n_times, t_span, noise, missing, seed)
+    t0, t1 = check_options(n_trajectories, n_times, t_span, noise, missing, seed, irregular=irregular, observe=observe)
     names = [n for n, _ in CHANNELS]
     observe = list(names if observe is None else observe)
     if not observe or any(c not in names for c in observe) or len(set(observe)) != len(observe):

@@ -281,7 +281,17 @@ def generate(
     if system.order is not None:
         options["do"] = dict(do) if isinstance(do, Mapping) else do
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-    t0, t1 = check_options(n_trajectories, n_times, t_span, noise, missing, seed)
+    t0, t1 = check_options(
+        n_trajectories,
+        n_times,
+        t_span,
+        noise,
+        missing,
+        seed,
+        irregular=irregular,
+        random_initial=random_initial,
+        observe=observe,
+    )
     prepared = system.prepare(given) if system.prepare is not None else given
     params, built = prepared if isinstance(prepared, tuple) else (prepared, {})
     model = {**params, **built}

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from physnode import NonFiniteError, fit, load_result, odeint, odeint_event, solve
 from physnode.data import Trajectories, load, save, solver_ready_times
+from physnode.datasets import make
 
 F64 = torch.float64
 
@@ -179,6 +180,15 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     # Before: pathlib's "expected str, bytes or os.PathLike object, not int".
     ("data-load-int-path", lambda: load(3), TypeError, r"path must be a str or os.PathLike .* got int"),
     ("data-save-none-path", lambda: save(traj(), None), TypeError, r"path must be a str .* got NoneType"),
+    # Before: a non-bool flag was read by truth value: random_initial="no" drew random initial states.
+    ("dataset-flag-string", lambda: make("pendulum", random_initial="no"), TypeError, r"random_initial must be True"),
+    ("dataset-irregular-int", lambda: make("pendulum", irregular=1), TypeError, r"irregular must be True or False"),
+    # Before: observe="theta" was split into the characters t, h, e, t, a.
+    ("dataset-observe-string", lambda: make("pendulum", observe="theta"), TypeError, r"write \['theta'\]"),
+    # Before: torch's "DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000000 bytes".
+    ("dataset-too-large", lambda: make("pendulum", n_trajectories=10**12), ValueError, r"generate the data in parts"),
+    # Before: "object of type 'float' has no len()".
+    ("dataset-t-span-number", lambda: make("pendulum", t_span=5.0), ValueError, r"t_span must be \(t0, t1\)"),
     # Before: ValueError "y0 contains NaN or Inf (first at index (0, 0))", naming a y0 the caller never passed.
     (
         "fit-initial-state-nan",
@@ -258,6 +268,13 @@ CLI_CASES = [
         ["forecast", "three-body", "--params", "{tmp}/p.json", "--t-end", "2", "--out", "{tmp}/f.nc"],
         '{"params": {"masses": "heavy"}}',
         r"p.json: parameter 'masses' must be a number or a list of numbers, got 'heavy'",
+    ),
+    # Before: --observe "" generated every component (read as "not given"), while --observe "," was refused.
+    (
+        "cli-data-make-observe-empty",
+        ["data", "make", "pendulum", "{tmp}/p.nc", "--observe", ""],
+        "",
+        r"observe must name distinct state components of pendulum",
     ),
     # Before: "no data file with the initial states: None does not exist".
     (
