@@ -133,7 +133,7 @@ def forecast(
         observation falls with probability ``level``), without it a **confidence** band (where the noise-free
         trajectory lies). For an ``"mse"`` fit, ``noise=result.residual_std`` gives predictive bands.
     n_samples
-        Number of Laplace draws (``"laplace"``).
+        Number of Laplace draws (``"laplace"``), from 2 to ``MAX_LAPLACE_SAMPLES`` = 100,000.
     seed
         Seed of the Laplace draws and their noise (a CPU ``torch.Generator``), for reproducible bands.
     inputs
@@ -302,6 +302,10 @@ def forecast_attrs(
     return attrs
 
 
+#: Most Laplace draws of one forecast (``n_samples``): each is a solve of every trajectory, all kept in memory.
+MAX_LAPLACE_SAMPLES = 100_000
+
+
 def _check_uncertainty_args(uncertainty: object, result: Any, level: object, n_samples: object, seed: object) -> None:
     if uncertainty not in UNCERTAINTY_METHODS:
         raise ValueError(f"uncertainty must be None or one of {list(UNCERTAINTY_METHODS)}, got {uncertainty!r}.")
@@ -322,8 +326,11 @@ def _check_uncertainty_args(uncertainty: object, result: Any, level: object, n_s
         )
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be a probability in (0, 1), e.g. 0.95, got {level!r}.")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ValueError(f"n_samples must be an integer >= 2 (Laplace draws), got {n_samples!r}.")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 2 <= n_samples <= MAX_LAPLACE_SAMPLES:
+        raise ValueError(
+            f"n_samples must be an integer from 2 to {MAX_LAPLACE_SAMPLES:,} (Laplace draws, each a solve of every "
+            f"trajectory; a few hundred give stable 95 % bands), got {n_samples!r}."
+        )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}.")
 

@@ -299,3 +299,13 @@ def test_command_line_names_the_cause(
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
     assert re.search(stderr, err), err
+
+
+def test_forecast_bounds_the_laplace_draws(limit: Callable[[float], Any]) -> None:
+    """Before: n_samples=10**9 started a billion draws and solves (a hang); now bounded up front."""
+    from physnode import forecast
+
+    with limit(30):
+        result = fit(Decay(), decay_data(), epochs=1, progress=False)
+        with pytest.raises(ValueError, match=r"n_samples must be an integer from 2 to 100,000 .* got 1000000"):
+            forecast(result, decay_data(), T, uncertainty="laplace", n_samples=10**6)
