@@ -355,3 +355,27 @@ def test_direct_gradient_when_f_cannot_run_under_torch_func() -> None:
         down = loss(func)
     fd = (up - down) / 2e-6
     assert abs(float(fd - g)) <= 1e-6 * max(1.0, abs(float(fd))), (float(fd), float(g))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu_without_host_synchronisation_in_a_step() -> None:
+    """On CUDA: Robertson as on the CPU (a borderline accept may flip: steps within 2, values within 1e-6 scaled),
+    and a step (after a warm-up one, which moves the coefficients to the device) synchronises with the host 0 times."""
+    from physnode.bench.gpu import count_syncs
+
+    prob = PROBLEMS["robertson"]
+    y_cpu, c_cpu = solve_physnode(prob, "rodas4", prob.quick_t_end, rtol=1e-6)
+    y_gpu, c_gpu = solve_physnode(prob, "rodas4", prob.quick_t_end, rtol=1e-6, device="cuda")
+    assert abs(c_gpu["steps"] - c_cpu["steps"]) <= 2, (c_cpu, c_gpu)
+    assert scaled_error(y_gpu, y_cpu, 1e-6, prob.atol) <= 1e-6
+    dev = torch.device("cuda")
+    solver = SOLVERS.build("rodas4")
+    y0 = torch.tensor([[0.5, -0.2], [1.0, 0.3]], dtype=F64, device=dev)
+    t0 = torch.zeros(2, dtype=F64, device=dev)
+    h = torch.full((2,), 0.01, dtype=F64, device=dev)
+    func = Relaxation(torch.tensor([1e3, 2.0], dtype=F64)).to(dev)
+    with torch.no_grad():
+        state = solver.init(func, t0, y0, h)
+        solver.step(func, t0, h, state)
+        assert count_syncs(lambda: solver.step(func, t0, h, state), dev) == 0
