@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,7 +57,28 @@ class Forcing:
             return func(t0[0], y0[0]) if unbatched else func(t0, y0)
         direction = torch.ones_like(t0)
         u0 = self.inputs(t0, None, direction)
-        return func(t0[0], y0[0], u0[0]) if unbatched else func(t0, y0, u0)
+        args = (t0[0], y0[0], u0[0]) if unbatched else (t0, y0, u0)
+        try:
+            return func(*args)
+        except TypeError:
+            if _accepts_three(func):
+                raise  # a TypeError of func's own body
+            name = getattr(func, "__qualname__", type(func).__name__)
+            raise TypeError(
+                f"with inputs=, func is called as func(t, y, u) (u: the inputs at t, shape (B, C)), but {name} does "
+                "not take three positional arguments; add the argument u (or drop inputs=)."
+            ) from None
+
+
+def _accepts_three(func: Callable) -> bool:
+    """Whether ``func(t, y, u)`` binds to ``func``'s signature (``True`` when the signature cannot be read)."""
+    try:
+        inspect.signature(func).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): assume it does
+        return True
+    return True
 
 
 def _breakpoint_tensor(breakpoints: object, B: int, like: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from physnode import NonFiniteError, fit, load_result, odeint, odeint_event, solve
-from physnode.data import Trajectories, load, save, solver_ready_times
+from physnode.data import Inputs, Trajectories, load, save, solver_ready_times
 from physnode.datasets import make
 
 F64 = torch.float64
@@ -97,6 +97,21 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         lambda: odeint(decay, Y0, T, norm=lambda e: e.abs().amax(-1) * math.nan),
         NonFiniteError,
         r"the norm= function returned a non-finite value",
+    ),
+    # Before: "<lambda>() takes 2 positional arguments but 3 were given", not saying where the third comes from.
+    (
+        "solve-inputs-func-without-u",
+        lambda: odeint(decay, Y0, T, inputs=Inputs(torch.tensor([0.0, 1.0], dtype=F64), torch.ones(2, 1, dtype=F64))),
+        TypeError,
+        r"with inputs=, func is called as func\(t, y, u\).*decay does not take three",
+    ),
+    (
+        "solve-inputs-func-own-type-error",
+        lambda: odeint(
+            lambda t, y, u: y + "x", Y0, T, inputs=Inputs(torch.tensor([0.0, 1.0], dtype=F64), torch.ones(2, 1))
+        ),
+        TypeError,
+        r"unsupported operand",
     ),
     # Before: NaN times gave NaN states silently (NaN passed the interval check).
     (
