@@ -1,5 +1,4 @@
-"""Stiff-problem benchmark: physnode's ESDIRK methods (Kværnø 3/4/5) and Rosenbrock method (Rodas4) vs scipy's
-Radau, BDF and LSODA.
+"""Stiff-problem benchmark: physnode's ESDIRK (Kværnø 3/4/5) and Rosenbrock (Rodas4) methods vs scipy's Radau/BDF/LSODA.
 
 Problems (Hairer & Wanner, *Solving ODEs II*, and the IVP test set of Mazzia et al.), float64, one
 trajectory, tolerances ``rtol = 1e-6`` with a per-problem ``atol``:
