@@ -179,10 +179,16 @@ def test_interpolated_outputs_events_and_dense_solution() -> None:
 
 
 # --------------------------------------------------------------------------------------------- stiff problems
-@pytest.mark.parametrize("problem", ["robertson", "van-der-pol"], ids=["robertson", "van-der-pol"])
+@pytest.mark.parametrize(
+    "problem",
+    # Non-slow: Robertson and Van der Pol (about 1 s each); HIRES and OREGO marked slow.
+    [pytest.param(p, marks=[] if p in ("robertson", "van-der-pol") else [pytest.mark.slow]) for p in PROBLEMS],
+    ids=list(PROBLEMS),
+)
 def test_stiff_problems_against_scipy_radau(problem: str) -> None:
-    """Robertson on [0, 40] and Van der Pol (μ = 1000) on [0, 1000] against Radau at rtol 1e-10: scaled error
-    within 100 rtol (the bound of tests/test_solvers_stiff.py: global error is a sum of local errors ~rtol)."""
+    """The four problems of bench stiff on their shortened intervals (Robertson [0, 40], Van der Pol μ = 1000
+    [0, 1000], HIRES [0, 5], OREGO [0, 30]) against Radau at rtol 1e-10: scaled error within 100 rtol (the bound of
+    tests/test_solvers_stiff.py: the global error is a sum of local errors ~rtol)."""
     pytest.importorskip("scipy")
     prob = PROBLEMS[problem]
     y, counts = solve_physnode(prob, "rodas4", prob.quick_t_end, rtol=1e-6)
