@@ -80,7 +80,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "stiff",
             "physnode.bench.stiff",
-            "stiff problems (Robertson, Van der Pol mu=1000, HIRES, OREGO): Kvaerno ESDIRK vs scipy Radau/BDF/LSODA",
+            "stiff problems (Robertson, Van der Pol mu=1000, HIRES, OREGO): Kvaerno ESDIRK and Rodas4 vs scipy "
+            "Radau/BDF/LSODA",
         ),
         Benchmark(
             "causal",
