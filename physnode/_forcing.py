@@ -61,7 +61,7 @@ class Forcing:
         try:
             return func(*args)
         except TypeError:
-            if _accepts_three(func):
+            if accepts_positional(func, 3):
                 raise  # a TypeError of func's own body
             name = getattr(func, "__qualname__", type(func).__name__)
             raise TypeError(
@@ -70,10 +70,12 @@ class Forcing:
             ) from None
 
 
-def _accepts_three(func: Callable) -> bool:
-    """Whether ``func(t, y, u)`` binds to ``func``'s signature (``True`` when the signature cannot be read)."""
+def accepts_positional(func: Callable, n: int) -> bool:
+    """Whether ``n`` positional arguments bind to ``func``'s signature (a module's ``forward``; ``True`` when it
+    cannot be read)."""
+    target = func.forward if isinstance(func, torch.nn.Module) else func
     try:
-        inspect.signature(func).bind(None, None, None)
+        inspect.signature(target).bind(*([None] * n))
     except TypeError:
         return False
     except ValueError:  # no signature (some builtins): assume it does

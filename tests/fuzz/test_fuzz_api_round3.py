@@ -98,6 +98,13 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         NonFiniteError,
         r"the norm= function returned a non-finite value",
     ),
+    # Before: "Linear.forward() takes 2 positional arguments but 3 were given" (a network of y alone as func).
+    (
+        "solve-func-of-y-alone",
+        lambda: odeint(nn.Linear(3, 3).double(), Y0, T),
+        TypeError,
+        r"func is called as func\(t, y\).*Linear does not take two positional arguments.*lambda t, y: net\(y\)",
+    ),
     # Before: "<lambda>() takes 2 positional arguments but 3 were given", not saying where the third comes from.
     (
         "solve-inputs-func-without-u",
