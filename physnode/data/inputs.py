@@ -42,6 +42,22 @@ __all__ = ["KINDS", "Boluses", "Inputs", "PreparedInputs", "parse_infusions"]
 KINDS = ("constant", "linear", "cubic")
 
 
+def check_target(device: object, dtype: object) -> torch.device | None:
+    """The ``device`` of a ``.to(device, dtype)`` as a ``torch.device`` (or ``None``), refused when it is not a
+    device of this machine or ``dtype`` is not a floating torch dtype."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}.")
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)  # type: ignore[call-overload]  # checked here
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r}: CUDA is not available on this machine; use 'cpu'.")
+    return dev
+
+
 def _as_float_tensor(name: str, x: object) -> Tensor:
     if isinstance(x, Tensor):
         if not (x.is_floating_point()):
@@ -163,6 +179,12 @@ class Inputs:
             if k not in KINDS:
                 raise ValueError(f"unknown interpolation kind {k!r}; choose one of {', '.join(KINDS)} per channel.")
         self.kinds: list[str] = kinds
+        for what, given in (("names", names), ("units", units)):
+            if isinstance(given, str):
+                raise TypeError(
+                    f"{what} must be a list of {C} strings (one per channel), got the string {given!r}; write "
+                    f"[{given!r}]."
+                )
         self.names: list[str] = [f"u{i}" for i in range(C)] if names is None else [str(n) for n in names]
         self.units: list[str] = [""] * C if units is None else [str(u) for u in units]
         if len(self.names) != C or len(set(self.names)) != C:
@@ -330,6 +352,7 @@ class Inputs:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Inputs:
         """A copy on ``device`` and/or in ``dtype`` (differentiable: the graph to ``values`` is kept)."""
+        device = check_target(device, dtype)
         b = None if self.boluses is None else self.boluses.to(device, dtype)
         return self._replace(self.times.to(device=device, dtype=dtype), self.values.to(device=device, dtype=dtype), b)
 
@@ -606,9 +629,12 @@ class Boluses:
         self.batched = times.ndim == 2
         if not self.batched:
             times, amounts = times.unsqueeze(0), amounts.unsqueeze(0)
-        if isinstance(index, bool) or not isinstance(index, (int, Tensor, Sequence)):
+        if isinstance(index, (bool, str)) or not isinstance(index, (int, Tensor, Sequence)):
             raise TypeError(f"index must be an int or an integer tensor, got {type(index).__name__}.")
-        idx = torch.as_tensor(index, device=times.device)
+        try:
+            idx = torch.as_tensor(index, device=times.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"index must hold integers (state components), got {index!r}.") from None
         if idx.is_floating_point() or idx.dtype == torch.bool:
             raise TypeError(f"index must hold integers (state components), got dtype {idx.dtype}.")
         idx = idx.long()
@@ -653,6 +679,7 @@ class Boluses:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Boluses:
         """A copy on ``device`` and/or in ``dtype`` (differentiable w.r.t. ``amounts``)."""
+        device = check_target(device, dtype)
         out = self._replace(
             self.times.to(device=device, dtype=dtype),
             self.amounts.to(device=device, dtype=dtype),

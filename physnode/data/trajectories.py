@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .inputs import Inputs
+from .inputs import Inputs, check_target
+
+#: Tensor dtypes that index trajectories (besides bool masks).
+_INDEX_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 __all__ = ["PAD_RELATIVE_STEP", "RESERVED_NAMES", "Trajectories", "solver_ready_times"]
 
@@ -428,7 +432,15 @@ class Trajectories:
         elif isinstance(key, slice):
             idx = torch.arange(n)[key]
         else:
-            idx = torch.as_tensor(key)
+            try:
+                idx = torch.as_tensor(key)
+            except (TypeError, ValueError, RuntimeError):
+                idx = None
+            if idx is None or not (idx.dtype == torch.bool or idx.dtype in _INDEX_DTYPES):
+                raise TypeError(
+                    f"index Trajectories with an int, slice, list of ints or an index/bool tensor, got {key!r}; "
+                    "select trajectories by id with traj[[traj.ids.index(i) for i in wanted]]."
+                )
             if idx.dtype == torch.bool:
                 if idx.shape != (n,):
                     raise IndexError(f"a bool index must have shape ({n},), got {tuple(idx.shape)}.")
@@ -445,17 +457,7 @@ class Trajectories:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Trajectories:
         """Copy to ``device`` and/or floating ``dtype`` (times and values; the mask stays bool)."""
-        if dtype is not None and not dtype.is_floating_point:
-            raise TypeError(f"dtype must be floating point, got {dtype}.")
-        if device is not None:
-            try:
-                device = torch.device(device)
-            except (RuntimeError, TypeError, ValueError):
-                raise ValueError(
-                    f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'."
-                ) from None
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use 'cpu'.")
+        device = check_target(device, dtype)
         out = object.__new__(Trajectories)
         out.__dict__.update(self.__dict__)
         # Re-derive padding in the new dtype so the times stay strictly increasing.
@@ -552,6 +554,8 @@ class Trajectories:
         counts[0] += n - sum(counts)
         if any(c < 1 for c in counts):
             raise ValueError(f"cannot split {n} trajectories into groups of fractions {fr}: a group would be empty.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an integer or None (keep the order), got {seed!r}.")
         if seed is None:
             perm = torch.arange(n)
         else:

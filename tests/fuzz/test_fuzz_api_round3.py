@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from physnode import NonFiniteError, fit, load_result, odeint, odeint_event, solve
-from physnode.data import Inputs, Trajectories, load, save, solver_ready_times
+from physnode.data import Boluses, Inputs, Trajectories, load, save, solver_ready_times
 from physnode.datasets import make
 
 F64 = torch.float64
@@ -49,6 +49,9 @@ T = torch.linspace(0.0, 1.0, 5, dtype=F64)
 
 def decay(t: Tensor, y: Tensor) -> Tensor:
     return -y
+
+
+STEP = Inputs(torch.tensor([0.0, 1.0], dtype=F64), torch.ones(2, 1, dtype=F64))  # u = 1, one channel
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -108,7 +111,7 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     # Before: "<lambda>() takes 2 positional arguments but 3 were given", not saying where the third comes from.
     (
         "solve-inputs-func-without-u",
-        lambda: odeint(decay, Y0, T, inputs=Inputs(torch.tensor([0.0, 1.0], dtype=F64), torch.ones(2, 1, dtype=F64))),
+        lambda: odeint(decay, Y0, T, inputs=STEP),
         TypeError,
         r"with inputs=, func is called as func\(t, y, u\).*decay does not take three",
     ),
@@ -190,6 +193,20 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("traj-select-none", lambda: traj().select_channels([]), ValueError, r"select at least one channel"),
     ("traj-select-string", lambda: traj().select_channels("y0"), TypeError, r"write \['y0'\]"),
     ("traj-select-twice", lambda: traj().select_channels(["y0", "y0"]), ValueError, r"channels must be distinct"),
+    ("traj-index-by-id-string", lambda: traj()["0"], TypeError, r"index Trajectories with an int.*got '0'"),
+    ("traj-split-seed-text", lambda: traj().split_by_trajectory([0.5, 0.5], seed="a"), TypeError, r"seed must be"),
+    ("traj-to-dtype-text", lambda: traj().to(dtype="float32"), TypeError, r"dtype must be a floating torch dtype"),
+    ("inputs-to-nonsense-device", lambda: STEP.to("gpu"), ValueError, r"'gpu' is not a torch device"),
+    # Before: units="mg" for two channels gave units m and g; names="ab" names a and b.
+    (
+        "inputs-units-string",
+        lambda: Inputs(T[:2], torch.ones(2, 2, dtype=F64), units="mg"),
+        TypeError,
+        r"units must be a list of 2 strings",
+    ),
+    ("inputs-names-string", lambda: Inputs(T[:2], torch.ones(2, 2, dtype=F64), names="ab"), TypeError, r"write"),
+    # Before: torch's "new(): invalid data type 'str'".
+    ("boluses-index-text", lambda: Boluses([0.5], [1.0], index=["x"]), TypeError, r"index must hold integers"),
     # Before: raw torch errors ("Expected one of cpu, cuda, ... device type", "Torch not compiled with CUDA").
     ("traj-to-nonsense-device", lambda: traj().to("gpu"), ValueError, r"'gpu' is not a torch device"),
     # Before: "index 5 is out of bounds for dimension 1 with size 5" from deep inside.
