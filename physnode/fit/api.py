@@ -765,6 +765,8 @@ def _check_device(device: torch.device | str) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds shapes only, no values, and cannot fit; use e.g. 'cpu' or 'cuda'.")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use device='cpu'.")

@@ -88,7 +88,13 @@ def time_weights(
         raise TypeError(f"time_weight must be None, 'linear', 'exp' or a callable w(t), got {type(spec).__name__}.")
     w = spec(times)
     if not isinstance(w, Tensor):
-        w = torch.as_tensor(w, dtype=times.dtype, device=times.device)
+        try:
+            w = torch.as_tensor(w, dtype=times.dtype, device=times.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"time_weight(t) must return weights (a tensor of shape {tuple(times.shape)} or one that "
+                f"broadcasts to it), got {type(w).__name__} {w!r:.60}."
+            ) from None
     try:
         w = torch.broadcast_to(w.to(device=times.device, dtype=times.dtype), times.shape)
     except RuntimeError:

@@ -35,6 +35,13 @@ class Observation:
                 f"observe(y) must map states of shape {tuple(y.shape)} to the {self.n_channels} data channels, "
                 f"shape {(*y.shape[:-1], self.n_channels)}; got {got}."
             )
+        if not self.identity and self.index is None and not bool(torch.isfinite(out).all()):
+            if bool(torch.isfinite(y).all()):  # the states are fine: the map itself made the NaN / Inf
+                raise ValueError(
+                    "observe(y) returned NaN or Inf for finite states y; the fit's loss and gradients would be NaN "
+                    "(and the parameters with them). Make the observation map finite on the states the model "
+                    "reaches (guard divisions, logarithms and square roots)."
+                )
         return out
 
 

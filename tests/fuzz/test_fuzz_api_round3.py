@@ -241,6 +241,17 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         ValueError,
         r"metadata 'initial_time' must be one finite number per trajectory",
     ),
+    # Before: the NaN of an observation map was reported as "the parameter 'k' of func contains NaN" after Adam's
+    # step had spread it into the parameters.
+    (
+        "fit-observe-returns-nan",
+        lambda: quick_fit(observe=lambda y: y * math.nan),
+        ValueError,
+        r"observe\(y\) returned NaN or Inf for finite states",
+    ),
+    # Before: torch's "new(): invalid data type 'str'" / "Tensor.item() cannot be called on meta tensors".
+    ("fit-time-weight-text", lambda: quick_fit(time_weight=lambda t: "late"), TypeError, r"time_weight\(t\) must"),
+    ("fit-device-meta", lambda: quick_fit(device="meta"), ValueError, r"device 'meta' holds shapes only"),
     # Before: IsADirectoryError "[Errno 21] Is a directory: '/tmp/.tmpXXXX.tmp' -> '/tmp'" after the first epoch.
     (
         "fit-checkpoint-folder",
