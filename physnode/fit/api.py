@@ -230,6 +230,11 @@ def _check_args(model, data, loss, epochs, lr, optimizer, batch_size) -> str:
         )
     if not isinstance(model, nn.Module) or not callable(model):
         raise TypeError(f"model must be an nn.Module with forward(t, y) -> dy/dt, got {type(model).__name__}.")
+    if data.values.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"the data are {data.values.dtype}; fit solves in float32 or float64. Convert them with "
+            "data.to(dtype=torch.float64)."
+        )
     if not bool(data.mask.any()):
         raise ValueError(
             f"every observation of the data is masked (data.mask has no True entry in {data.n_trajectories} "

@@ -251,6 +251,13 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ),
     # Before: torch's "new(): invalid data type 'str'" / "Tensor.item() cannot be called on meta tensors".
     ("fit-time-weight-text", lambda: quick_fit(time_weight=lambda t: "late"), TypeError, r"time_weight\(t\) must"),
+    # Before: "y0 must be float32 or float64, got torch.float16", naming a y0 the caller never passed.
+    (
+        "fit-data-float16",
+        lambda: quick_fit(decay_data().to(dtype=torch.float16)),
+        TypeError,
+        r"the data are torch.float16; .*data.to\(dtype=torch.float64\)",
+    ),
     ("fit-device-meta", lambda: quick_fit(device="meta"), ValueError, r"device 'meta' holds shapes only"),
     # Before: IsADirectoryError "[Errno 21] Is a directory: '/tmp/.tmpXXXX.tmp' -> '/tmp'" after the first epoch.
     (
