@@ -179,12 +179,15 @@ class _NoSecondOrder(torch.autograd.Function):
     """Identity whose backward raises: marks a gradient computed by a first-order-only backward pass."""
 
     @staticmethod
-    def forward(ctx: Any, name: str, x: Tensor) -> Tensor:
+    def forward(ctx: Any, name: str, x: Tensor, *anchors: Tensor) -> Tensor:
+        # ``anchors``: the tensors the gradient is taken with respect to. They put this node on the path from the
+        # gradient back to them, so that torch.autograd.grad(g, anchor) reaches the backward below (and its
+        # message) instead of stopping with torch's "appears to not have been used in the graph".
         ctx.name = name
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, ...]:
         raise RuntimeError(
             f"double backward (a gradient of a gradient, e.g. torch.autograd.grad(..., create_graph=True) "
             f"followed by another backward) is supported only with grad='direct'; grad={ctx.name!r} computes "
@@ -192,7 +195,9 @@ class _NoSecondOrder(torch.autograd.Function):
         )
 
 
-def first_order_only(name_of: Callable[[Any], str]) -> Callable[[Callable], Callable]:
+def first_order_only(
+    name_of: Callable[[Any], str], anchors_of: Callable[[Any], Sequence[Tensor]] | None = None
+) -> Callable[[Callable], Callable]:
     """Decorator for the ``backward`` of a :class:`torch.autograd.Function` computed without a graph.
 
     Runs ``backward`` like :func:`torch.autograd.function.once_differentiable` (grad mode off outside the
@@ -204,6 +209,9 @@ def first_order_only(name_of: Callable[[Any], str]) -> Callable[[Callable], Call
     ----------
     name_of
         ``name_of(ctx)`` gives the ``grad=`` name for the message.
+    anchors_of
+        ``anchors_of(ctx)``: the forward's input tensors (those requiring grad are used), so that a second
+        differentiation with respect to them, ``torch.autograd.grad(g, k)``, also reaches the message.
     """
 
     def decorate(backward: Callable) -> Callable:
@@ -215,8 +223,10 @@ def first_order_only(name_of: Callable[[Any], str]) -> Callable[[Callable], Call
             if not create_graph:
                 return out
             name = name_of(ctx)
+            anchors = [a for a in (anchors_of(ctx) if anchors_of is not None else ()) if a.requires_grad]
             return tuple(
-                _NoSecondOrder.apply(name, g.detach().requires_grad_()) if isinstance(g, Tensor) else g for g in out
+                _NoSecondOrder.apply(name, g.detach().requires_grad_(), *anchors) if isinstance(g, Tensor) else g
+                for g in out
             )
 
         return wrapper

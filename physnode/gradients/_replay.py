@@ -102,10 +102,11 @@ class CustomSolve(torch.autograd.Function):
         result = method.forward_solve(problem)
         box.append(result)
         ctx.method, ctx.problem, ctx.result = method, problem, result
+        ctx.anchors = (y0, *params)  # inputs only (no cycle through the outputs): see first_order_only
         return result.ys
 
     @staticmethod
-    @first_order_only(lambda ctx: ctx.method.name)
+    @first_order_only(lambda ctx: ctx.method.name, lambda ctx: ctx.anchors)
     def backward(ctx: Any, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
         method, problem, result = ctx.method, ctx.problem, ctx.result
         nfe0 = problem.func.nfe

@@ -366,3 +366,17 @@ def test_forecast_bounds_the_laplace_draws(limit: Callable[[float], Any]) -> Non
         result = fit(Decay(), decay_data(), epochs=1, progress=False)
         with pytest.raises(ValueError, match=r"n_samples must be an integer from 2 to 100,000 .* got 1000000"):
             forecast(result, decay_data(), T, uncertainty="laplace", n_samples=10**6)
+
+
+@pytest.mark.parametrize("wrt", ["parameter", "y0"])
+def test_second_derivative_through_a_custom_backward_names_the_method(wrt: str, limit: Callable[[float], Any]) -> None:
+    """Before: torch.autograd.grad(g, k) of a first-order aca gradient g stopped with torch's "One of the
+    differentiated Tensors appears to not have been used in the graph"; now it reaches the method's message."""
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    y0 = torch.ones(2, 3, dtype=F64, requires_grad=True)
+    with limit(30):
+        ys = odeint(lambda t, y: -k * y, y0, T, grad="aca", params=[k])
+        x = k if wrt == "parameter" else y0
+        (g,) = torch.autograd.grad(ys.sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError, match=r"double backward .* only with grad='direct'; grad='aca'"):
+            torch.autograd.grad(g.sum(), x)
