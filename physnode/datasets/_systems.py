@@ -7,6 +7,7 @@ by the dataset zoo, the demo, the commands, the benchmarks and the tests.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -146,10 +147,18 @@ class Kepler:
         return torch.cat([y[..., 2:], -self.mu * r / d3], dim=-1)
 
 
+def _positive(**values: float) -> None:
+    """Refuse a physical quantity that must be positive (a length or a mass divides the equations)."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite number (it divides the equations), got {v!r}.")
+
+
 class Pendulum:
     """``theta'' = -(g / L) sin(theta)``; state ``(theta, omega)``."""
 
     def __init__(self, g: float, length: float) -> None:
+        _positive(length=length)
         self.g, self.length = g, length
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
@@ -161,6 +170,7 @@ class DoublePendulum:
     ``(theta1, theta2, omega1, omega2)`` (angles from the downward vertical)."""
 
     def __init__(self, m1: float, m2: float, l1: float, l2: float, g: float) -> None:
+        _positive(m1=m1, m2=m2, l1=l1, l2=l2)
         self.m1, self.m2, self.l1, self.l2, self.g = m1, m2, l1, l2, g
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
@@ -186,6 +196,7 @@ class MassSpringChain:
     ``m x_i'' = k (x_{i+1} - 2 x_i + x_{i-1})`` with ``x_0 = x_{n+1} = 0``; state ``(x_1..x_n, v_1..v_n)``."""
 
     def __init__(self, n: int, k: float, m: float) -> None:
+        _positive(m=m)
         self.n, self.k, self.m = n, k, m
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:

@@ -226,6 +226,8 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
     ("dataset-observe-string", lambda: make("pendulum", observe="theta"), TypeError, r"write \['theta'\]"),
     # Before: torch's "DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000000 bytes".
     ("dataset-too-large", lambda: make("pendulum", n_trajectories=10**12), ValueError, r"generate the data in parts"),
+    # Before: Python's "float division by zero" from inside the first right-hand-side evaluation.
+    ("dataset-zero-length", lambda: make("pendulum", length=0.0), ValueError, r"length must be a positive finite"),
     # Before: "object of type 'float' has no len()".
     ("dataset-t-span-number", lambda: make("pendulum", t_span=5.0), ValueError, r"t_span must be \(t0, t1\)"),
     # Before: ValueError "y0 contains NaN or Inf (first at index (0, 0))", naming a y0 the caller never passed.
