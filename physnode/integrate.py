@@ -398,8 +398,9 @@ def _nonfinite_cause(problem: Problem, idx: int, trial: Tensor | None, err: Tens
                 finfo = torch.finfo(problem.y0.dtype)
                 if getattr(ctrl, "norm", None) is not None:
                     return (
-                        " the state and its error estimate stayed finite but the step's error norm is NaN or Inf: "
-                        "the norm= function returned a non-finite value for this trajectory (check it for 0/0, "
+                        " the state and its error estimate stayed finite but the step's error norm is NaN, Inf or "
+                        "negative: the norm= function returned a non-finite or negative value for this trajectory "
+                        "(check it for a sign error, 0/0, "
                         f"log(0) or sqrt of a negative number), or atol = {atol_f!r} is too small for "
                         f"{problem.y0.dtype}. norm receives the scaled error (B, D) and must return finite, "
                         "non-negative values (B,)."

@@ -142,7 +142,9 @@ class PIController(StepController):
                 f"norm must map the scaled error of shape {tuple(scaled.shape)} to one real value per trajectory, "
                 f"shape ({B},); it returned {got}. Reduce over the last axis, e.g. lambda e: e.abs().amax(-1)."
             )
-        return out
+        # A negative norm would accept every step (norm <= 1) and let the steps grow without bound: it fails the
+        # step like a NaN does (on the device, no synchronisation), and the loop names norm= as the cause.
+        return torch.where(out >= 0, out, torch.full_like(out, math.nan))
 
     def initial_step(self, func: RHS, t0: Tensor, y0: Tensor, f0: Tensor, span: Tensor, order: int) -> Tensor:
         direction = torch.sign(span)

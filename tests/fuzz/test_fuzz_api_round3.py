@@ -99,7 +99,15 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "solve-norm-returns-nan",
         lambda: odeint(decay, Y0, T, norm=lambda e: e.abs().amax(-1) * math.nan),
         NonFiniteError,
-        r"the norm= function returned a non-finite value",
+        r"the norm= function returned a non-finite or negative value",
+    ),
+    # Before: a negative norm accepted every step (norm <= 1), so the steps grew without bound and the answer was
+    # silently wrong.
+    (
+        "solve-norm-returns-negative",
+        lambda: odeint(decay, Y0, T, norm=lambda e: -e.abs().amax(-1)),
+        NonFiniteError,
+        r"the norm= function returned a non-finite or negative value",
     ),
     # Before: "Linear.forward() takes 2 positional arguments but 3 were given" (a network of y alone as func).
     (
