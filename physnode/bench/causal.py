@@ -169,7 +169,7 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
     n_traj, n_times = (12, 30) if quick else (48, 50)
     steps = 150 if quick else COLLOCATION["epochs"]
     lambdas = LAMBDAS[1::2] if quick else LAMBDAS
-    fit_cfg = {**FIT, "epochs": 2} if quick else dict(FIT)
+    fit_cfg = {**FIT, "epochs": 1} if quick else dict(FIT)
     opts = dict(case.options)
     if quick and case.dataset == "linear_sparse":
         opts["d"] = min(opts["d"], 6)
