@@ -21,7 +21,10 @@ linear skip path, and for GLV the multiplicative skip path ``x_i · (M y)_i``, a
   unnecessary is switched off exactly), and (3) each of these is fitted to the trajectories by
   :func:`physnode.fit` (:data:`FIT`: full-batch L-BFGS) without penalty, the MLPs the residual lasso switched off
   held off (``StructuredODE(mlp=...)``: the relaxed lasso again, on the MLP terms); the largest ``λ_r`` whose
-  fitted model is within :data:`TOLERANCE` of the best validation error is kept.
+  fitted model is within :data:`TOLERANCE` of the best validation error is kept. For the second-order spring
+  network (``SystemCase.select_on_trajectories``) each relaxed refit of the path is also fitted to the
+  trajectories (:data:`FIT`) before it is scored: its collocation refits forecast nothing, so their validation
+  errors cannot choose ``λ``.
 - ``unregularised``: the same StructuredODE, all edges and all MLPs, the same collocation stage and the same
   trajectory stage (:data:`FIT`), no penalty.
 - ``lasso (SINDy-like)``: :func:`~physnode.causal.fit_sparse_regression`, lasso of smoothed derivatives on a
@@ -80,6 +83,11 @@ class SystemCase:
     order: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     multiplicative: bool = False
+    #: Score each relaxed refit of the λ path after the trajectory stage (:data:`FIT`) instead of straight after
+    #: its collocation refit. Needed where collocation targets are poor: for second-order systems the smoothed
+    #: accelerations are about 24 % off at this sampling, so the collocation refits' validation errors (0.9–9)
+    #: carry no signal about λ.
+    select_on_trajectories: bool = False
 
 
 SYSTEMS: dict[str, SystemCase] = {
@@ -90,7 +98,13 @@ SYSTEMS: dict[str, SystemCase] = {
         "GLV 10 species", "glv", {"n_species": 10}, lambda tr: [0.0, 0.0, 1.8], degree=2, multiplicative=True
     ),
     "spring-8": SystemCase(
-        "spring network 8", "spring_network", {"n_masses": 8}, lambda tr: [1.0, -1.0, 1.0], degree=1, order=2
+        "spring network 8",
+        "spring_network",
+        {"n_masses": 8},
+        lambda tr: [1.0, -1.0, 1.0],
+        degree=1,
+        order=2,
+        select_on_trajectories=True,
     ),
 }
 
@@ -220,6 +234,8 @@ def run_case(case: SystemCase, *, quick: bool, seed: int = 0) -> list[dict[str, 
         relaxed = new_model(edges=threshold(A, CUT, relative=True) | eye)
         _copy_weights(path, relaxed)
         fit_collocation(relaxed, train, lam=0.0, lr=lr_c, epochs=steps // 4)
+        if case.select_on_trajectories:
+            physnode.fit(relaxed, train, **fit_kw)
         adjacencies.append(A)
         relaxed_fits.append(relaxed)
         val_errors.append(_validation_error(relaxed, val))
