@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,16 +59,26 @@ class Forcing:
         direction = torch.ones_like(t0)
         u0 = self.inputs(t0, None, direction)
         args = (t0[0], y0[0], u0[0]) if unbatched else (t0, y0, u0)
-        try:
-            return func(*args)
-        except TypeError:
-            if accepts_positional(func, 3):
-                raise  # a TypeError of func's own body
-            name = getattr(func, "__qualname__", type(func).__name__)
-            raise TypeError(
-                f"with inputs=, func is called as func(t, y, u) (u: the inputs at t, shape (B, C)), but {name} does "
-                "not take three positional arguments; add the argument u (or drop inputs=)."
-            ) from None
+        return call_explained(
+            func,
+            args,
+            lambda name: (
+                f"with inputs=, func is called as func(t, y, u) (u: the inputs at t, shape (B, C)), but "
+                f"{name} does not take three positional arguments; add the argument u (or drop inputs=)."
+            ),
+        )
+
+
+def call_explained(func: Callable, args: tuple, explain: Callable[[str], str]) -> Any:
+    """``func(*args)``; when that raises a TypeError because ``func`` does not take ``len(args)`` positional
+    arguments, a TypeError with the message ``explain(name of func)`` instead (a TypeError of ``func``'s own body
+    is raised as it is)."""
+    try:
+        return func(*args)
+    except TypeError:
+        if accepts_positional(func, len(args)):
+            raise
+        raise TypeError(explain(getattr(func, "__qualname__", type(func).__name__))) from None
 
 
 def accepts_positional(func: Callable, n: int) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ._forcing import Forcing, accepts_positional, build_forcing, solve_with_boluses
+from ._forcing import Forcing, build_forcing, call_explained, solve_with_boluses
 from ._validate import check_times, check_y0, describe
 from .data.inputs import Boluses, Inputs
 from .gradients import GradientMethod
@@ -121,16 +121,15 @@ def _build_problem(
         if forcing is not None:
             f_try = forcing.first_call(func, tb[:, 0], y0b.detach(), unbatched)
         else:
-            try:
-                f_try = func(tt[0], y0.detach()) if unbatched else func(tb[:, 0], y0b.detach())
-            except TypeError:
-                if accepts_positional(func, 2):
-                    raise  # a TypeError of func's own body
-                name = getattr(func, "__qualname__", type(func).__name__)
-                raise TypeError(
-                    f"func is called as func(t, y) (t: (B,), y: (B, D)), but {name} does not take two positional "
-                    "arguments; write it as f(t, y) -> dy/dt (wrap a network of y alone: lambda t, y: net(y))."
-                ) from None
+            f_try = call_explained(
+                func,
+                (tt[0], y0.detach()) if unbatched else (tb[:, 0], y0b.detach()),
+                lambda name: (
+                    f"func is called as func(t, y) (t: (B,), y: (B, D)), but {name} does not take two "
+                    "positional arguments; write it as f(t, y) -> dy/dt (wrap a network of y alone: "
+                    "lambda t, y: net(y))."
+                ),
+            )
     rhs.nfe = 1
     if not isinstance(f_try, Tensor) or f_try.shape != y0.shape:
         got = tuple(f_try.shape) if isinstance(f_try, Tensor) else type(f_try).__name__
