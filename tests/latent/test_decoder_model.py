@@ -105,8 +105,13 @@ def test_gradient_of_a_known_parameter_through_the_model_matches_finite_differen
 
     raw = m.decoder.known.params.a.raw
     loss().backward()
-    grad = float(raw.grad)
-    h = 1e-6
+    grad, fd = float(raw.grad), _central_difference(loss, raw)
+    # Central differences in float64, h = 1e-6: truncation O(h²) and round-off O(eps/h) far below 1e-6 relative.
+    assert abs(grad - fd) <= 1e-6 * max(1.0, abs(fd))
+
+
+def _central_difference(loss, raw: torch.Tensor, h: float = 1e-6) -> float:
+    """``(loss(raw + h) - loss(raw - h)) / 2h`` for a scalar parameter ``raw``, restored afterwards."""
     with torch.no_grad():
         base = raw.clone()
         raw.copy_(base + h)
@@ -114,9 +119,7 @@ def test_gradient_of_a_known_parameter_through_the_model_matches_finite_differen
         raw.copy_(base - h)
         down = float(loss())
         raw.copy_(base)
-    fd = (up - down) / (2 * h)
-    # Central differences in float64, h = 1e-6: truncation O(h²) and round-off O(eps/h) far below 1e-6 relative.
-    assert abs(grad - fd) <= 1e-6 * max(1.0, abs(fd))
+    return (up - down) / (2 * h)
 
 
 def test_save_load_round_trip_of_a_symbolic_decoder(tmp_path):
@@ -229,16 +232,7 @@ def test_gradient_of_a_population_volume_through_the_known_map_matches_finite_di
         return m.loss(data, plan, until=2.0, settings=SETTINGS)[0]
 
     loss().backward()
-    grad = float(raw.grad)
-    h = 1e-6
-    with torch.no_grad():
-        base = raw.clone()
-        raw.copy_(base + h)
-        up = float(loss())
-        raw.copy_(base - h)
-        down = float(loss())
-        raw.copy_(base)
-    fd = (up - down) / (2 * h)
+    grad, fd = float(raw.grad), _central_difference(loss, raw)
     # central differences in float64, h = 1e-6: truncation O(h²) and round-off O(eps/h) far below 1e-6 relative
     assert abs(grad - fd) <= 1e-6 * max(1.0, abs(fd)), (grad, fd)
 
